@@ -1,0 +1,123 @@
+//! The commands: each loads what it needs through the library and prints its result.
+//! Errors are returned typed; `main.rs` renders them once.
+
+use std::io::Write as _;
+
+use crate::cli::{CheckFormat, Cli, Command, ConfigArgs, ConfigFormat, GraphArgs, GraphFormat};
+use crate::config::{self, Config, Environment, NodeKind};
+use crate::error::{Error, exit_code};
+use crate::graph::{self, Graph};
+
+/// Runs one command line; the `Ok` value is the process exit code.
+pub fn execute(cli: Cli) -> Result<i32, Error> {
+    let env = Environment::from_process();
+    match cli.command {
+        Command::Check(args) => check(&cli.file, &env, args.format),
+        Command::Graph(args) => graph_command(&cli.file, &env, &args),
+        Command::Config(args) => config_command(&cli.file, &env, &args),
+        Command::Run(args) => crate::run::run(&cli.file, &env, args),
+    }
+}
+
+/// Loads and validates the configuration, printing its warnings on stderr.
+pub fn load_config(path: &std::path::Path, env: &Environment) -> Result<Config, Error> {
+    let config = config::load(path, env)?;
+    print_warnings(&config);
+    Ok(config)
+}
+
+fn print_warnings(config: &Config) {
+    let handler = crate::error::terminal_handler();
+    for warning in &config.warnings {
+        let report = miette::Report::new(warning.clone()).with_source_code(config.source.clone());
+        let mut out = String::new();
+        let _ = handler.render_report(&mut out, report.as_ref());
+        eprint!("{out}");
+    }
+}
+
+fn check(path: &std::path::Path, env: &Environment, format: CheckFormat) -> Result<i32, Error> {
+    if format == CheckFormat::Text {
+        let config = load_config(path, env)?;
+        let graph = Graph::build(&config);
+        println!(
+            "ok: {} services, {} components, depth {}",
+            config.count(NodeKind::Service),
+            config.count(NodeKind::Component),
+            graph.depth()
+        );
+        return Ok(exit_code::OK);
+    }
+    let (ok, problems, summary) = match config::load(path, env) {
+        Ok(config) => {
+            let graph = Graph::build(&config);
+            let problems = config::ConfigError {
+                file: config.source.clone(),
+                problems: config.warnings.clone(),
+            }
+            .to_json();
+            let summary = serde_json::json!({
+                "services": config.count(NodeKind::Service),
+                "components": config.count(NodeKind::Component),
+                "depth": graph.depth(),
+            });
+            (true, problems, summary)
+        }
+        Err(config::LoadError::Invalid(e)) => (false, e.to_json(), serde_json::Value::Null),
+        Err(e) => return Err(e.into()),
+    };
+    let doc = serde_json::json!({ "ok": ok, "summary": summary, "diagnostics": problems });
+    print_out(&serde_json::to_string_pretty(&doc).expect("json"))?;
+    Ok(if ok { exit_code::OK } else { exit_code::CONFIG })
+}
+
+fn graph_command(
+    path: &std::path::Path,
+    env: &Environment,
+    args: &GraphArgs,
+) -> Result<i32, Error> {
+    let config = load_config(path, env)?;
+    let graph = Graph::build(&config);
+    let selected = graph.select(&config, &args.nodes)?;
+    let text = match args.format {
+        GraphFormat::Text => graph::render_text(&config, &graph, &selected),
+        GraphFormat::Dot => graph::render_dot(&config, &graph, &selected),
+        GraphFormat::Mermaid => graph::render_mermaid(&config, &graph, &selected),
+        GraphFormat::Json => graph::render_json(&config, &graph, &selected),
+    };
+    print_out(&text)?;
+    Ok(exit_code::OK)
+}
+
+fn config_command(
+    path: &std::path::Path,
+    env: &Environment,
+    args: &ConfigArgs,
+) -> Result<i32, Error> {
+    let config = load_config(path, env)?;
+    let text = match args.format {
+        ConfigFormat::Toml => config::render_toml(&config),
+        ConfigFormat::Json => config::render_json(&config),
+    };
+    print_out(&text)?;
+    Ok(exit_code::OK)
+}
+
+/// Writes to stdout; a closed pipe (`dagstart graph | head`) is not an error.
+fn print_out(text: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    let result = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| {
+            if text.ends_with('\n') {
+                Ok(())
+            } else {
+                stdout.write_all(b"\n")
+            }
+        })
+        .and_then(|()| stdout.flush());
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| Error::io("writing to stdout", e)),
+    }
+}

@@ -1,0 +1,208 @@
+//! demo-svc: the service used by the shipped demo stack and by dagstart's own tests.
+//!
+//! It pretends to be a real service: it initialises for `--delay`, then listens on `--port`
+//! and answers HTTP (200 on every path), printing a ready line. Flags make it misbehave the
+//! ways real services do: crash on start, hang, ignore SIGTERM, spawn grandchildren.
+//!
+//! ```text
+//! demo-svc --name backend --delay 1s --port 8010      a service ready after 1 s
+//! demo-svc --name migrate --delay 300ms --oneshot     a component: works 300 ms, exits 0
+//! ```
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "demo-svc",
+    about = "A configurable fake service for demos and tests"
+)]
+struct Args {
+    /// Name used in output and records.
+    #[arg(long, default_value = "demo")]
+    name: String,
+    /// Initialisation time before the service is ready.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    delay: Duration,
+    /// Serve HTTP on 127.0.0.1:PORT once ready (0 picks a free port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Exit with --exit-code after the delay instead of serving (a one-shot component).
+    #[arg(long)]
+    oneshot: bool,
+    /// Exit code for --oneshot, or after --exit-after.
+    #[arg(long, default_value_t = 0)]
+    exit_code: i32,
+    /// Run for this long after becoming ready, then exit with --exit-code.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    exit_after: Option<Duration>,
+    /// Never become ready.
+    #[arg(long)]
+    hang: bool,
+    /// Crash (exit 1) on start this many times, counting in --state-file.
+    #[arg(long, default_value_t = 0)]
+    crash_times: u32,
+    /// Where --crash-times keeps its count.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// Ignore SIGTERM (dagstart must escalate to SIGKILL).
+    #[arg(long)]
+    ignore_sigterm: bool,
+    /// Spawn a grandchild that hangs, and write its pid to this file.
+    #[arg(long)]
+    grandchild_pid_file: Option<PathBuf>,
+    /// Append "NAME EVENT UNIX_NANOS" lines (start, ready) to this file.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Line printed on stdout when ready.
+    #[arg(long, default_value = "ready")]
+    ready_line: String,
+    /// Lines printed (alternating stdout/stderr) before the ready line.
+    #[arg(long, default_value_t = 0)]
+    chatter: u32,
+}
+
+fn main() {
+    let args = Args::parse();
+    record(&args, "start");
+    if args.ignore_sigterm {
+        ignore_sigterm();
+    }
+    if let Some(pid_file) = &args.grandchild_pid_file {
+        spawn_grandchild(pid_file);
+    }
+    if crash_now(&args) {
+        eprintln!("{}: crashing on start as asked", args.name);
+        std::process::exit(1);
+    }
+    for i in 0..args.chatter {
+        if i % 2 == 0 {
+            println!("{}: chatter line {i}", args.name);
+        } else {
+            eprintln!("{}: chatter line {i}", args.name);
+        }
+    }
+    println!(
+        "{}: initialising for {}",
+        args.name,
+        humantime::format_duration(args.delay)
+    );
+    std::thread::sleep(args.delay);
+    if args.hang {
+        println!("{}: hanging forever", args.name);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    if args.oneshot {
+        record(&args, "ready");
+        println!(
+            "{}: {} (exit {})",
+            args.name, args.ready_line, args.exit_code
+        );
+        std::process::exit(args.exit_code);
+    }
+    let listener = args.port.map(|port| {
+        TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
+            eprintln!("{}: cannot listen on 127.0.0.1:{port}: {e}", args.name);
+            std::process::exit(1);
+        })
+    });
+    record(&args, "ready");
+    match &listener {
+        Some(l) => println!(
+            "{}: {} on {}",
+            args.name,
+            args.ready_line,
+            l.local_addr().expect("addr")
+        ),
+        None => println!("{}: {}", args.name, args.ready_line),
+    }
+    let _ = std::io::stdout().flush();
+    if let Some(after) = args.exit_after {
+        let code = args.exit_code;
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            std::process::exit(code);
+        });
+    }
+    match listener {
+        Some(l) => serve(&l),
+        None => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+    }
+}
+
+/// Answers every connection with `200 ok`, one thread per connection.
+fn serve(listener: &TcpListener) {
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+            );
+        });
+    }
+}
+
+fn record(args: &Args, event: &str) {
+    let Some(path) = &args.record else { return };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let line = format!("{} {event} {nanos}\n", args.name);
+    // One write of a short line to an O_APPEND file is atomic, so parallel services can share it.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    if let Ok(mut f) = file {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// True while fewer than --crash-times starts have crashed.
+fn crash_now(args: &Args) -> bool {
+    if args.crash_times == 0 {
+        return false;
+    }
+    let path = args
+        .state_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!(".{}.crashes", args.name)));
+    let crashed: u32 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if crashed >= args.crash_times {
+        return false;
+    }
+    let _ = std::fs::write(&path, (crashed + 1).to_string());
+    true
+}
+
+fn spawn_grandchild(pid_file: &PathBuf) {
+    let exe = std::env::current_exe().expect("own path");
+    let child = std::process::Command::new(exe)
+        .args(["--name", "grandchild", "--hang"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn grandchild");
+    let _ = std::fs::write(pid_file, child.id().to_string());
+    // Deliberately not waited for: it must outlive us unless the supervisor kills it.
+    std::mem::forget(child);
+}
+
+#[allow(unsafe_code)]
+fn ignore_sigterm() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_IGN installs no handler code, so nothing can run in signal context.
+    unsafe { signal(Signal::SIGTERM, SigHandler::SigIgn) }.expect("ignore SIGTERM");
+}

@@ -1,0 +1,143 @@
+//! The command line: clap definitions only. `main.rs` parses them and hands them to [`crate::app`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Bring a stack of services up as fast as its dependency graph allows, and keep it up.
+///
+/// dagstart reads services.toml, checks the dependency graph, and starts every service and
+/// component the moment its dependencies are ready: no fixed sleeps, no level barriers.
+///
+/// Examples:
+///   dagstart check                 validate services.toml
+///   dagstart graph                 show the startup order
+///   dagstart run                   start everything, stop it all on Ctrl-C
+///   dagstart run -- cargo test     start, run the tests, stop, exit with their status
+#[derive(Debug, Parser)]
+#[command(name = "dagstart", version, verbatim_doc_comment, max_term_width = 100)]
+pub struct Cli {
+    /// The configuration file to read.
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "services.toml",
+        env = "DAGSTART_FILE"
+    )]
+    pub file: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Check(CheckArgs),
+    Graph(GraphArgs),
+    Config(ConfigArgs),
+    Run(RunArgs),
+}
+
+/// Validate services.toml without starting anything.
+///
+/// Reports every problem in the file at once, each pointing at the exact place, with a
+/// suggestion where there is one. Exits 0 when the file is valid (warnings allowed), 2 when not.
+///
+/// Example:
+///   dagstart check --format json
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct CheckArgs {
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+}
+
+/// Print the startup order as levels.
+///
+/// A node's level is the length of the longest dependency chain below it: level 0 needs
+/// nothing, level 1 needs only level-0 nodes, and so on. Nodes start as soon as their own
+/// dependencies are ready, not level by level; levels are a way to read the graph.
+///
+/// Examples:
+///   dagstart graph                       the whole graph
+///   dagstart graph backend               backend and everything it needs
+///   dagstart graph --format dot | dot -Tsvg > graph.svg
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct GraphArgs {
+    /// Show only these nodes and everything they need.
+    #[arg(value_name = "NODE")]
+    pub nodes: Vec<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+    pub format: GraphFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+    Json,
+}
+
+/// Print the fully resolved configuration.
+///
+/// Defaults are filled in, `${VAR}` is expanded, and environment overrides
+/// (STARTUP_TIMEOUT, <NODE>_TIMEOUT, ...) are applied; each value that came from the
+/// environment is marked with the variable it came from.
+///
+/// Example:
+///   STARTUP_TIMEOUT=2m dagstart config
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ConfigArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ConfigFormat::Toml)]
+    pub format: ConfigFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigFormat {
+    Toml,
+    Json,
+}
+
+/// Start the graph and supervise it until Ctrl-C.
+///
+/// Every node starts the moment its dependencies meet their condition. Output of each node is
+/// shown prefixed with its name and written to <log_dir>/<node>.log. Ctrl-C or SIGTERM stops
+/// everything in reverse dependency order; a second Ctrl-C kills at once.
+///
+/// With `-- CMD ARGS...`, dagstart starts the graph, waits until it is ready, runs CMD, then
+/// stops everything and exits with CMD's exit status.
+///
+/// Examples:
+///   dagstart run                        start everything
+///   dagstart run backend                backend and what it needs
+///   dagstart run --sequential           one node at a time (legacy mode), for comparison
+///   dagstart run -- curl -f localhost:8010/health
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct RunArgs {
+    /// Start only these nodes and everything they need.
+    #[arg(value_name = "NODE")]
+    pub nodes: Vec<String>,
+
+    /// Start one node at a time in topological order (same as USE_PARALLEL_STARTUP=false).
+    #[arg(long)]
+    pub sequential: bool,
+
+    /// Run this command once the graph is ready, then stop everything and exit with its status.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}

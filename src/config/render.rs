@@ -1,0 +1,265 @@
+//! `dagstart config`: the resolved configuration, written back out as TOML or JSON.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Command, Config, MaxWorkers, Node, NodeKind, Probe};
+
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn quote_all(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn max_workers(w: MaxWorkers) -> Value {
+    match w {
+        MaxWorkers::Unlimited => json!("unlimited"),
+        MaxWorkers::Auto => json!("auto"),
+        MaxWorkers::Fixed(n) => json!(n),
+    }
+}
+
+/// Writes `key = value`, with a comment naming the variable the value came from.
+fn line(out: &mut String, config: &Config, path: &str, key: &str, value: impl std::fmt::Display) {
+    let full = if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    };
+    match config.from_env.get(&full) {
+        Some(var) => {
+            let _ = writeln!(out, "{key} = {value}  # from {var}");
+        }
+        None => {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+    }
+}
+
+fn probe_toml(probe: &Probe) -> Option<String> {
+    match probe {
+        Probe::Spawned | Probe::Exited => None,
+        Probe::Http { url } => Some(format!("http = {}", quote(url))),
+        Probe::Tcp { host, port } => Some(format!("tcp = {}", quote(&format!("{host}:{port}")))),
+        Probe::Exec { argv } => Some(format!("exec = {}", quote_all(argv))),
+        Probe::Log { pattern } => Some(format!("log = {}", quote(pattern.as_str()))),
+    }
+}
+
+/// The configuration as TOML, every default filled in.
+pub fn render_toml(config: &Config) -> String {
+    let s = &config.settings;
+    let mut out = String::from("[settings]\n");
+    let workers = match max_workers(s.max_workers) {
+        Value::String(w) => quote(&w),
+        n => n.to_string(),
+    };
+    line(&mut out, config, "settings", "max_workers", workers);
+    line(
+        &mut out,
+        config,
+        "settings",
+        "startup_timeout",
+        quote(&duration(s.startup_timeout)),
+    );
+    line(&mut out, config, "settings", "parallel", s.parallel);
+    line(
+        &mut out,
+        config,
+        "settings",
+        "parallel_health_checks",
+        s.parallel_health_checks,
+    );
+    line(
+        &mut out,
+        config,
+        "settings",
+        "log_dir",
+        quote(&s.log_dir.display().to_string()),
+    );
+    line(
+        &mut out,
+        config,
+        "settings",
+        "shutdown_timeout",
+        quote(&duration(s.shutdown_timeout)),
+    );
+    if !config.env.is_empty() {
+        out.push_str("\n[env]\n");
+        for (k, v) in &config.env {
+            line(&mut out, config, "env", &quote(k), quote(v));
+        }
+    }
+    for node in &config.nodes {
+        node_toml(&mut out, config, node);
+    }
+    out
+}
+
+fn node_toml(out: &mut String, config: &Config, node: &Node) {
+    let path = format!("{}.{}", section(node.kind), node.name);
+    let _ = writeln!(out, "\n[{path}]");
+    match &node.command {
+        Command::Argv(argv) => line(out, config, &path, "command", quote_all(argv)),
+        Command::Shell(script) => {
+            line(out, config, &path, "command", quote(script));
+            line(out, config, &path, "shell", true);
+        }
+    }
+    line(
+        out,
+        config,
+        &path,
+        "cwd",
+        quote(&node.cwd.display().to_string()),
+    );
+    if !node.env.is_empty() {
+        let pairs: Vec<String> = node
+            .env
+            .iter()
+            .map(|(k, v)| format!("{} = {}", quote(k), quote(v)))
+            .collect();
+        line(
+            out,
+            config,
+            &path,
+            "env",
+            format!("{{ {} }}", pairs.join(", ")),
+        );
+    }
+    let deps: Vec<String> = node
+        .depends_on
+        .iter()
+        .map(|d| format!("{} = {}", quote(&d.name), quote(d.condition.as_str())))
+        .collect();
+    let deps = if deps.is_empty() {
+        "{}".to_owned()
+    } else {
+        format!("{{ {} }}", deps.join(", "))
+    };
+    line(out, config, &path, "depends_on", deps);
+    if let Some(port) = node.port {
+        line(out, config, &path, "port", port);
+    }
+    if let Some(probe) = probe_toml(&node.health.probe) {
+        let h = &node.health;
+        let health = format!(
+            "{{ {probe}, interval = {}, timeout = {}, retries = {}, start_period = {} }}",
+            quote(&duration(h.interval)),
+            quote(&duration(h.timeout)),
+            h.retries,
+            quote(&duration(h.start_period))
+        );
+        line(out, config, &path, "health", health);
+    }
+    line(
+        out,
+        config,
+        &path,
+        "startup_timeout",
+        quote(&duration(node.startup_timeout)),
+    );
+    line(out, config, &path, "retries", node.retries);
+    line(out, config, &path, "required", node.required);
+    line(
+        out,
+        config,
+        &path,
+        "stop_signal",
+        quote(node.stop_signal.as_str()),
+    );
+    line(
+        out,
+        config,
+        &path,
+        "stop_timeout",
+        quote(&duration(node.stop_timeout)),
+    );
+}
+
+fn section(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::Service => "services",
+        NodeKind::Component => "components",
+    }
+}
+
+fn probe_json(probe: &Probe) -> Value {
+    match probe {
+        Probe::Spawned => json!({ "spawned": true }),
+        Probe::Exited => json!({ "exited": true }),
+        Probe::Http { url } => json!({ "http": url }),
+        Probe::Tcp { host, port } => json!({ "tcp": format!("{host}:{port}") }),
+        Probe::Exec { argv } => json!({ "exec": argv }),
+        Probe::Log { pattern } => json!({ "log": pattern.as_str() }),
+    }
+}
+
+/// The configuration as JSON; `from_env` maps key paths to the variables that set them.
+pub fn render_json(config: &Config) -> String {
+    let s = &config.settings;
+    let mut services = serde_json::Map::new();
+    let mut components = serde_json::Map::new();
+    for node in &config.nodes {
+        let h = &node.health;
+        let mut health = probe_json(&h.probe);
+        if let Value::Object(map) = &mut health {
+            map.insert("interval".into(), json!(duration(h.interval)));
+            map.insert("timeout".into(), json!(duration(h.timeout)));
+            map.insert("retries".into(), json!(h.retries));
+            map.insert("start_period".into(), json!(duration(h.start_period)));
+        }
+        let command = match &node.command {
+            Command::Argv(argv) => json!(argv),
+            Command::Shell(script) => json!(script),
+        };
+        let deps: serde_json::Map<String, Value> = node
+            .depends_on
+            .iter()
+            .map(|d| (d.name.clone(), json!(d.condition.as_str())))
+            .collect();
+        let value = json!({
+            "command": command,
+            "shell": matches!(node.command, Command::Shell(_)),
+            "cwd": node.cwd.display().to_string(),
+            "env": node.env,
+            "depends_on": deps,
+            "port": node.port,
+            "health": health,
+            "startup_timeout": duration(node.startup_timeout),
+            "retries": node.retries,
+            "required": node.required,
+            "stop_signal": node.stop_signal.as_str(),
+            "stop_timeout": duration(node.stop_timeout),
+        });
+        let target = match node.kind {
+            NodeKind::Service => &mut services,
+            NodeKind::Component => &mut components,
+        };
+        target.insert(node.name.clone(), value);
+    }
+    let doc = json!({
+        "settings": {
+            "max_workers": max_workers(s.max_workers),
+            "startup_timeout": duration(s.startup_timeout),
+            "parallel": s.parallel,
+            "parallel_health_checks": s.parallel_health_checks,
+            "log_dir": s.log_dir.display().to_string(),
+            "shutdown_timeout": duration(s.shutdown_timeout),
+        },
+        "env": config.env,
+        "services": services,
+        "components": components,
+        "from_env": config.from_env,
+    });
+    serde_json::to_string_pretty(&doc).expect("config serializes")
+}

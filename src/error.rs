@@ -1,0 +1,109 @@
+//! The library's top-level error and the one table of exit codes.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::graph::UnknownNode;
+
+/// Exit codes of the `dagstart` binary. Also documented in README.md.
+pub mod exit_code {
+    /// Success; or a shutdown that the user asked for after startup completed.
+    pub const OK: i32 = 0;
+    /// An unexpected failure (I/O error, cannot create the log directory, ...).
+    pub const FAILURE: i32 = 1;
+    /// services.toml is missing or invalid, or the command line names an unknown node.
+    pub const CONFIG: i32 = 2;
+    /// Preflight failed: a command, a working directory or a port is not usable. Nothing started.
+    pub const PREFLIGHT: i32 = 3;
+    /// A required node failed to start, or the startup budget ran out.
+    pub const STARTUP: i32 = 4;
+    /// Interrupted (Ctrl-C / SIGTERM) before startup completed.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// Every failure a dagstart command can end with.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("cannot read {}", path.display())]
+    #[diagnostic(code(dagstart::config::read), help("pass another file with -f/--file"))]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    UnknownNode(#[from] UnknownNode),
+
+    #[error("interrupted before startup completed")]
+    #[diagnostic(code(dagstart::interrupted))]
+    Interrupted,
+
+    #[error("{context}: {source}")]
+    #[diagnostic(code(dagstart::io))]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::ReadConfig { .. } | Error::Config(_) | Error::UnknownNode(_) => {
+                exit_code::CONFIG
+            }
+            Error::Interrupted => exit_code::INTERRUPTED,
+            Error::Io { .. } => exit_code::FAILURE,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<crate::config::LoadError> for Error {
+    fn from(e: crate::config::LoadError) -> Self {
+        match e {
+            crate::config::LoadError::Read { path, source } => Error::ReadConfig { path, source },
+            crate::config::LoadError::Invalid(c) => Error::Config(c),
+        }
+    }
+}
+
+/// Renders an error for a person: every diagnostic with its labels, then a summary line.
+/// The one place errors are turned into text.
+pub fn render(error: &Error, handler: &miette::GraphicalReportHandler) -> String {
+    let mut out = String::new();
+    match error {
+        Error::Config(config) => {
+            for report in config.reports() {
+                let _ = handler.render_report(&mut out, report.as_ref());
+            }
+            out.push_str(&format!("dagstart: {config}\n"));
+        }
+        other => {
+            let _ = handler.render_report(&mut out, other);
+        }
+    }
+    out
+}
+
+/// The renderer for a terminal (colours unless NO_COLOR or not a terminal).
+pub fn terminal_handler() -> miette::GraphicalReportHandler {
+    miette::GraphicalReportHandler::new()
+}
+
+/// A renderer with no colours and a fixed width, for files, tests and snapshots.
+pub fn plain_handler() -> miette::GraphicalReportHandler {
+    miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .with_width(100)
+}

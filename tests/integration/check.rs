@@ -1,0 +1,132 @@
+//! `dagstart check` through the real binary.
+
+use crate::harness::{Project, fixture, stderr_of, stdout_of};
+
+#[test]
+fn valid_file_prints_counts_and_depth() {
+    let project = Project::new(&std::fs::read_to_string(fixture("stack.toml")).unwrap());
+    let out = project.dagstart(&["check"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), "ok: 4 services, 2 components, depth 3\n");
+}
+
+#[test]
+fn invalid_file_exits_2_with_every_diagnostic() {
+    let project = Project::new(
+        "[services.api]\ncomand = \"a\"\ncommand = \"a\"\ndepends_on = [\"bd\"]\n\n[services.db]\ncommand = \"d\"\n",
+    );
+    let out = project.dagstart(&["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(err.contains("unknown key `comand`"), "{err}");
+    assert!(err.contains("`api` depends on `bd`"), "{err}");
+    assert!(err.contains("2 errors in services.toml"), "{err}");
+    assert!(stdout_of(&out).is_empty());
+}
+
+#[test]
+fn json_format_gives_positions() {
+    let project = Project::new("[services.api]\ncommand = \"a\"\nstop_signal = \"SIGFOO\"\n");
+    let out = project
+        .dagstart(&["check", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert_eq!(doc["ok"], false);
+    let diag = &doc["diagnostics"][0];
+    assert_eq!(diag["code"], "dagstart::config::signal");
+    assert_eq!(diag["severity"], "error");
+    assert_eq!(diag["labels"][0]["line"], 3);
+    assert_eq!(diag["labels"][0]["column"], 15);
+}
+
+#[test]
+fn json_format_on_a_valid_file() {
+    let project = Project::new(&std::fs::read_to_string(fixture("stack.toml")).unwrap());
+    let out = project
+        .dagstart(&["check", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["summary"]["services"], 4);
+    assert_eq!(doc["summary"]["depth"], 3);
+}
+
+#[test]
+fn missing_file_is_a_config_error() {
+    let project = Project::new("");
+    let out = project
+        .dagstart(&["-f", "nope.toml", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("cannot read nope.toml"));
+}
+
+#[test]
+fn warnings_do_not_fail_the_check() {
+    let project = Project::new(
+        "[components.m]\ncommand = \"m\"\nrequired = false\n[services.a]\ncommand = \"a\"\ndepends_on = [\"m\"]\n",
+    );
+    let out = project.dagstart(&["check"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(stderr_of(&out).contains("required `a` depends on optional `m`"));
+}
+
+#[test]
+fn dotenv_beside_the_file_fills_variables_and_the_environment_wins() {
+    let project = Project::new(
+        "[services.api]\ncommand = \"./api --port ${PORT:?set PORT} --mode ${MODE}\"\n",
+    );
+    project.file(".env", "PORT=8010\nMODE=dotenv\n");
+    let out = project
+        .dagstart(&["config", "--format", "json"])
+        .env("MODE", "real")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["services"]["api"]["command"],
+        serde_json::json!(["./api", "--port", "8010", "--mode", "real"])
+    );
+}
+
+#[test]
+fn env_file_setting_names_another_file() {
+    let project = Project::new(
+        "[settings]\nenv_file = \"conf/dev.env\"\n[services.api]\ncommand = \"./api ${X:?x}\"\n",
+    );
+    project.file("conf/dev.env", "X=from-file\n");
+    let out = project
+        .dagstart(&["config", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["services"]["api"]["command"][1], "from-file");
+}
+
+#[test]
+fn no_input_makes_it_panic() {
+    for text in [
+        "",
+        "\u{0}\u{1}",
+        "[[services]]\n",
+        "services = 3",
+        "[services.a]\ncommand = []",
+        "[services.a.health]\n",
+    ] {
+        let project = Project::new(text);
+        let out = project.dagstart(&["check"]).output().unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0 | 2)),
+            "{text:?}: {}",
+            stderr_of(&out)
+        );
+        assert!(!stderr_of(&out).contains("panicked"), "{text:?}");
+    }
+}

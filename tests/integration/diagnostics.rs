@@ -1,0 +1,254 @@
+//! Every configuration mistake has a diagnostic that points at the bytes; one test each.
+
+use std::path::Path;
+
+use dagstart::config::{Environment, load_str};
+use dagstart::error::{Error, plain_handler, render};
+
+/// Loads `text` and returns the codes of its problems and their rendering.
+fn diagnose_with(text: &str, env: &[(&str, &str)]) -> (Vec<&'static str>, String) {
+    let env = Environment::from_pairs(env.iter().copied());
+    let error = load_str(Path::new("services.toml"), text.to_owned(), &env)
+        .expect_err("the configuration should be rejected");
+    let codes = error.problems.iter().map(|p| p.code).collect();
+    (codes, render(&Error::Config(error), &plain_handler()))
+}
+
+fn diagnose(text: &str) -> (Vec<&'static str>, String) {
+    diagnose_with(text, &[])
+}
+
+#[test]
+fn toml_syntax_error() {
+    let (codes, text) = diagnose("[services.api\ncommand = \"x\"\n");
+    assert_eq!(codes, ["dagstart::config::syntax"]);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn unknown_key_suggests_the_known_one() {
+    let (codes, text) = diagnose("[services.api]\ncomand = \"./api\"\ncommand = \"./api\"\n");
+    assert_eq!(codes, ["dagstart::config::unknown_key"]);
+    assert!(text.contains("did you mean `command`?"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn unknown_top_level_table() {
+    let (codes, text) = diagnose("[service.api]\ncommand = \"./api\"\n");
+    assert_eq!(codes, ["dagstart::config::unknown_key"]);
+    assert!(text.contains("did you mean `services`?"), "{text}");
+}
+
+#[test]
+fn unknown_dependency_suggests_the_declared_one() {
+    let (codes, text) = diagnose(
+        "[services.backend]\ncommand = \"b\"\n\n[services.web]\ncommand = \"w\"\ndepends_on = [\"bakend\"]\n",
+    );
+    assert_eq!(codes, ["dagstart::config::unknown_dependency"]);
+    assert!(text.contains("did you mean `backend`?"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn cycle_names_the_whole_path_and_labels_each_edge() {
+    let (codes, text) = diagnose(
+        "[services.a]\ncommand = \"a\"\ndepends_on = [\"b\"]\n\n[services.b]\ncommand = \"b\"\ndepends_on = [\"c\"]\n\n[services.c]\ncommand = \"c\"\ndepends_on = { a = \"healthy\" }\n",
+    );
+    assert_eq!(codes, ["dagstart::config::cycle"]);
+    assert!(
+        text.contains("dependency cycle: a -> b -> c -> a"),
+        "{text}"
+    );
+    assert_eq!(text.matches("waits for").count(), 3, "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn two_separate_cycles_are_both_reported() {
+    let (codes, _) = diagnose(
+        "[services.a]\ncommand = \"a\"\ndepends_on = [\"b\"]\n[services.b]\ncommand = \"b\"\ndepends_on = [\"a\"]\n\
+         [services.c]\ncommand = \"c\"\ndepends_on = [\"d\"]\n[services.d]\ncommand = \"d\"\ndepends_on = [\"c\"]\n",
+    );
+    assert_eq!(
+        codes,
+        ["dagstart::config::cycle", "dagstart::config::cycle"]
+    );
+}
+
+#[test]
+fn name_shared_by_a_service_and_a_component() {
+    let (codes, text) =
+        diagnose("[services.db]\ncommand = \"d\"\n\n[components.db]\ncommand = \"m\"\n");
+    assert_eq!(codes, ["dagstart::config::duplicate_name"]);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn self_dependency() {
+    let (codes, text) = diagnose("[services.api]\ncommand = \"a\"\ndepends_on = [\"api\"]\n");
+    assert_eq!(codes, ["dagstart::config::self_dependency"]);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn bad_duration() {
+    let (codes, text) =
+        diagnose("[services.api]\ncommand = \"a\"\nstartup_timeout = \"5 sekunden\"\n");
+    assert_eq!(codes, ["dagstart::config::duration"]);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn duration_without_unit() {
+    let (codes, text) = diagnose("[settings]\nshutdown_timeout = 10\n");
+    assert_eq!(codes, ["dagstart::config::duration"]);
+    assert!(text.contains("\"5s\""), "{text}");
+}
+
+#[test]
+fn bad_signal_name() {
+    let (codes, text) = diagnose("[services.api]\ncommand = \"a\"\nstop_signal = \"SIGTREM\"\n");
+    assert_eq!(codes, ["dagstart::config::signal"]);
+    assert!(text.contains("did you mean \"SIGTERM\"?"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn signal_names_without_sig_prefix_are_accepted() {
+    let env = Environment::default();
+    let config = load_str(
+        Path::new("services.toml"),
+        "[services.api]\ncommand = \"a\"\nstop_signal = \"int\"\n".into(),
+        &env,
+    )
+    .expect("valid");
+    assert_eq!(
+        config.nodes[0].stop_signal,
+        nix::sys::signal::Signal::SIGINT
+    );
+}
+
+#[test]
+fn node_name_outside_the_allowed_characters() {
+    let (codes, text) = diagnose("[services.\"my api\"]\ncommand = \"a\"\n");
+    assert_eq!(codes, ["dagstart::config::name"]);
+    assert!(text.contains("my_api"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn two_nodes_declaring_the_same_port() {
+    let (codes, text) = diagnose(
+        "[services.a]\ncommand = \"a\"\nport = 8010\n\n[services.b]\ncommand = \"b\"\nport = 8010\n",
+    );
+    assert_eq!(codes, ["dagstart::config::port_clash"]);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn completed_on_a_service() {
+    let (codes, text) = diagnose(
+        "[services.db]\ncommand = \"d\"\n\n[services.api]\ncommand = \"a\"\ndepends_on = { db = \"completed\" }\n",
+    );
+    assert_eq!(codes, ["dagstart::config::condition"]);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn unknown_condition_suggests_one() {
+    let (codes, text) = diagnose(
+        "[services.db]\ncommand = \"d\"\n\n[services.api]\ncommand = \"a\"\ndepends_on = { db = \"healty\" }\n",
+    );
+    assert_eq!(codes, ["dagstart::config::condition"]);
+    assert!(text.contains("did you mean \"healthy\"?"), "{text}");
+}
+
+#[test]
+fn http_health_path_without_port() {
+    let (codes, text) =
+        diagnose("[services.api]\ncommand = \"a\"\nhealth = { http = \"/health\" }\n");
+    assert_eq!(codes, ["dagstart::config::health"]);
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn unset_required_variable() {
+    let (codes, text) = diagnose(
+        "[services.api]\ncommand = \"./api --db ${DB_URL:?set DB_URL to the database}\"\n",
+    );
+    assert_eq!(codes, ["dagstart::config::required_variable"]);
+    assert!(text.contains("set DB_URL to the database"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn required_variable_that_is_set_is_expanded() {
+    let env = Environment::from_pairs([("DB_URL", "postgres://x")]);
+    let config = load_str(
+        Path::new("services.toml"),
+        "[services.api]\ncommand = \"./api --db ${DB_URL:?needed}\"\n".into(),
+        &env,
+    )
+    .expect("valid");
+    assert_eq!(
+        config.nodes[0].command,
+        dagstart::config::Command::Argv(vec!["./api".into(), "--db".into(), "postgres://x".into()])
+    );
+}
+
+#[test]
+fn required_node_on_optional_node_is_only_a_warning() {
+    let env = Environment::default();
+    let config = load_str(
+        Path::new("services.toml"),
+        "[components.models]\ncommand = \"m\"\nrequired = false\n\n[services.api]\ncommand = \"a\"\ndepends_on = [\"models\"]\n".into(),
+        &env,
+    )
+    .expect("a warning does not reject the file");
+    let codes: Vec<_> = config.warnings.iter().map(|w| w.code).collect();
+    assert_eq!(codes, ["dagstart::config::required_on_optional"]);
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let (codes, text) =
+        diagnose("[services.api]\ncommand = 42\nrequired = \"yes\"\nretries = -1\n");
+    assert_eq!(
+        codes,
+        [
+            "dagstart::config::type",
+            "dagstart::config::type",
+            "dagstart::config::type"
+        ]
+    );
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn bad_environment_override_names_the_variable() {
+    let (codes, text) = diagnose_with(
+        "[services.api]\ncommand = \"a\"\n",
+        &[("STARTUP_TIMEOUT", "soon"), ("API_TIMEOUT", "-3")],
+    );
+    assert_eq!(
+        codes,
+        [
+            "dagstart::config::env_override",
+            "dagstart::config::env_override"
+        ]
+    );
+    assert!(
+        text.contains("STARTUP_TIMEOUT") && text.contains("API_TIMEOUT"),
+        "{text}"
+    );
+}
+
+#[test]
+fn all_mistakes_are_reported_together() {
+    let (codes, text) = diagnose(
+        "[settings]\nstartup_timeout = \"forever\"\n\n[services.api]\ncomand = \"a\"\ncommand = \"a\"\ndepends_on = [\"dbb\"]\nstop_signal = \"TERMINATE\"\n\n[services.db]\ncommand = \"d\"\n",
+    );
+    assert_eq!(codes.len(), 4, "{text}");
+    assert!(text.contains("4 errors in services.toml"), "{text}");
+}

@@ -1,0 +1,9 @@
+//! dagstart's integration tests: the real binary, real files, real processes.
+
+mod harness;
+
+mod check;
+mod config_cmd;
+mod diagnostics;
+mod graph_cmd;
+mod loader_fuzz;

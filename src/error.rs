@@ -39,6 +39,14 @@ pub enum Error {
     #[diagnostic(transparent)]
     UnknownNode(#[from] UnknownNode),
 
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Preflight(#[from] crate::preflight::PreflightError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Startup(#[from] crate::scheduler::StartupError),
+
     #[error("interrupted before startup completed")]
     #[diagnostic(code(dagstart::interrupted))]
     Interrupted,
@@ -57,6 +65,8 @@ impl Error {
             Error::ReadConfig { .. } | Error::Config(_) | Error::UnknownNode(_) => {
                 exit_code::CONFIG
             }
+            Error::Preflight(_) => exit_code::PREFLIGHT,
+            Error::Startup(_) => exit_code::STARTUP,
             Error::Interrupted => exit_code::INTERRUPTED,
             Error::Io { .. } => exit_code::FAILURE,
         }

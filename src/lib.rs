@@ -6,6 +6,14 @@
 //! |---|---|
 //! | [`config`] | services.toml: parsing, validation, diagnostics, resolved model |
 //! | [`graph`] | the dependency graph: cycles, levels, selection, renderings |
+//! | [`preflight`] | the environment check before anything is spawned |
+//! | [`scheduler`] | the executor: owns node state, launches, supervises, shuts down |
+//! | [`process`] | a node's process group: spawn, output lines, graceful stop |
+//! | [`health`] | probe attempts and the adaptive wait for readiness |
+//! | [`event`] | the event stream the scheduler publishes |
+//! | [`output`] | terminal and log files: a subscriber of the events |
+//! | [`report`] | the startup summary: timings, critical path, sequential estimate |
+//! | [`run`] | `dagstart run`: signals, the `--` command, exit codes |
 //! | [`app`] | one function per command, wiring the modules together |
 //! | [`error`] | the top-level error type and the exit-code table |
 //! | [`cli`] | the clap definitions |
@@ -15,8 +23,15 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod graph;
+pub mod health;
+pub mod output;
+pub mod preflight;
+pub mod process;
+pub mod report;
 pub mod run;
+pub mod scheduler;
 pub mod synth;
 
 pub use error::{Error, exit_code};

@@ -1,13 +1,176 @@
-//! `dagstart run`: placeholder until the executor lands.
+//! `dagstart run`: load, select, preflight, then drive the scheduler with signals and the
+//! optional `--` command, and turn how it ended into an exit code.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
 
 use crate::cli::RunArgs;
-use crate::config::Environment;
-use crate::error::Error;
+use crate::config::{Config, Environment, MaxWorkers};
+use crate::error::{Error, exit_code};
+use crate::event::EventSink;
+use crate::graph::Graph;
+use crate::output::Output;
+use crate::scheduler::{Control, Options, Outcome, Scheduler, Startup};
 
-pub fn run(path: &Path, env: &Environment, _args: RunArgs) -> Result<i32, Error> {
-    let _config = crate::app::load_config(path, env)?;
-    eprintln!("dagstart run is not implemented yet");
-    Ok(crate::exit_code::FAILURE)
+pub fn run(path: &Path, env: &Environment, args: RunArgs) -> Result<i32, Error> {
+    let config = crate::app::load_config(path, env)?;
+    let graph = Graph::build(&config);
+    let selected = graph.select(&config, &args.nodes)?;
+    crate::preflight::check(&config, &selected)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dagstart-worker")
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    let result = runtime.block_on(run_graph(Arc::new(config), Arc::new(graph), selected, args));
+    // Reader tasks of processes that escaped their group may still hold a pipe; do not wait.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
+}
+
+fn options(config: &Config, sequential: bool) -> Options {
+    let sequential = sequential || !config.settings.parallel;
+    let max_workers = match (sequential, config.settings.max_workers) {
+        (true, _) => 1,
+        (false, MaxWorkers::Unlimited) => usize::MAX,
+        (false, MaxWorkers::Fixed(n)) => n,
+        (false, MaxWorkers::Auto) => std::thread::available_parallelism().map_or(2, usize::from),
+    };
+    Options {
+        max_workers,
+        sequential,
+        parallel_health_checks: config.settings.parallel_health_checks,
+        startup_timeout: config.settings.startup_timeout,
+        shutdown_timeout: config.settings.shutdown_timeout,
+    }
+}
+
+async fn run_graph(
+    config: Arc<Config>,
+    graph: Arc<Graph>,
+    selected: Vec<bool>,
+    args: RunArgs,
+) -> Result<i32, Error> {
+    let output = Output::open(config.clone(), &selected).map_err(|e| {
+        Error::io(
+            format!(
+                "opening the log directory {}",
+                config.settings.log_dir.display()
+            ),
+            e,
+        )
+    })?;
+    let (events, event_rx) = EventSink::new(tokio::time::Instant::now());
+    let output_thread = output.spawn(event_rx);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let command_pid = Arc::new(AtomicU32::new(0));
+    forward_signals(control_tx.clone(), command_pid.clone())?;
+    let opts = options(&config, args.sequential);
+    let (scheduler, startup) = Scheduler::new(config, graph, &selected, opts, events.clone());
+    let scheduler = tokio::spawn(scheduler.run(control_rx));
+    let command_status = if args.command.is_empty() {
+        None
+    } else {
+        run_command_when_ready(&args.command, startup, &control_tx, &command_pid, &events).await
+    };
+    let outcome = scheduler.await.unwrap_or(Outcome::Interrupted);
+    drop(events);
+    let _ = output_thread.join();
+    match (outcome, command_status) {
+        (Outcome::Failed(error), _) => Err(error.into()),
+        (_, Some(code)) => Ok(code),
+        (Outcome::Stopped, None) => Ok(exit_code::OK),
+        (Outcome::Interrupted, None) => Err(Error::Interrupted),
+    }
+}
+
+/// SIGINT/SIGTERM become a graceful shutdown; a second one kills everything at once.
+fn forward_signals(
+    control: mpsc::UnboundedSender<Control>,
+    command_pid: Arc<AtomicU32>,
+) -> Result<(), Error> {
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| Error::io("installing the SIGINT handler", e))?;
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
+    tokio::spawn(async move {
+        let mut received = 0;
+        loop {
+            let name = tokio::select! {
+                Some(()) = interrupt.recv() => "SIGINT",
+                Some(()) = terminate.recv() => "SIGTERM",
+                else => return,
+            };
+            received += 1;
+            // The `--` command shares our terminal and gets Ctrl-C itself; SIGTERM it must be told.
+            let pid = command_pid.load(Ordering::Relaxed);
+            if pid != 0 && name == "SIGTERM" {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let request = if received == 1 {
+                Control::Shutdown(format!("received {name}"))
+            } else {
+                Control::Kill
+            };
+            if control.send(request).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Waits for startup; if it completed, runs the command and then asks for a shutdown.
+/// Returns the command's exit code, or `None` when it never ran.
+async fn run_command_when_ready(
+    command: &[String],
+    mut startup: watch::Receiver<Startup>,
+    control: &mpsc::UnboundedSender<Control>,
+    command_pid: &AtomicU32,
+    events: &EventSink,
+) -> Option<i32> {
+    let state = startup
+        .wait_for(|s| *s != Startup::Pending)
+        .await
+        .map(|s| *s)
+        .unwrap_or(Startup::Failed);
+    if state != Startup::Ready {
+        return None;
+    }
+    let (program, args) = command.split_first()?;
+    events.send(
+        None,
+        crate::event::EventKind::Note(format!("running: {}", shell_words::join(command))),
+    );
+    let code = match tokio::process::Command::new(program).args(args).spawn() {
+        Ok(mut child) => {
+            command_pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
+            let status = child.wait().await;
+            command_pid.store(0, Ordering::Relaxed);
+            match status {
+                Ok(status) => crate::process::exit_code_of(status),
+                Err(_) => exit_code::FAILURE,
+            }
+        }
+        Err(e) => {
+            events.send(
+                None,
+                crate::event::EventKind::Note(format!("cannot run `{program}`: {e}")),
+            );
+            127
+        }
+    };
+    events.send(
+        None,
+        crate::event::EventKind::Note(format!("command exited with {code}")),
+    );
+    let _ = control.send(Control::Shutdown("the command finished".into()));
+    Some(code)
 }

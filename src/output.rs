@@ -1,0 +1,224 @@
+//! The terminal and the log files: a subscriber of the scheduler's events.
+//!
+//! Every node line goes to the terminal prefixed with the node's name (a stable colour per node
+//! on a terminal, unless NO_COLOR is set) and, whole and unprefixed, to `<log_dir>/<node>.log`.
+//! dagstart's own events go to the terminal and, timestamped, to `<log_dir>/dagstart.log`.
+//! It runs on its own thread so slow terminals or disks never stall the scheduler.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal as _, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::config::{Config, NodeKind};
+use crate::event::{Event, EventKind};
+use crate::report;
+
+const COLOURS: [u8; 6] = [36, 33, 32, 35, 34, 31];
+const OWN_NAME: &str = "dagstart";
+
+/// Renders events until the stream closes; returns when every line is written and flushed.
+pub struct Output {
+    config: Arc<Config>,
+    colour: bool,
+    width: usize,
+    terminal: BufWriter<io::Stdout>,
+    node_logs: Vec<Option<BufWriter<File>>>,
+    own_log: BufWriter<File>,
+}
+
+impl Output {
+    /// Creates the log directory and truncates the log files of the `selected` nodes.
+    pub fn open(config: Arc<Config>, selected: &[bool]) -> io::Result<Self> {
+        let dir = &config.settings.log_dir;
+        std::fs::create_dir_all(dir)?;
+        let node_logs = config
+            .nodes
+            .iter()
+            .zip(selected)
+            .map(|(node, &on)| {
+                on.then(|| create(&dir.join(format!("{}.log", node.name))))
+                    .transpose()
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let own_log = create(&dir.join("dagstart.log"))?;
+        let width = config
+            .nodes
+            .iter()
+            .zip(selected)
+            .filter(|(_, on)| **on)
+            .map(|(n, _)| n.name.len())
+            .chain([OWN_NAME.len()])
+            .max()
+            .unwrap_or(OWN_NAME.len());
+        let colour =
+            io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        Ok(Self {
+            config,
+            colour,
+            width,
+            terminal: BufWriter::new(io::stdout()),
+            node_logs,
+            own_log,
+        })
+    }
+
+    /// Consumes events on a thread of its own; join the handle to know all output is written.
+    pub fn spawn(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("dagstart-output".into())
+            .spawn(move || {
+                while let Some(event) = events.blocking_recv() {
+                    self.write(&event);
+                    // Batch whatever else is queued, then flush once.
+                    while let Ok(event) = events.try_recv() {
+                        self.write(&event);
+                    }
+                    self.flush();
+                }
+                self.flush();
+            })
+            .expect("spawn the output thread")
+    }
+
+    fn flush(&mut self) {
+        let _ = self.terminal.flush();
+        let _ = self.own_log.flush();
+        for log in self.node_logs.iter_mut().flatten() {
+            let _ = log.flush();
+        }
+    }
+
+    fn write(&mut self, event: &Event) {
+        if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
+            let prefix = self.prefix(&self.config.nodes[n].name, n);
+            let _ = writeln!(self.terminal, "{prefix} | {line}");
+            if let Some(Some(log)) = self.node_logs.get_mut(n) {
+                let _ = writeln!(log, "{line}");
+            }
+            return;
+        }
+        let Some(text) = self.describe(event) else {
+            return;
+        };
+        let stamp = humantime::format_rfc3339_millis(SystemTime::now());
+        for line in text.lines() {
+            let _ = writeln!(
+                self.own_log,
+                "{stamp} +{:.3}s {line}",
+                event.at.as_secs_f64()
+            );
+        }
+        if self.on_terminal(event) {
+            let prefix = self.prefix(OWN_NAME, usize::MAX);
+            for line in text.lines() {
+                let _ = writeln!(self.terminal, "{prefix} | {line}");
+            }
+        }
+    }
+
+    /// Launches are only worth a line in the log file; the terminal shows the spawn.
+    fn on_terminal(&self, event: &Event) -> bool {
+        !matches!(event.kind, EventKind::Launched)
+    }
+
+    fn prefix(&self, name: &str, index: usize) -> String {
+        let padded = format!("{name:>width$}", width = self.width);
+        if !self.colour {
+            return padded;
+        }
+        let code = if index == usize::MAX {
+            1
+        } else {
+            COLOURS[index % COLOURS.len()]
+        };
+        format!("\x1b[{code}m{padded}\x1b[0m")
+    }
+
+    fn describe(&self, event: &Event) -> Option<String> {
+        let name = event
+            .node
+            .map(|n| self.config.nodes[n].name.as_str())
+            .unwrap_or_default();
+        let is_component = event
+            .node
+            .is_some_and(|n| self.config.nodes[n].kind == NodeKind::Component);
+        let text = match &event.kind {
+            EventKind::Plan {
+                nodes,
+                sequential,
+                max_workers,
+            } => {
+                let mode = match (sequential, max_workers) {
+                    (true, _) => "sequential, one at a time".to_owned(),
+                    (false, Some(w)) => format!("parallel, at most {w} starting at once"),
+                    (false, None) => "parallel".to_owned(),
+                };
+                format!("starting {nodes} nodes ({mode})")
+            }
+            EventKind::Launched => format!("{name}: dependencies met, starting"),
+            EventKind::Spawned { pid, attempt: 1 } => format!("{name}: spawned (pid {pid})"),
+            EventKind::Spawned { pid, attempt } => {
+                format!("{name}: spawned (pid {pid}, attempt {attempt})")
+            }
+            EventKind::Ready { took } if is_component => {
+                format!("{name}: completed after {}", secs(*took))
+            }
+            EventKind::Ready { took } => format!("{name}: ready after {}", secs(*took)),
+            EventKind::Retrying {
+                attempt,
+                reason,
+                delay,
+            } => {
+                format!(
+                    "{name}: attempt {attempt} failed: {reason}; retrying in {}",
+                    humantime::format_duration(*delay)
+                )
+            }
+            EventKind::Failed { reason } => format!("{name}: FAILED: {reason}"),
+            EventKind::Skipped { reason } => format!("{name}: skipped: {reason}"),
+            EventKind::Exited { status } => format!("{name}: exited ({status})"),
+            EventKind::Output { .. } => return None,
+            EventKind::StartupComplete(summary) => report::render(&self.config, summary),
+            EventKind::StartupFailed { reason } => format!("startup failed: {reason}"),
+            EventKind::ShutdownStarted { reason } => {
+                format!("shutting down ({reason}): stopping in reverse dependency order")
+            }
+            EventKind::Stopping => format!("{name}: stopping"),
+            EventKind::Stopped {
+                status,
+                killed: true,
+                took,
+            } => {
+                format!(
+                    "{name}: did not stop in time, killed ({status}) after {}",
+                    secs(*took)
+                )
+            }
+            EventKind::Stopped { status, took, .. } => {
+                format!("{name}: stopped ({status}) in {}", secs(*took))
+            }
+            EventKind::ShutdownComplete { took } => {
+                format!("everything stopped in {}", secs(*took))
+            }
+            EventKind::Note(text) => text.clone(),
+        };
+        Some(text)
+    }
+}
+
+fn secs(d: Duration) -> String {
+    report::seconds(d)
+}
+
+fn create(path: &Path) -> io::Result<BufWriter<File>> {
+    File::create(path)
+        .map(BufWriter::new)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}

@@ -1,0 +1,702 @@
+//! The executor: the one owner of node state.
+//!
+//! A node is launched the moment every dependency meets its condition (no level barriers),
+//! limited only by `max_workers` start slots. Each launched node gets a runner task
+//! ([`runner`]) that spawns, probes, retries and supervises it, reporting back over a channel.
+//! The scheduler turns those reports into state changes and publishes each as an
+//! [`Event`](crate::event::Event); everything the user sees is a subscriber of that stream.
+//!
+//! ```text
+//!   signals ──Control──►┌───────────┐──NodeControl──► runner (one per node) ──► process group
+//!                       │ scheduler │◄──RunnerMsg────        │
+//!                       └───────────┘                        │ output lines
+//!                             │ events                       ▼
+//!                             └────────────────────────► EventSink ──► terminal, log files
+//! ```
+//!
+//! Shutdown stops a node only after every node that depends on it has stopped; independent
+//! branches stop in parallel. At the very end every process group ever spawned is swept with
+//! SIGKILL, so nothing outlives the run.
+
+mod runner;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::{Condition, Config, NodeKind, Probe};
+use crate::event::{EventKind, EventSink};
+use crate::graph::Graph;
+use crate::health::{self, ProbeContext};
+use crate::process::{self, ProcessGroup};
+use crate::report::{NodeTiming, Summary};
+use runner::{NodeControl, RunnerContext, RunnerMsg};
+
+/// How to run the graph.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Nodes in their start phase at once.
+    pub max_workers: usize,
+    pub sequential: bool,
+    pub parallel_health_checks: bool,
+    pub startup_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// Requests from outside: signals, the end of the `--` command.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// Stop everything gracefully, in reverse dependency order.
+    Shutdown(String),
+    /// Kill every process group at once.
+    Kill,
+}
+
+/// Where startup stands, for whoever waits on it (the `--` command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    Pending,
+    Ready,
+    Failed,
+}
+
+/// How a run ended, after everything was stopped.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Startup completed and the user (or the `--` command) ended the run.
+    Stopped,
+    /// Shut down on request before startup completed.
+    Interrupted,
+    Failed(StartupError),
+}
+
+/// Why startup failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum StartupError {
+    #[error("required {kind} `{node}` failed: {reason}")]
+    #[diagnostic(code(dagstart::startup::failed))]
+    NodeFailed {
+        node: String,
+        kind: &'static str,
+        reason: String,
+        #[help]
+        last_output: Option<String>,
+    },
+    #[error("required {kind} `{node}` was skipped: {reason}")]
+    #[diagnostic(code(dagstart::startup::skipped))]
+    Skipped {
+        node: String,
+        kind: &'static str,
+        reason: String,
+    },
+    #[error("startup did not complete within {budget}")]
+    #[diagnostic(
+        code(dagstart::startup::timeout),
+        help("{waiting}\nraise settings.startup_timeout or STARTUP_TIMEOUT if this is expected")
+    )]
+    Timeout { budget: String, waiting: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Not part of this run.
+    Off,
+    Waiting,
+    Starting,
+    Ready,
+    Completed,
+    Failed,
+    Skipped,
+    Exited,
+    Stopped,
+    /// Still waiting when shutdown began; never started.
+    NotStarted,
+}
+
+/// Whether a dependency condition holds.
+enum DepState {
+    Met,
+    Pending,
+    Broken(String),
+}
+
+struct Slot {
+    phase: Phase,
+    spawned: bool,
+    runner: Option<mpsc::UnboundedSender<NodeControl>>,
+    group: Option<ProcessGroup>,
+    stop_sent: bool,
+    holds_worker: bool,
+    timing: NodeTiming,
+}
+
+pub struct Scheduler {
+    config: Arc<Config>,
+    graph: Arc<Graph>,
+    options: Options,
+    slots: Vec<Slot>,
+    events: EventSink,
+    http: reqwest::Client,
+    to_scheduler: mpsc::UnboundedSender<(usize, RunnerMsg)>,
+    from_runners: mpsc::UnboundedReceiver<(usize, RunnerMsg)>,
+    busy_workers: usize,
+    startup_done: bool,
+    startup_tx: watch::Sender<Startup>,
+    shutdown: Option<Shutdown>,
+    failure: Option<StartupError>,
+    /// Every process group this run created, for the final sweep.
+    groups: Vec<ProcessGroup>,
+}
+
+struct Shutdown {
+    started: Instant,
+    deadline: Instant,
+    killed: bool,
+}
+
+impl Scheduler {
+    /// A scheduler for the `selected` nodes, publishing to `events`.
+    pub fn new(
+        config: Arc<Config>,
+        graph: Arc<Graph>,
+        selected: &[bool],
+        options: Options,
+        events: EventSink,
+    ) -> (Self, watch::Receiver<Startup>) {
+        let slots = selected
+            .iter()
+            .enumerate()
+            .map(|(i, &on)| Slot {
+                phase: if on { Phase::Waiting } else { Phase::Off },
+                spawned: false,
+                runner: None,
+                group: None,
+                stop_sent: false,
+                holds_worker: false,
+                timing: NodeTiming {
+                    node: i,
+                    ..NodeTiming::default()
+                },
+            })
+            .collect();
+        let (to_scheduler, from_runners) = mpsc::unbounded_channel();
+        let (startup_tx, startup_rx) = watch::channel(Startup::Pending);
+        let scheduler = Self {
+            config,
+            graph,
+            options,
+            slots,
+            events,
+            http: health::http_client(),
+            to_scheduler,
+            from_runners,
+            busy_workers: 0,
+            startup_done: false,
+            startup_tx,
+            shutdown: None,
+            failure: None,
+            groups: Vec::new(),
+        };
+        (scheduler, startup_rx)
+    }
+
+    /// Runs until everything it started has stopped again.
+    pub async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) -> Outcome {
+        let startup_deadline = Instant::now() + self.options.startup_timeout;
+        let selected = self.slots.iter().filter(|s| s.phase != Phase::Off).count();
+        self.events.send(
+            None,
+            EventKind::Plan {
+                nodes: selected,
+                sequential: self.options.sequential,
+                max_workers: (self.options.max_workers != usize::MAX)
+                    .then_some(self.options.max_workers),
+            },
+        );
+        loop {
+            if self.shutdown.is_none() {
+                self.launch_ready_nodes();
+                self.check_startup_complete().await;
+            }
+            if self.startup_done
+                && self.shutdown.is_none()
+                && self.slots.iter().all(|s| s.runner.is_none())
+            {
+                self.begin_shutdown("nothing is left running");
+            }
+            if self.shutdown.is_some() {
+                self.advance_shutdown();
+                if self.slots.iter().all(|s| s.runner.is_none()) {
+                    break;
+                }
+            }
+            let shutdown_deadline = self
+                .shutdown
+                .as_ref()
+                .filter(|s| !s.killed)
+                .map(|s| s.deadline);
+            let startup_pending = !self.startup_done && self.shutdown.is_none();
+            tokio::select! {
+                Some((node, msg)) = self.from_runners.recv() => self.handle(node, msg),
+                Some(request) = control.recv() => match request {
+                    Control::Shutdown(reason) => self.begin_shutdown(&reason),
+                    Control::Kill => self.kill_everything(),
+                },
+                () = tokio::time::sleep_until(startup_deadline), if startup_pending => self.startup_timed_out(),
+                () = sleep_until_opt(shutdown_deadline), if shutdown_deadline.is_some() => {
+                    self.events.send(None, EventKind::Note("shutdown_timeout passed: killing what is left".into()));
+                    self.kill_everything();
+                }
+            }
+        }
+        self.sweep_groups();
+        let took = self
+            .shutdown
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.started.elapsed());
+        self.events.send(None, EventKind::ShutdownComplete { took });
+        match (self.failure, self.startup_done) {
+            (Some(error), _) => Outcome::Failed(error),
+            (None, true) => Outcome::Stopped,
+            (None, false) => Outcome::Interrupted,
+        }
+    }
+
+    // ----- starting ------------------------------------------------------------------------
+
+    fn launch_ready_nodes(&mut self) {
+        let graph = self.graph.clone();
+        for &n in graph.topological_order() {
+            if self.slots[n].phase != Phase::Waiting {
+                continue;
+            }
+            match self.dependencies_state(n) {
+                DepState::Broken(reason) => self.skip(n, reason),
+                DepState::Pending => {}
+                DepState::Met if self.busy_workers < self.options.max_workers => self.launch(n),
+                DepState::Met => {}
+            }
+            if self.shutdown.is_some() {
+                return;
+            }
+        }
+    }
+
+    fn dependencies_state(&self, n: usize) -> DepState {
+        let mut state = DepState::Met;
+        for (dep, condition) in self.graph.dependencies(n) {
+            match self.condition_state(dep, condition) {
+                DepState::Met => {}
+                DepState::Pending => state = DepState::Pending,
+                broken @ DepState::Broken(_) => return broken,
+            }
+        }
+        state
+    }
+
+    fn condition_state(&self, dep: usize, condition: Condition) -> DepState {
+        let slot = &self.slots[dep];
+        let name = &self.config.nodes[dep].name;
+        match (&slot.phase, condition) {
+            (Phase::Ready | Phase::Completed, _) => DepState::Met,
+            (Phase::Starting, Condition::Started) if slot.spawned => DepState::Met,
+            (Phase::Waiting | Phase::Starting, _) => DepState::Pending,
+            (Phase::Failed, _) => DepState::Broken(format!("needs `{name}`, which failed")),
+            (Phase::Skipped, _) => DepState::Broken(format!("needs `{name}`, which was skipped")),
+            (Phase::Exited, _) => DepState::Broken(format!("needs `{name}`, which exited")),
+            (Phase::Off | Phase::Stopped | Phase::NotStarted, _) => {
+                DepState::Broken(format!("needs `{name}`, which is not running"))
+            }
+        }
+    }
+
+    fn launch(&mut self, n: usize) {
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let ctx = RunnerContext {
+            config: self.config.clone(),
+            node: n,
+            parallel_health_checks: self.options.parallel_health_checks,
+            http: self.http.clone(),
+            events: self.events.clone(),
+            to_scheduler: self.to_scheduler.clone(),
+        };
+        tokio::spawn(runner::run(ctx, control_rx));
+        let slot = &mut self.slots[n];
+        slot.phase = Phase::Starting;
+        slot.runner = Some(control_tx);
+        slot.holds_worker = true;
+        slot.timing.launched_at = Some(self.events.elapsed());
+        self.busy_workers += 1;
+        self.events.node(n, EventKind::Launched);
+    }
+
+    fn skip(&mut self, n: usize, reason: String) {
+        self.slots[n].phase = Phase::Skipped;
+        self.events.node(
+            n,
+            EventKind::Skipped {
+                reason: reason.clone(),
+            },
+        );
+        let node = &self.config.nodes[n];
+        if node.required && !self.startup_done {
+            self.abort(StartupError::Skipped {
+                node: node.name.clone(),
+                kind: node.kind.as_str(),
+                reason,
+            });
+        }
+    }
+
+    fn release_worker(&mut self, n: usize) {
+        if std::mem::take(&mut self.slots[n].holds_worker) {
+            self.busy_workers -= 1;
+        }
+    }
+
+    // ----- reports from runners --------------------------------------------------------------
+
+    fn handle(&mut self, n: usize, msg: RunnerMsg) {
+        if msg.is_last() {
+            self.slots[n].runner = None;
+        }
+        let now = self.events.elapsed();
+        match msg {
+            RunnerMsg::Spawned {
+                pid,
+                group,
+                attempt,
+            } => {
+                let slot = &mut self.slots[n];
+                slot.spawned = true;
+                slot.group = Some(group);
+                slot.timing.attempts = attempt;
+                slot.timing.first_spawn_at.get_or_insert(now);
+                self.groups.push(group);
+                self.events.node(n, EventKind::Spawned { pid, attempt });
+            }
+            RunnerMsg::Ready | RunnerMsg::Completed => {
+                let completed = matches!(msg, RunnerMsg::Completed);
+                self.release_worker(n);
+                let slot = &mut self.slots[n];
+                slot.phase = if completed {
+                    Phase::Completed
+                } else {
+                    Phase::Ready
+                };
+                slot.timing.ready_at = Some(now);
+                let took = slot.timing.start_duration().unwrap_or_default();
+                self.events.node(n, EventKind::Ready { took });
+            }
+            RunnerMsg::Retrying {
+                attempt,
+                reason,
+                delay,
+            } => {
+                self.events.node(
+                    n,
+                    EventKind::Retrying {
+                        attempt,
+                        reason,
+                        delay,
+                    },
+                );
+            }
+            RunnerMsg::Failed { reason, tail } => {
+                self.release_worker(n);
+                self.slots[n].phase = Phase::Failed;
+                self.events.node(
+                    n,
+                    EventKind::Failed {
+                        reason: reason.clone(),
+                    },
+                );
+                let node = &self.config.nodes[n];
+                if node.required && !self.startup_done {
+                    let last_output = (!tail.is_empty()).then(|| {
+                        format!(
+                            "last {} lines of {}:\n  {}",
+                            tail.len(),
+                            node.name,
+                            tail.join("\n  ")
+                        )
+                    });
+                    self.abort(StartupError::NodeFailed {
+                        node: node.name.clone(),
+                        kind: node.kind.as_str(),
+                        reason,
+                        last_output,
+                    });
+                }
+            }
+            RunnerMsg::Exited { status } => {
+                self.slots[n].phase = Phase::Exited;
+                self.events.node(
+                    n,
+                    EventKind::Exited {
+                        status: status.clone(),
+                    },
+                );
+                let node = &self.config.nodes[n];
+                if node.required && !self.startup_done && self.shutdown.is_none() {
+                    self.abort(StartupError::NodeFailed {
+                        node: node.name.clone(),
+                        kind: node.kind.as_str(),
+                        reason: format!("exited after it was ready ({status})"),
+                        last_output: None,
+                    });
+                }
+            }
+            RunnerMsg::Stopped { report } => {
+                self.release_worker(n);
+                self.slots[n].phase = Phase::Stopped;
+                let status = report
+                    .status
+                    .map_or_else(|| "not running".to_owned(), process::describe_status);
+                self.events.node(
+                    n,
+                    EventKind::Stopped {
+                        status,
+                        killed: report.killed,
+                        took: report.took,
+                    },
+                );
+            }
+        }
+    }
+
+    // ----- ready -------------------------------------------------------------------------------
+
+    async fn check_startup_complete(&mut self) {
+        if self.startup_done || self.shutdown.is_some() {
+            return;
+        }
+        let all_required_ready = self.selected().all(|n| {
+            !self.config.nodes[n].required
+                || matches!(self.slots[n].phase, Phase::Ready | Phase::Completed)
+        });
+        if !all_required_ready {
+            return;
+        }
+        if let Err(error) = self.verify().await {
+            self.abort(error);
+            return;
+        }
+        self.startup_done = true;
+        let ready_after = self.events.elapsed();
+        let timings: Vec<NodeTiming> = self
+            .selected()
+            .map(|n| self.slots[n].timing.clone())
+            .collect();
+        let summary = Summary::build(&self.config, &self.graph, &timings, ready_after);
+        self.events
+            .send(None, EventKind::StartupComplete(Box::new(summary)));
+        self.startup_tx.send_replace(Startup::Ready);
+    }
+
+    fn selected(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.slots.len()).filter(|&n| self.slots[n].phase != Phase::Off)
+    }
+
+    /// The guide's verification phase: every required service is probed once more, in parallel,
+    /// before startup is declared complete. A component's exit 0 is final and not re-checked.
+    async fn verify(&self) -> Result<(), StartupError> {
+        let mut checks = JoinSet::new();
+        for n in self.selected() {
+            let node = &self.config.nodes[n];
+            if !node.required || node.kind == NodeKind::Component {
+                continue;
+            }
+            let group = self.slots[n].group;
+            let probe = node.health.probe.clone();
+            let timeout = node.health.timeout;
+            let ctx = ProbeContext {
+                http: self.http.clone(),
+                cwd: node.cwd.clone(),
+                env: process::node_env(&self.config.env, node)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                log_matched: None,
+            };
+            checks.spawn(async move { (n, verify_one(&probe, timeout, group, &ctx).await) });
+        }
+        while let Some(joined) = checks.join_next().await {
+            let Ok((n, Err(reason))) = joined else {
+                continue;
+            };
+            let node = &self.config.nodes[n];
+            return Err(StartupError::NodeFailed {
+                node: node.name.clone(),
+                kind: node.kind.as_str(),
+                reason: format!("failed the final verification: {reason}"),
+                last_output: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn startup_timed_out(&mut self) {
+        let waiting: Vec<String> = self
+            .selected()
+            .filter(|&n| self.config.nodes[n].required)
+            .filter_map(|n| {
+                let node = &self.config.nodes[n];
+                match self.slots[n].phase {
+                    Phase::Waiting => {
+                        let pending: Vec<String> = self
+                            .graph
+                            .dependencies(n)
+                            .filter(|&(d, c)| {
+                                matches!(self.condition_state(d, c), DepState::Pending)
+                            })
+                            .map(|(d, c)| format!("{} ({})", self.config.nodes[d].name, c.as_str()))
+                            .collect();
+                        Some(format!(
+                            "`{}` was waiting for {}",
+                            node.name,
+                            pending.join(", ")
+                        ))
+                    }
+                    Phase::Starting => Some(format!(
+                        "`{}` was starting (waiting for {})",
+                        node.name,
+                        node.health.probe.describe()
+                    )),
+                    _ => None,
+                }
+            })
+            .collect();
+        self.abort(StartupError::Timeout {
+            budget: humantime::format_duration(self.options.startup_timeout).to_string(),
+            waiting: waiting.join("\n"),
+        });
+    }
+
+    fn abort(&mut self, error: StartupError) {
+        if self.failure.is_some() || self.shutdown.is_some() {
+            return;
+        }
+        self.events.send(
+            None,
+            EventKind::StartupFailed {
+                reason: error.to_string(),
+            },
+        );
+        self.failure = Some(error);
+        self.startup_tx.send_replace(Startup::Failed);
+        self.begin_shutdown("startup failed");
+    }
+
+    // ----- stopping ----------------------------------------------------------------------------
+
+    fn begin_shutdown(&mut self, reason: &str) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        self.shutdown = Some(Shutdown {
+            started: now,
+            deadline: now + self.options.shutdown_timeout,
+            killed: false,
+        });
+        if !self.startup_done && self.failure.is_none() {
+            self.startup_tx.send_replace(Startup::Failed);
+        }
+        self.events.send(
+            None,
+            EventKind::ShutdownStarted {
+                reason: reason.to_owned(),
+            },
+        );
+        for slot in &mut self.slots {
+            if slot.phase == Phase::Waiting {
+                slot.phase = Phase::NotStarted;
+            }
+        }
+    }
+
+    /// Sends a stop to every running node none of whose dependents is still running.
+    fn advance_shutdown(&mut self) {
+        for n in 0..self.slots.len() {
+            let slot = &self.slots[n];
+            if slot.runner.is_none() || slot.stop_sent {
+                continue;
+            }
+            let dependents_running = self
+                .graph
+                .dependents(n)
+                .any(|d| self.slots[d].runner.is_some());
+            if dependents_running {
+                continue;
+            }
+            let slot = &mut self.slots[n];
+            slot.stop_sent = true;
+            if let Some(runner) = &slot.runner {
+                let _ = runner.send(NodeControl::Stop);
+            }
+            self.events.node(n, EventKind::Stopping);
+        }
+    }
+
+    /// Second Ctrl-C or shutdown timeout: SIGKILL every live group, then let runners report.
+    fn kill_everything(&mut self) {
+        self.begin_shutdown("killed");
+        if let Some(shutdown) = &mut self.shutdown {
+            shutdown.killed = true;
+        }
+        for slot in &mut self.slots {
+            if let (Some(runner), Some(group)) = (&slot.runner, slot.group) {
+                let _ = group.signal(Signal::SIGKILL);
+                if !slot.stop_sent {
+                    slot.stop_sent = true;
+                    let _ = runner.send(NodeControl::Stop);
+                }
+            }
+        }
+    }
+
+    fn sweep_groups(&self) {
+        for group in &self.groups {
+            let _ = group.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One more look at a ready service: a few quick attempts of its probe, or for probes that
+/// cannot be repeated (log, spawned), that its process group is still alive.
+async fn verify_one(
+    probe: &Probe,
+    timeout: Duration,
+    group: Option<ProcessGroup>,
+    ctx: &ProbeContext,
+) -> Result<(), String> {
+    match probe {
+        Probe::Log { .. } | Probe::Spawned | Probe::Exited => match group {
+            Some(g) if g.is_alive() => Ok(()),
+            _ => Err("its process is gone".into()),
+        },
+        _ => {
+            let mut last = String::new();
+            for _ in 0..3 {
+                match health::attempt(probe, timeout, ctx).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(last)
+        }
+    }
+}

@@ -55,7 +55,7 @@ struct Args {
     /// Spawn a grandchild that hangs, and write its pid to this file.
     #[arg(long)]
     grandchild_pid_file: Option<PathBuf>,
-    /// Append "NAME EVENT UNIX_NANOS" lines (start, ready) to this file.
+    /// Append "NAME EVENT UNIX_NANOS PID" lines (start, ready) to this file.
     #[arg(long)]
     record: Option<PathBuf>,
     /// Line printed on stdout when ready.
@@ -75,16 +75,16 @@ fn main() {
     if let Some(pid_file) = &args.grandchild_pid_file {
         spawn_grandchild(pid_file);
     }
-    if crash_now(&args) {
-        eprintln!("{}: crashing on start as asked", args.name);
-        std::process::exit(1);
-    }
     for i in 0..args.chatter {
         if i % 2 == 0 {
             println!("{}: chatter line {i}", args.name);
         } else {
             eprintln!("{}: chatter line {i}", args.name);
         }
+    }
+    if crash_now(&args) {
+        eprintln!("{}: crashing on start as asked", args.name);
+        std::process::exit(1);
     }
     println!(
         "{}: initialising for {}",
@@ -157,7 +157,7 @@ fn record(args: &Args, event: &str) {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let line = format!("{} {event} {nanos}\n", args.name);
+    let line = format!("{} {event} {nanos} {}\n", args.name, std::process::id());
     // One write of a short line to an O_APPEND file is atomic, so parallel services can share it.
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -416,40 +416,16 @@ impl Scheduler {
                         reason: reason.clone(),
                     },
                 );
-                let node = &self.config.nodes[n];
-                if node.required && !self.startup_done {
-                    let last_output = (!tail.is_empty()).then(|| {
-                        format!(
-                            "last {} lines of {}:\n  {}",
-                            tail.len(),
-                            node.name,
-                            tail.join("\n  ")
-                        )
-                    });
-                    self.abort(StartupError::NodeFailed {
-                        node: node.name.clone(),
-                        kind: node.kind.as_str(),
-                        reason,
-                        last_output,
-                    });
+                if self.config.nodes[n].required && !self.startup_done {
+                    self.abort_with_output(n, reason, &tail);
                 }
             }
-            RunnerMsg::Exited { status } => {
+            RunnerMsg::Exited { status, tail } => {
                 self.slots[n].phase = Phase::Exited;
-                self.events.node(
-                    n,
-                    EventKind::Exited {
-                        status: status.clone(),
-                    },
-                );
-                let node = &self.config.nodes[n];
-                if node.required && !self.startup_done && self.shutdown.is_none() {
-                    self.abort(StartupError::NodeFailed {
-                        node: node.name.clone(),
-                        kind: node.kind.as_str(),
-                        reason: format!("exited after it was ready ({status})"),
-                        last_output: None,
-                    });
+                let reason = format!("exited after it was ready ({status})");
+                self.events.node(n, EventKind::Exited { status });
+                if self.config.nodes[n].required && !self.startup_done {
+                    self.abort_with_output(n, reason, &tail);
                 }
             }
             RunnerMsg::Stopped { report } => {
@@ -574,6 +550,25 @@ impl Scheduler {
         self.abort(StartupError::Timeout {
             budget: humantime::format_duration(self.options.startup_timeout).to_string(),
             waiting: waiting.join("\n"),
+        });
+    }
+
+    /// Aborts the startup because required node `n` failed, quoting its last output lines.
+    fn abort_with_output(&mut self, n: usize, reason: String, tail: &[String]) {
+        let node = &self.config.nodes[n];
+        let last_output = (!tail.is_empty()).then(|| {
+            format!(
+                "last {} lines of {}:\n  {}",
+                tail.len(),
+                node.name,
+                tail.join("\n  ")
+            )
+        });
+        self.abort(StartupError::NodeFailed {
+            node: node.name.clone(),
+            kind: node.kind.as_str(),
+            reason,
+            last_output,
         });
     }
 

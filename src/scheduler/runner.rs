@@ -50,6 +50,7 @@ pub(crate) enum RunnerMsg {
     /// A service ended on its own after it was ready.
     Exited {
         status: String,
+        tail: Vec<String>,
     },
     Stopped {
         report: StopReport,
@@ -135,7 +136,7 @@ pub(crate) async fn run(ctx: RunnerContext, mut control: mpsc::UnboundedReceiver
             }
             AttemptEnd::Ready => {
                 ctx.report(RunnerMsg::Ready);
-                return supervise(&ctx, spawned, &mut control).await;
+                return supervise(&ctx, spawned, &tail, &mut control).await;
             }
             AttemptEnd::Told(NodeControl::Stop) => {
                 let report = stop(&ctx, &mut spawned).await;
@@ -299,6 +300,7 @@ async fn start_phase(
 async fn supervise(
     ctx: &RunnerContext,
     mut spawned: Spawned,
+    tail: &Arc<Mutex<VecDeque<String>>>,
     control: &mut mpsc::UnboundedReceiver<NodeControl>,
 ) {
     tokio::select! {
@@ -310,7 +312,7 @@ async fn supervise(
                 Ok(s) => process::describe_status(s),
                 Err(e) => e.to_string(),
             };
-            ctx.report(RunnerMsg::Exited { status });
+            ctx.report(RunnerMsg::Exited { status, tail: tail_lines(tail) });
         }
         Some(NodeControl::Stop) = control.recv() => {
             let report = stop(ctx, &mut spawned).await;

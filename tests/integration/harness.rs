@@ -40,7 +40,12 @@ impl Project {
 
     /// `dagstart ARGS...` run in the project directory, with a clean dagstart environment.
     pub(crate) fn dagstart(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::cargo_bin("dagstart").expect("dagstart binary");
+        Command::from_std(self.dagstart_std(args))
+    }
+
+    /// The same as a plain std command, for tests that signal a running dagstart.
+    pub(crate) fn dagstart_std(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dagstart"));
         cmd.current_dir(self.dir.path()).args(args);
         for var in [
             "STARTUP_MAX_WORKERS",
@@ -73,4 +78,97 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
+}
+
+/// The demo/test service binary.
+pub(crate) fn demo_svc() -> &'static str {
+    env!("CARGO_BIN_EXE_demo-svc")
+}
+
+/// A port that was free a moment ago (bound to port 0, then released).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One line of a demo-svc `--record` file.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub name: String,
+    pub event: String,
+    pub nanos: u128,
+    pub pid: i32,
+}
+
+/// The records demo-svc services appended to `path`.
+pub(crate) fn records(path: &Path) -> Vec<Record> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some(Record {
+                name: parts.next()?.to_owned(),
+                event: parts.next()?.to_owned(),
+                nanos: parts.next()?.parse().ok()?,
+                pid: parts.next()?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// When `name` recorded `event` (the first time).
+pub(crate) fn at(records: &[Record], name: &str, event: &str) -> u128 {
+    records
+        .iter()
+        .find(|r| r.name == name && r.event == event)
+        .unwrap_or_else(|| panic!("no `{event}` record for {name}: {records:?}"))
+        .nanos
+}
+
+/// True while `pid` is a live process (zombies count as gone).
+pub(crate) fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits for `child` up to `limit`; kills it and panics if it does not exit.
+pub(crate) fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dagstart did not exit within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Polls until `condition` holds, up to `limit`.
+pub(crate) fn wait_until(
+    limit: std::time::Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -7,3 +7,4 @@ mod config_cmd;
 mod diagnostics;
 mod graph_cmd;
 mod loader_fuzz;
+mod run;

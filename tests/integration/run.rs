@@ -1,0 +1,504 @@
+//! `dagstart run` with real processes: ordering, overlap, failures, retries, timeouts,
+//! readiness kinds, sequential mode, the `--` command, and cleanup.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::{
+    Project, alive, at, demo_svc, free_port, records, stderr_of, stdout_of, wait_exit, wait_until,
+};
+
+/// Generous bound for a whole run on a slow CI machine.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// A TOML argv array running demo-svc as `name`, recording into the project's `rec` file.
+fn svc(project: &Project, name: &str, flags: &str) -> String {
+    let mut argv = vec![
+        demo_svc().to_owned(),
+        "--name".into(),
+        name.into(),
+        "--record".into(),
+        project.path().join("rec").display().to_string(),
+    ];
+    argv.extend(flags.split_whitespace().map(str::to_owned));
+    let quoted: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A project whose services.toml is produced by `build` (which gets the project for `svc`).
+fn project(build: impl FnOnce(&Project) -> String) -> Project {
+    let project = Project::new("");
+    let text = build(&project);
+    project.file("services.toml", &text);
+    project
+}
+
+fn run_with_command(project: &Project, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run"];
+    args.extend_from_slice(extra);
+    project
+        .dagstart(&args)
+        .timeout(RUN_LIMIT)
+        .output()
+        .expect("dagstart runs")
+}
+
+#[test]
+fn nothing_starts_before_its_dependencies_meet_their_condition() {
+    let port = free_port();
+    let p = project(|p| {
+        format!(
+            "[services.db]\ncommand = {}\nport = {port}\nhealth = {{ http = \"/health\" }}\n\n\
+             [components.migrate]\ncommand = {}\ndepends_on = [\"db\"]\n\n\
+             [services.api]\ncommand = {}\ndepends_on = [\"migrate\"]\n\n\
+             [services.sidecar]\ncommand = {}\ndepends_on = {{ db = \"started\" }}\n",
+            svc(p, "db", &format!("--delay 300ms --port {port}")),
+            svc(p, "migrate", "--delay 200ms --oneshot"),
+            svc(p, "api", ""),
+            svc(p, "sidecar", ""),
+        )
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rec = records(&p.path().join("rec"));
+    assert!(
+        at(&rec, "migrate", "start") >= at(&rec, "db", "ready"),
+        "{rec:?}"
+    );
+    assert!(
+        at(&rec, "api", "start") >= at(&rec, "migrate", "ready"),
+        "{rec:?}"
+    );
+    // `started` only needs the spawn: the sidecar starts while db is still initialising.
+    assert!(
+        at(&rec, "sidecar", "start") < at(&rec, "db", "ready"),
+        "{rec:?}"
+    );
+    let stdout = stdout_of(&out);
+    assert!(stdout.contains("startup complete: ready in"), "{stdout}");
+    assert!(stdout.contains("critical path: db"), "{stdout}");
+    assert!(stdout.contains("sequential estimate:"), "{stdout}");
+}
+
+#[test]
+fn independent_nodes_start_in_parallel() {
+    let p = project(|p| {
+        format!(
+            "[services.x]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n[services.y]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "x", "--delay 500ms"),
+            svc(p, "y", "--delay 500ms"),
+        )
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rec = records(&p.path().join("rec"));
+    assert!(at(&rec, "x", "start") < at(&rec, "y", "ready"), "{rec:?}");
+    assert!(at(&rec, "y", "start") < at(&rec, "x", "ready"), "{rec:?}");
+}
+
+fn two_independent_slow_services(p: &Project) -> String {
+    format!(
+        "[services.x]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n[services.y]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+        svc(p, "x", "--delay 300ms"),
+        svc(p, "y", "--delay 300ms"),
+    )
+}
+
+fn assert_no_overlap(p: &Project) {
+    let rec = records(&p.path().join("rec"));
+    let (x0, x1) = (at(&rec, "x", "start"), at(&rec, "x", "ready"));
+    let (y0, y1) = (at(&rec, "y", "start"), at(&rec, "y", "ready"));
+    assert!(y0 >= x1 || x0 >= y1, "start phases overlap: {rec:?}");
+}
+
+#[test]
+fn sequential_flag_starts_one_node_at_a_time() {
+    let p = project(two_independent_slow_services);
+    let out = run_with_command(&p, &["--sequential", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("sequential, one at a time"));
+    assert_no_overlap(&p);
+}
+
+#[test]
+fn use_parallel_startup_false_is_the_sequential_mode() {
+    let p = project(two_independent_slow_services).env("USE_PARALLEL_STARTUP", "false");
+    let out = run_with_command(&p, &["--", "true"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_no_overlap(&p);
+}
+
+#[test]
+fn max_workers_bounds_nodes_in_their_start_phase() {
+    let p = project(|p| {
+        let mut text = String::from("[settings]\nmax_workers = 2\n");
+        for name in ["a", "b", "c", "d"] {
+            text.push_str(&format!(
+                "[components.{name}]\ncommand = {}\n",
+                svc(p, name, "--delay 200ms --oneshot")
+            ));
+        }
+        text
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rec = records(&p.path().join("rec"));
+    let phases: Vec<(u128, u128)> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| (at(&rec, n, "start"), at(&rec, n, "ready")))
+        .collect();
+    for &(start, _) in &phases {
+        let busy = phases
+            .iter()
+            .filter(|(s, r)| *s <= start && start < *r)
+            .count();
+        assert!(busy <= 2, "more than 2 in their start phase: {rec:?}");
+    }
+}
+
+#[test]
+fn optional_failure_skips_exactly_its_dependents() {
+    let p = project(|p| {
+        format!(
+            "[components.models]\ncommand = {}\nrequired = false\n\n\
+             [services.vision]\ncommand = {}\ndepends_on = [\"models\"]\nrequired = false\n\n\
+             [services.api]\ncommand = {}\n",
+            svc(p, "models", "--oneshot --exit-code 3"),
+            svc(p, "vision", ""),
+            svc(p, "api", ""),
+        )
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout.contains("models: FAILED: exited with exit 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("vision: skipped: needs `models`, which failed"),
+        "{stdout}"
+    );
+    let rec = records(&p.path().join("rec"));
+    assert!(
+        rec.iter().any(|r| r.name == "api" && r.event == "ready"),
+        "{rec:?}"
+    );
+    assert!(
+        !rec.iter().any(|r| r.name == "vision"),
+        "vision must never start: {rec:?}"
+    );
+}
+
+#[test]
+fn required_failure_aborts_names_the_node_and_leaves_no_process() {
+    let p = project(|p| {
+        format!(
+            "[services.db]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.api]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.worker]\ncommand = {}\nhealth = {{ log = \"never printed\" }}\n",
+            svc(p, "db", ""),
+            svc(p, "api", "--crash-times 99 --chatter 3"),
+            svc(p, "worker", "--ignore-sigterm"),
+        )
+    });
+    let marker = p.path().join("command-ran");
+    let script = format!("touch {}", marker.display());
+    let out = run_with_command(&p, &["--", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("required service `api` failed: exited before it was ready (exit 1)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("last 4 lines of api"), "{stderr}");
+    assert!(
+        stderr.contains("api: crashing on start as asked"),
+        "{stderr}"
+    );
+    assert!(
+        !marker.exists(),
+        "the -- command must not run when startup fails"
+    );
+    for r in records(&p.path().join("rec")) {
+        assert!(!alive(r.pid), "{} (pid {}) survived", r.name, r.pid);
+    }
+}
+
+#[test]
+fn retries_then_success() {
+    let p = project(|p| {
+        let state = p.path().join("crashes");
+        format!(
+            "[services.flaky]\ncommand = {}\nretries = 2\nhealth = {{ log = \"ready\" }}\n",
+            svc(
+                p,
+                "flaky",
+                &format!("--crash-times 2 --state-file {}", state.display())
+            ),
+        )
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let stdout = stdout_of(&out);
+    assert!(
+        stdout
+            .contains("flaky: attempt 1 failed: exited before it was ready (exit 1); retrying in"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("flaky: spawned (pid"), "{stdout}");
+    assert!(stdout.contains("attempt 3)"), "{stdout}");
+    assert!(stdout.contains("flaky: ready after"), "{stdout}");
+}
+
+#[test]
+fn startup_timeout_says_what_it_waited_for() {
+    let port = free_port();
+    let p = project(|p| {
+        format!(
+            "[services.stuck]\ncommand = {}\nport = {port}\nstartup_timeout = \"1s\"\n",
+            svc(p, "stuck", "--hang"),
+        )
+    });
+    let out = run_with_command(&p, &[]);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains(&format!(
+            "not ready within 1s (waited for tcp localhost:{port})"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn global_startup_timeout_lists_what_was_pending() {
+    let p = project(|p| {
+        format!(
+            "[settings]\nstartup_timeout = \"1s\"\n[services.slow]\ncommand = {}\nhealth = {{ log = \"never\" }}\n\
+             [services.api]\ncommand = {}\ndepends_on = [\"slow\"]\n",
+            svc(p, "slow", "--hang"),
+            svc(p, "api", ""),
+        )
+    });
+    let out = run_with_command(&p, &[]);
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("startup did not complete within 1s"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`api` was waiting for slow (healthy)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn log_readiness_and_exec_probe() {
+    let port = free_port();
+    let p = project(|p| {
+        format!(
+            "[services.logged]\ncommand = {}\nhealth = {{ log = \"warmed-up\" }}\n\n\
+             [services.execd]\ncommand = {}\nport = {port}\nhealth = {{ exec = [\"sh\", \"-c\", \"grep -q 'execd ready' {rec}\"] }}\n\
+             [services.after]\ncommand = {}\ndepends_on = [\"logged\", \"execd\"]\n",
+            svc(p, "logged", "--delay 200ms --ready-line warmed-up"),
+            svc(p, "execd", &format!("--delay 200ms --port {port}")),
+            svc(p, "after", ""),
+            rec = p.path().join("rec").display(),
+        )
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
+    let rec = records(&p.path().join("rec"));
+    assert!(at(&rec, "after", "start") >= at(&rec, "logged", "ready"));
+}
+
+#[test]
+fn command_exit_status_becomes_dagstarts() {
+    let p = project(|p| format!("[services.api]\ncommand = {}\n", svc(p, "api", "")));
+    let out = run_with_command(&p, &["--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr_of(&out));
+    let rec = records(&p.path().join("rec"));
+    assert!(!alive(rec[0].pid));
+}
+
+#[test]
+fn component_exit_zero_is_final_success_for_the_command() {
+    let p = project(|p| {
+        format!(
+            "[components.only]\ncommand = {}\n",
+            svc(p, "only", "--oneshot")
+        )
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+}
+
+#[test]
+fn preflight_reports_every_problem_and_starts_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let p = project(|p| {
+        format!(
+            "[services.a]\ncommand = \"./no-such-binary\"\n\n[services.b]\ncommand = {}\ncwd = \"missing-dir\"\n\n\
+             [services.c]\ncommand = {}\nport = {port}\n\n[services.d]\ncommand = \"definitely-not-on-path-xyz\"\n",
+            svc(p, "b", ""),
+            svc(p, "c", ""),
+        )
+    });
+    let out = run_with_command(&p, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("a: command `./no-such-binary` does not exist"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("b: working directory"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("c: port {port} is already in use")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("d: command `definitely-not-on-path-xyz` is not found in PATH"),
+        "{stderr}"
+    );
+    assert!(
+        records(&p.path().join("rec")).is_empty(),
+        "nothing may start"
+    );
+}
+
+#[test]
+fn every_output_line_reaches_the_terminal_and_the_log_file() {
+    let p = project(|p| {
+        format!(
+            "[components.talker]\ncommand = {}\n",
+            svc(p, "talker", "--chatter 500 --oneshot")
+        )
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let log = std::fs::read_to_string(p.path().join("logs/talker.log")).unwrap();
+    for i in 0..500 {
+        assert!(
+            log.contains(&format!("talker: chatter line {i}\n")),
+            "line {i} missing from the log"
+        );
+    }
+    let stdout = stdout_of(&out);
+    assert_eq!(stdout.matches("talker | talker: chatter line").count(), 500);
+    let own = std::fs::read_to_string(p.path().join("logs/dagstart.log")).unwrap();
+    assert!(own.contains("talker: completed after"), "{own}");
+}
+
+#[test]
+fn sigterm_stops_everything_in_reverse_order_and_leaves_no_process() {
+    let p = project(|p| {
+        let grandchild = p.path().join("grandchild.pid");
+        format!(
+            "[services.base]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.stubborn]\ncommand = {}\ndepends_on = [\"base\"]\nstop_timeout = \"300ms\"\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.forker]\ncommand = \"exec {} --name forker --record {} --grandchild-pid-file {}\"\nshell = true\n\
+             depends_on = [\"base\"]\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "base", ""),
+            svc(p, "stubborn", "--ignore-sigterm"),
+            demo_svc(),
+            p.path().join("rec").display(),
+            grandchild.display(),
+        )
+    });
+    let mut child = p
+        .dagstart_std(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = p.path().join("logs/dagstart.log");
+    wait_until(RUN_LIMIT, "startup to complete", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("startup complete"))
+    });
+    let grandchild: i32 = std::fs::read_to_string(p.path().join("grandchild.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(grandchild));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_exit(&mut child, RUN_LIMIT);
+    assert_eq!(status.code(), Some(0));
+    let mut pids: Vec<(String, i32)> = records(&p.path().join("rec"))
+        .into_iter()
+        .map(|r| (r.name, r.pid))
+        .collect();
+    pids.push(("grandchild".into(), grandchild));
+    for (name, pid) in pids {
+        assert!(!alive(pid), "{name} (pid {pid}) survived dagstart");
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    let base_stop = log.find("base: stopping").expect("base stopped");
+    for dependent in ["stubborn: did not stop in time", "forker: stopped"] {
+        assert!(
+            log.find(dependent).expect(dependent) < base_stop,
+            "{dependent} must stop before base:\n{log}"
+        );
+    }
+    assert!(
+        log.contains("stubborn: did not stop in time, killed"),
+        "{log}"
+    );
+}
+
+#[test]
+fn interrupt_before_ready_exits_130_and_cleans_up() {
+    let p = project(|p| {
+        format!(
+            "[services.slow]\ncommand = {}\nhealth = {{ log = \"never\" }}\n",
+            svc(p, "slow", "--hang")
+        )
+    });
+    let mut child = p
+        .dagstart_std(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rec = p.path().join("rec");
+    wait_until(RUN_LIMIT, "the service to start", || {
+        !records(&rec).is_empty()
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_exit(&mut child, RUN_LIMIT);
+    assert_eq!(status.code(), Some(130));
+    assert!(!alive(records(&rec)[0].pid));
+}
+
+#[test]
+fn naming_nodes_starts_only_them_and_what_they_need() {
+    let p = project(|p| {
+        format!(
+            "[services.db]\ncommand = {}\n[services.api]\ncommand = {}\ndepends_on = [\"db\"]\n[services.other]\ncommand = {}\n",
+            svc(p, "db", ""),
+            svc(p, "api", ""),
+            svc(p, "other", ""),
+        )
+    });
+    let out = run_with_command(&p, &["api", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rec = records(&p.path().join("rec"));
+    assert!(rec.iter().any(|r| r.name == "db") && rec.iter().any(|r| r.name == "api"));
+    assert!(!rec.iter().any(|r| r.name == "other"), "{rec:?}");
+}

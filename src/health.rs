@@ -18,10 +18,10 @@ use tokio::task::JoinSet;
 use crate::config::{Health, Probe};
 
 /// The shortest pause between attempts.
-const MIN_PAUSE: Duration = Duration::from_millis(1);
+const MIN_PAUSE: Duration = Duration::from_micros(250);
 /// The pause between attempts is this fraction of the time waited so far (capped at `interval`),
-/// so a service is seen ready at most ~3 % of its own startup time late.
-const PAUSE_DIVISOR: u32 = 32;
+/// so a service is seen ready at most ~1.5 % of its own startup time late.
+const PAUSE_DIVISOR: u32 = 64;
 
 /// The pause before the next attempt, `waited` after spawn.
 fn pause_after(waited: Duration, interval: Duration) -> Duration {
@@ -227,6 +227,7 @@ pub async fn wait_until_healthy(
             }
             Some(result) = in_flight.join_next(), if !in_flight.is_empty() => {
                 let outcome = result.unwrap_or_else(|e| Err(e.to_string()));
+                tracing::trace!(probe = %health.probe.describe(), ?outcome, "probe attempt");
                 match outcome {
                     Ok(()) => return Ok(()),
                     Err(error) => tally.failed(error)?,

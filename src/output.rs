@@ -117,8 +117,10 @@ impl Output {
         }
         if self.on_terminal(event) {
             let prefix = self.prefix(OWN_NAME, usize::MAX);
-            for line in text.lines() {
-                let _ = writeln!(self.terminal, "{prefix} | {line}");
+            let at = format!("+{:.3}s", event.at.as_secs_f64());
+            for (i, line) in text.lines().enumerate() {
+                let stamp = if i == 0 { at.as_str() } else { "" };
+                let _ = writeln!(self.terminal, "{prefix} | {stamp:>8} {line}");
             }
         }
     }

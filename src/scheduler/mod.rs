@@ -325,6 +325,7 @@ impl Scheduler {
             events: self.events.clone(),
             to_scheduler: self.to_scheduler.clone(),
         };
+        tracing::debug!(node = %self.config.nodes[n].name, busy = self.busy_workers, "launching");
         tokio::spawn(runner::run(ctx, control_rx));
         let slot = &mut self.slots[n];
         slot.phase = Phase::Starting;
@@ -362,6 +363,7 @@ impl Scheduler {
     // ----- reports from runners --------------------------------------------------------------
 
     fn handle(&mut self, n: usize, msg: RunnerMsg) {
+        tracing::debug!(node = %self.config.nodes[n].name, ?msg, "runner report");
         if msg.is_last() {
             self.slots[n].runner = None;
         }

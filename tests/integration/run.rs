@@ -50,8 +50,8 @@ fn nothing_starts_before_its_dependencies_meet_their_condition() {
         format!(
             "[services.db]\ncommand = {}\nport = {port}\nhealth = {{ http = \"/health\" }}\n\n\
              [components.migrate]\ncommand = {}\ndepends_on = [\"db\"]\n\n\
-             [services.api]\ncommand = {}\ndepends_on = [\"migrate\"]\n\n\
-             [services.sidecar]\ncommand = {}\ndepends_on = {{ db = \"started\" }}\n",
+             [services.api]\ncommand = {}\ndepends_on = [\"migrate\"]\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.sidecar]\ncommand = {}\ndepends_on = {{ db = \"started\" }}\nhealth = {{ log = \"ready\" }}\n",
             svc(p, "db", &format!("--delay 300ms --port {port}")),
             svc(p, "migrate", "--delay 200ms --oneshot"),
             svc(p, "api", ""),
@@ -168,16 +168,28 @@ fn optional_failure_skips_exactly_its_dependents() {
             svc(p, "api", ""),
         )
     });
-    let out = run_with_command(&p, &["--", "true"]);
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    let stdout = stdout_of(&out);
-    assert!(
-        stdout.contains("models: FAILED: exited with exit 3"),
-        "{stdout}"
+    // Without `--`, so the run lasts until the optional failure has played out.
+    let mut child = p
+        .dagstart_std(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log_path = p.path().join("logs/dagstart.log");
+    wait_until(RUN_LIMIT, "vision to be skipped", || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("vision: skipped"))
+    });
+    interrupt(&child);
+    assert_eq!(
+        wait_exit(&mut child, RUN_LIMIT).code(),
+        Some(0),
+        "an optional failure is not a failed run"
     );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("models: FAILED: exited with exit 3"), "{log}");
     assert!(
-        stdout.contains("vision: skipped: needs `models`, which failed"),
-        "{stdout}"
+        log.contains("vision: skipped: needs `models`, which failed"),
+        "{log}"
     );
     let rec = records(&p.path().join("rec"));
     assert!(
@@ -188,6 +200,14 @@ fn optional_failure_skips_exactly_its_dependents() {
         !rec.iter().any(|r| r.name == "vision"),
         "vision must never start: {rec:?}"
     );
+}
+
+fn interrupt(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -301,7 +321,7 @@ fn log_readiness_and_exec_probe() {
         format!(
             "[services.logged]\ncommand = {}\nhealth = {{ log = \"warmed-up\" }}\n\n\
              [services.execd]\ncommand = {}\nport = {port}\nhealth = {{ exec = [\"sh\", \"-c\", \"grep -q 'execd ready' {rec}\"] }}\n\
-             [services.after]\ncommand = {}\ndepends_on = [\"logged\", \"execd\"]\n",
+             [services.after]\ncommand = {}\ndepends_on = [\"logged\", \"execd\"]\nhealth = {{ log = \"ready\" }}\n",
             svc(p, "logged", "--delay 200ms --ready-line warmed-up"),
             svc(p, "execd", &format!("--delay 200ms --port {port}")),
             svc(p, "after", ""),
@@ -321,7 +341,12 @@ fn log_readiness_and_exec_probe() {
 
 #[test]
 fn command_exit_status_becomes_dagstarts() {
-    let p = project(|p| format!("[services.api]\ncommand = {}\n", svc(p, "api", "")));
+    let p = project(|p| {
+        format!(
+            "[services.api]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "api", "")
+        )
+    });
     let out = run_with_command(&p, &["--", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{}", stderr_of(&out));
     let rec = records(&p.path().join("rec"));
@@ -490,7 +515,9 @@ fn interrupt_before_ready_exits_130_and_cleans_up() {
 fn naming_nodes_starts_only_them_and_what_they_need() {
     let p = project(|p| {
         format!(
-            "[services.db]\ncommand = {}\n[services.api]\ncommand = {}\ndepends_on = [\"db\"]\n[services.other]\ncommand = {}\n",
+            "[services.db]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\
+             [services.api]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n\
+             [services.other]\ncommand = {}\n",
             svc(p, "db", ""),
             svc(p, "api", ""),
             svc(p, "other", ""),
@@ -501,4 +528,31 @@ fn naming_nodes_starts_only_them_and_what_they_need() {
     let rec = records(&p.path().join("rec"));
     assert!(rec.iter().any(|r| r.name == "db") && rec.iter().any(|r| r.name == "api"));
     assert!(!rec.iter().any(|r| r.name == "other"), "{rec:?}");
+}
+
+#[test]
+fn the_shipped_demo_stack_starts_and_stops_cleanly() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/services.toml")).unwrap();
+    let mut p = Project::new(&shipped).env("DEMO_SVC", demo_svc());
+    for var in [
+        "WS_ROUTER_PORT",
+        "BACKEND_PORT",
+        "VISION_PORT",
+        "VOICE_PORT",
+        "MONITORING_PORT",
+    ] {
+        p = p.env(var, &free_port().to_string());
+    }
+    let out = run_with_command(&p, &["--", "true"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
+    let stdout = stdout_of(&out);
+    assert!(stdout.contains("startup complete: ready in"), "{stdout}");
+    assert!(stdout.contains("critical path: load_models"), "{stdout}");
+    assert!(stdout.contains("everything stopped in"), "{stdout}");
 }

@@ -255,6 +255,11 @@ impl Probe {
 }
 
 /// Name of the per-node timeout variable: `<NODE>_TIMEOUT`, upper-cased, non-alphanumerics -> `_`.
+///
+/// ```
+/// assert_eq!(dagstart::config::timeout_env_var("backend"), "BACKEND_TIMEOUT");
+/// assert_eq!(dagstart::config::timeout_env_var("ws-router.v2"), "WS_ROUTER_V2_TIMEOUT");
+/// ```
 pub fn timeout_env_var(node: &str) -> String {
     let mut var: String = node
         .chars()

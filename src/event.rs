@@ -54,6 +54,10 @@ pub enum EventKind {
         stream: Stream,
         line: String,
     },
+    /// What a notify service says about itself (`STATUS=`).
+    Status {
+        text: String,
+    },
     StartupComplete(Box<Summary>),
     StartupFailed {
         reason: String,

@@ -61,7 +61,8 @@ pub async fn attempt(probe: &Probe, timeout: Duration, ctx: &ProbeContext) -> Re
 
 async fn attempt_unbounded(probe: &Probe, ctx: &ProbeContext) -> Result<(), String> {
     match probe {
-        Probe::Spawned | Probe::Exited => Ok(()),
+        // Readiness that is pushed, not polled: nothing to probe again.
+        Probe::Spawned | Probe::Exited | Probe::Notify | Probe::ReadyFd { .. } => Ok(()),
         Probe::Tcp { host, port } => tcp(host, *port).await,
         Probe::Http { url } => http(&ctx.http, url).await,
         Probe::Exec { argv } => exec(argv, ctx).await,

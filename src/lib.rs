@@ -10,6 +10,8 @@
 //! | [`scheduler`] | the executor: owns node state, launches, supervises, shuts down |
 //! | [`process`] | a node's process group: spawn, output lines, graceful stop |
 //! | [`health`] | probe attempts and the adaptive wait for readiness |
+//! | [`notify`] | systemd's notify protocol: the run's NOTIFY_SOCKET and its routing |
+//! | [`sockets`] | socket activation: listening sockets bound before anything starts |
 //! | [`event`] | the event stream the scheduler publishes |
 //! | [`output`] | terminal and log files: a subscriber of the events |
 //! | [`report`] | the startup summary: timings, critical path, sequential estimate |
@@ -26,12 +28,14 @@ pub mod error;
 pub mod event;
 pub mod graph;
 pub mod health;
+pub mod notify;
 pub mod output;
 pub mod preflight;
 pub mod process;
 pub mod report;
 pub mod run;
 pub mod scheduler;
+pub mod sockets;
 pub mod synth;
 
 pub use error::{Error, exit_code};

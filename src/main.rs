@@ -7,6 +7,15 @@ use clap::Parser as _;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // The socket-activation step runs before anything else can open a descriptor.
+    let mut args = std::env::args_os();
+    if args
+        .nth(1)
+        .is_some_and(|a| a == dagstart::process::LISTEN_EXEC)
+    {
+        let argv: Vec<_> = args.collect();
+        std::process::exit(dagstart::process::exec_with_listen_pid(&argv));
+    }
     init_tracing();
     let cli = dagstart::cli::Cli::parse();
     let code = match dagstart::app::execute(cli) {

@@ -74,17 +74,30 @@ impl Output {
         std::thread::Builder::new()
             .name("dagstart-output".into())
             .spawn(move || {
-                while let Some(event) = events.blocking_recv() {
-                    self.write(&event);
+                // The run ends with ShutdownComplete; senders that outlive it (the notify
+                // socket, readers of processes that escaped their group) must not keep us.
+                let mut done = false;
+                while !done {
+                    let Some(event) = events.blocking_recv() else {
+                        break;
+                    };
+                    done = self.write_last(&event);
                     // Batch whatever else is queued, then flush once.
-                    while let Ok(event) = events.try_recv() {
-                        self.write(&event);
+                    while !done {
+                        let Ok(event) = events.try_recv() else { break };
+                        done = self.write_last(&event);
                     }
                     self.flush();
                 }
                 self.flush();
             })
             .expect("spawn the output thread")
+    }
+
+    /// Writes `event`; true when it is the run's last one.
+    fn write_last(&mut self, event: &Event) -> bool {
+        self.write(event);
+        matches!(event.kind, EventKind::ShutdownComplete { .. })
     }
 
     fn flush(&mut self) {
@@ -187,6 +200,7 @@ impl Output {
             EventKind::Skipped { reason } => format!("{name}: skipped: {reason}"),
             EventKind::Exited { status } => format!("{name}: exited ({status})"),
             EventKind::Output { .. } => return None,
+            EventKind::Status { text } => format!("{name}: status: {text}"),
             EventKind::StartupComplete(summary) => report::render(&self.config, summary),
             EventKind::StartupFailed { reason } => format!("startup failed: {reason}"),
             EventKind::ShutdownStarted { reason } => {

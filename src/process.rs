@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,14 +79,36 @@ pub fn node_env<'a>(
     global.iter().chain(node.env.iter())
 }
 
+/// What a readiness protocol adds to a spawn.
+#[derive(Debug, Default)]
+pub struct SpawnExtras<'a> {
+    /// Listening sockets handed over systemd-style as fds 3, 4, ... with LISTEN_FDS,
+    /// LISTEN_FDNAMES and LISTEN_PID.
+    pub listen_fds: &'a [OwnedFd],
+    /// The write end of a readiness pipe and the fd number the service expects it at.
+    pub ready_fd: Option<(i32, OwnedFd)>,
+    /// Extra environment (NOTIFY_SOCKET, WATCHDOG_USEC).
+    pub env: Vec<(String, String)>,
+}
+
+/// The hidden first argument that makes `dagstart` set LISTEN_PID and exec the real program.
+pub const LISTEN_EXEC: &str = "__listen-exec";
+
 /// Spawns `argv` for `node` in a new process group, with output going to `sink`.
 pub fn spawn(
     node: &Node,
     global_env: &BTreeMap<String, String>,
     sink: LineSink,
     log_watch: Option<LogWatch>,
+    extras: SpawnExtras<'_>,
 ) -> io::Result<Spawned> {
-    let argv = node.command.argv();
+    let mut argv = node.command.argv();
+    if !extras.listen_fds.is_empty() {
+        // LISTEN_PID must be the service's own pid, known only after fork: a re-exec of
+        // dagstart sets it in the child's own environment and then execs the service.
+        let me = std::env::current_exe()?.display().to_string();
+        argv.splice(0..0, [me, LISTEN_EXEC.to_owned()]);
+    }
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
@@ -94,14 +117,37 @@ pub fn spawn(
         .args(args)
         .current_dir(&node.cwd)
         .envs(node_env(global_env, node))
+        .envs(extras.env.iter().map(|(k, v)| (k, v)))
         .env("DAGSTART_NODE", &node.name)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    die_with_parent(&mut command);
+    if !extras.listen_fds.is_empty() {
+        let names = vec![node.name.as_str(); extras.listen_fds.len()].join(":");
+        command
+            .env("LISTEN_FDS", extras.listen_fds.len().to_string())
+            .env("LISTEN_FDNAMES", names);
+    }
+    // Parent-side copies at high numbers, so that placing them at 3, 4, ... in the child can
+    // never overwrite a source that is still to be placed. They close when this returns.
+    let mut placed = Vec::new();
+    let mut fd_map = Vec::new();
+    for (i, fd) in extras.listen_fds.iter().enumerate() {
+        let copy = high_copy(fd)?;
+        fd_map.push((copy.as_raw_fd(), 3 + i as i32));
+        placed.push(copy);
+    }
+    if let Some((target, write_end)) = &extras.ready_fd {
+        let copy = high_copy(write_end)?;
+        fd_map.push((copy.as_raw_fd(), *target));
+        placed.push(copy);
+    }
+    die_with_parent(&mut command, fd_map);
     let mut child = command.spawn()?;
+    drop(placed);
+    drop(extras.ready_fd);
     let pid = child.id().expect("a just-spawned child has a pid");
     let group = ProcessGroup(Pid::from_raw(pid as i32));
     let mut readers = Vec::with_capacity(2);
@@ -124,17 +170,53 @@ pub fn spawn(
     })
 }
 
-/// Asks the kernel to SIGKILL the child if dagstart dies. Spawns only happen on the runtime's
-/// worker threads, which live as long as dagstart (the signal fires when the forking *thread*
-/// exits, so never spawn from `spawn_blocking`).
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
-    // SAFETY: the closure runs between fork and exec; prctl(PR_SET_PDEATHSIG) is async-signal-safe
-    // and the closure neither allocates nor takes locks.
+fn high_copy(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
+        .map_err(io::Error::from)?;
+    // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// In the child, between fork and exec: asks the kernel to SIGKILL it if dagstart dies, and
+/// places each `(source, target)` fd. Spawns only happen on the runtime's worker threads,
+/// which live as long as dagstart (the death signal fires when the forking *thread* exits, so
+/// never spawn from `spawn_blocking`).
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command, fd_map: Vec<(RawFd, RawFd)>) {
+    // SAFETY: the closure runs between fork and exec. prctl and dup2 are async-signal-safe,
+    // and the closure neither allocates nor takes locks (fd_map was built before the fork).
     unsafe {
-        command
-            .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            for &(source, target) in &fd_map {
+                // dup2 leaves the new descriptor without FD_CLOEXEC, so it survives the exec.
+                if nix::libc::dup2(source, target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
+}
+
+/// The `__listen-exec` step, run in the service's own process: sets LISTEN_PID to its pid and
+/// execs the real program. Only returns (with an exit code) if the exec fails.
+pub fn exec_with_listen_pid(argv: &[std::ffi::OsString]) -> i32 {
+    use std::os::unix::process::CommandExt as _;
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("dagstart {LISTEN_EXEC}: no program given");
+        return 127;
+    };
+    let error = std::process::Command::new(program)
+        .args(args)
+        .env("LISTEN_PID", std::process::id().to_string())
+        .exec();
+    eprintln!(
+        "dagstart: cannot run {}: {error}",
+        program.to_string_lossy()
+    );
+    127
 }
 
 /// Forwards every line of `pipe` to `sink`; a last line without a newline is kept too.

@@ -83,6 +83,7 @@ fn critical_path(config: &Config, graph: &Graph, timings: &[NodeTiming]) -> Vec<
                 let t = by_node(dep)?;
                 let met = match condition {
                     Condition::Started => t.first_spawn_at,
+                    Condition::Listening => t.launched_at,
                     Condition::Healthy | Condition::Completed => t.ready_at,
                 }?;
                 Some((met, dep))

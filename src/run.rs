@@ -9,24 +9,58 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::cli::RunArgs;
-use crate::config::{Config, Environment, MaxWorkers};
+use crate::config::{Config, Environment, MaxWorkers, Probe};
 use crate::error::{Error, exit_code};
 use crate::event::EventSink;
 use crate::graph::Graph;
+use crate::notify::NotifyHub;
 use crate::output::Output;
-use crate::scheduler::{Control, Options, Outcome, Scheduler, Startup};
+use crate::scheduler::{Activation, Control, Options, Outcome, Scheduler, Startup};
+use crate::sockets::BoundSockets;
+
+/// A private directory for the run's sockets (mode 0700), removed when the run ends. It lives
+/// in the temp dir because socket paths are limited to 108 bytes.
+struct RuntimeDir(std::path::PathBuf);
+
+impl RuntimeDir {
+    fn create() -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let path = std::env::temp_dir().join(format!("dagstart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 pub fn run(path: &Path, env: &Environment, args: RunArgs) -> Result<i32, Error> {
     let config = crate::app::load_config(path, env)?;
     let graph = Graph::build(&config);
     let selected = graph.select(&config, &args.nodes)?;
     crate::preflight::check(&config, &selected)?;
+    // Bound before anything starts, so `listening` dependents can start at once.
+    let sockets = Arc::new(BoundSockets::bind(&config, &selected)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dagstart-worker")
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
-    let result = runtime.block_on(run_graph(Arc::new(config), Arc::new(graph), selected, args));
+    let result = runtime.block_on(run_graph(
+        Arc::new(config),
+        Arc::new(graph),
+        selected,
+        sockets,
+        args,
+    ));
     // Reader tasks of processes that escaped their group may still hold a pipe; do not wait.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result
@@ -53,6 +87,7 @@ async fn run_graph(
     config: Arc<Config>,
     graph: Arc<Graph>,
     selected: Vec<bool>,
+    sockets: Arc<BoundSockets>,
     args: RunArgs,
 ) -> Result<i32, Error> {
     let output = Output::open(config.clone(), &selected).map_err(|e| {
@@ -70,7 +105,24 @@ async fn run_graph(
     let command_pid = Arc::new(AtomicU32::new(0));
     forward_signals(control_tx.clone(), command_pid.clone())?;
     let opts = options(&config, args.sequential);
-    let (scheduler, startup) = Scheduler::new(config, graph, &selected, opts, events.clone());
+    let runtime_dir =
+        RuntimeDir::create().map_err(|e| Error::io("creating the runtime directory", e))?;
+    let notify = if config
+        .nodes
+        .iter()
+        .zip(&selected)
+        .any(|(n, &on)| on && n.health.probe == Probe::Notify)
+    {
+        Some(
+            NotifyHub::bind(runtime_dir.path(), events.clone())
+                .map_err(|e| Error::io("binding the notify socket", e))?,
+        )
+    } else {
+        None
+    };
+    let activation = Activation { notify, sockets };
+    let (scheduler, startup) =
+        Scheduler::new(config, graph, &selected, opts, events.clone(), activation);
     let scheduler = tokio::spawn(scheduler.run(control_rx));
     let command_status = if args.command.is_empty() {
         None

@@ -64,11 +64,54 @@ struct Args {
     /// Lines printed (alternating stdout/stderr) before the ready line.
     #[arg(long, default_value_t = 0)]
     chatter: u32,
+    /// Tell readiness with READY=1 on NOTIFY_SOCKET (and answer WATCHDOG_USEC with pings).
+    #[arg(long)]
+    notify: bool,
+    /// With --notify: send STATUS=TEXT while initialising.
+    #[arg(long)]
+    status: Option<String>,
+    /// With --notify: ask for this much more startup time (EXTEND_TIMEOUT_USEC) first.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    extend_timeout: Option<Duration>,
+    /// With --notify and a watchdog: stop pinging after this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    watchdog_stop_after: Option<Duration>,
+    /// Write a line to this file descriptor when ready (s6/dinit readiness).
+    #[arg(long)]
+    ready_fd: Option<i32>,
+    /// Close --ready-fd without writing, then go on (a failed readiness handshake).
+    #[arg(long)]
+    close_ready_fd: bool,
+    /// Serve on the first socket passed by socket activation (LISTEN_FDS) instead of --port.
+    #[arg(long)]
+    socket_activated: bool,
+    /// Print the value of this environment variable at start.
+    #[arg(long)]
+    print_env: Vec<String>,
 }
 
 fn main() {
     let args = Args::parse();
     record(&args, "start");
+    for var in &args.print_env {
+        println!(
+            "{}: {var}={}",
+            args.name,
+            std::env::var(var).unwrap_or_default()
+        );
+    }
+    if args.close_ready_fd {
+        close_fd(args.ready_fd.unwrap_or(3));
+    }
+    if args.notify {
+        if let Some(more) = args.extend_timeout {
+            let usec = u32::try_from(more.as_micros()).unwrap_or(u32::MAX);
+            notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(usec)]);
+        }
+        if let Some(status) = &args.status {
+            notify(&[sd_notify::NotifyState::Status(status)]);
+        }
+    }
     if args.ignore_sigterm {
         ignore_sigterm();
     }
@@ -106,13 +149,26 @@ fn main() {
         );
         std::process::exit(args.exit_code);
     }
-    let listener = args.port.map(|port| {
-        TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
-            eprintln!("{}: cannot listen on 127.0.0.1:{port}: {e}", args.name);
-            std::process::exit(1);
+    let listener = if args.socket_activated {
+        Some(activated_listener(&args.name))
+    } else {
+        args.port.map(|port| {
+            TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
+                eprintln!("{}: cannot listen on 127.0.0.1:{port}: {e}", args.name);
+                std::process::exit(1);
+            })
         })
-    });
+    };
     record(&args, "ready");
+    if let Some(fd) = args.ready_fd.filter(|_| !args.close_ready_fd) {
+        write_ready_fd(fd);
+    }
+    if args.notify {
+        notify(&[sd_notify::NotifyState::Ready]);
+        if let Some(interval) = sd_notify::watchdog_enabled() {
+            spawn_watchdog(interval, args.watchdog_stop_after);
+        }
+    }
     match &listener {
         Some(l) => println!(
             "{}: {} on {}",
@@ -150,6 +206,62 @@ fn serve(listener: &TcpListener) {
             );
         });
     }
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        eprintln!("cannot notify: {e}");
+    }
+}
+
+/// Pings WATCHDOG=1 at half the interval, optionally falling silent after `stop_after`.
+fn spawn_watchdog(interval: Duration, stop_after: Option<Duration>) {
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        while stop_after.is_none_or(|limit| started.elapsed() < limit) {
+            notify(&[sd_notify::NotifyState::Watchdog]);
+            std::thread::sleep(interval / 2);
+        }
+    });
+}
+
+/// Takes the first socket-activation fd, checking LISTEN_PID is this very process.
+fn activated_listener(name: &str) -> TcpListener {
+    let listen_pid = std::env::var("LISTEN_PID").unwrap_or_default();
+    if listen_pid != std::process::id().to_string() {
+        eprintln!(
+            "{name}: LISTEN_PID={listen_pid:?} is not my pid {}",
+            std::process::id()
+        );
+        std::process::exit(3);
+    }
+    let mut fds = listenfd::ListenFd::from_env();
+    match fds.take_tcp_listener(0) {
+        Ok(Some(listener)) => {
+            println!("{name}: serving on activated fd 3 (LISTEN_PID ok)");
+            listener
+        }
+        other => {
+            eprintln!("{name}: no activated tcp socket on fd 3: {other:?}");
+            std::process::exit(3);
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn write_ready_fd(fd: i32) {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: the supervisor placed the write end of the readiness pipe at this fd for us, and
+    // nothing else in this process uses it; the File takes ownership and closes it.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = file.write_all(b"ready\n");
+}
+
+#[allow(unsafe_code)]
+fn close_fd(fd: i32) {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: as in write_ready_fd; dropping the File closes the descriptor.
+    drop(unsafe { std::fs::File::from_raw_fd(fd) });
 }
 
 fn record(args: &Args, event: &str) {

@@ -17,7 +17,7 @@ use super::diagnostic::{ConfigError, Problem, Span, did_you_mean};
 use super::expand::{ExpandError, expand};
 use super::{
     Command, Condition, Config, Dependency, Health, MaxWorkers, Node, NodeKind, Probe, Settings,
-    timeout_env_var,
+    SocketAddress, timeout_env_var,
 };
 
 /// The variables a configuration is read with: the process environment, filled in by `.env`.
@@ -163,6 +163,9 @@ const SERVICE_KEYS: &[&str] = &[
     "required",
     "stop_signal",
     "stop_timeout",
+    "watchdog",
+    "sockets",
+    "lazy",
 ];
 const COMPONENT_KEYS: &[&str] = &[
     "command",
@@ -175,6 +178,7 @@ const COMPONENT_KEYS: &[&str] = &[
     "required",
     "stop_signal",
     "stop_timeout",
+    "lazy",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "http",
@@ -690,6 +694,18 @@ impl<'p> Loader<'p> {
             .get("stop_timeout")
             .and_then(|v| self.duration(v, &format!("{path}.stop_timeout")))
             .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        let lazy = table
+            .get("lazy")
+            .and_then(|v| self.bool(v, "lazy"))
+            .unwrap_or(false);
+        let sockets = table
+            .get("sockets")
+            .map(|v| self.sockets(v, &format!("{path}.sockets")))
+            .unwrap_or_default();
+        let watchdog = table
+            .get("watchdog")
+            .and_then(|v| Some((self.duration(v, &format!("{path}.watchdog"))?, v.span())));
+        self.check_readiness_protocols(&health, table.get("health"), watchdog.as_ref(), &sockets);
         let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on.into_iter().unzip();
         let node = Node {
             name: name.to_owned(),
@@ -706,12 +722,101 @@ impl<'p> Loader<'p> {
             required,
             stop_signal,
             stop_timeout,
+            watchdog: watchdog.map(|w| w.0),
+            sockets,
+            lazy,
         };
         let spans = NodeSpans {
             port: port.map(|p| p.1),
             conditions,
         };
         (node, spans)
+    }
+
+    /// `sockets = ["127.0.0.1:8010", "unix:run/app.sock", 8011]`.
+    fn sockets(&mut self, value: &Value<'_>, key_path: &str) -> Vec<SocketAddress> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.type_error(value, "sockets", "an array of addresses");
+            return Vec::new();
+        };
+        let mut sockets = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let text = if item.get_ref().is_integer() {
+                self.integer(item, "sockets", u64::from(u16::MAX))
+                    .map(|p| p.to_string())
+            } else {
+                self.string(item, key_path)
+            };
+            let Some(text) = text else { continue };
+            match parse_socket(&text, &self.base_dir) {
+                Some(address) => sockets.push(address),
+                None => self.push(
+                    Problem::error(
+                        "dagstart::config::socket",
+                        format!("`{text}` is not a socket address"),
+                    )
+                    .label(item.span(), "expected IP:PORT, a port, or unix:PATH")
+                    .help("e.g. \"127.0.0.1:8010\", \"[::1]:8010\", 8010 or \"unix:run/app.sock\""),
+                ),
+            }
+        }
+        sockets
+    }
+
+    /// `watchdog` needs `notify`; a readiness fd must not land on a socket-activation fd.
+    fn check_readiness_protocols(
+        &mut self,
+        health: &Health,
+        health_value: Option<&Value<'_>>,
+        watchdog: Option<&(Duration, Span)>,
+        sockets: &[SocketAddress],
+    ) {
+        if let (Probe::Tcp { port, .. }, Some(value)) = (&health.probe, health_value) {
+            let own = sockets
+                .iter()
+                .any(|s| matches!(s, SocketAddress::Tcp(a) if a.port() == *port));
+            if own {
+                self.push(
+                    Problem::warning(
+                        "dagstart::config::tcp_on_own_socket",
+                        "this tcp probe always succeeds",
+                    )
+                    .label(
+                        value.span(),
+                        "the kernel accepts connections on a socket dagstart holds",
+                    )
+                    .help("probe readiness with http, notify or ready_fd instead"),
+                );
+            }
+        }
+        if let Some((_, span)) = watchdog {
+            if health.probe != Probe::Notify {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::watchdog",
+                        "`watchdog` needs notify readiness",
+                    )
+                    .label(span.clone(), "pings arrive as WATCHDOG=1 on NOTIFY_SOCKET")
+                    .help("add `health = { notify = true }` to this service"),
+                );
+            }
+        }
+        if let (Probe::ReadyFd { fd }, Some(value)) = (&health.probe, health_value) {
+            let first_free = 3 + sockets.len() as i32;
+            if *fd < first_free {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::ready_fd",
+                        format!("ready_fd {fd} is taken"),
+                    )
+                    .label(
+                        value.span(),
+                        format!("fds 0-2 are stdio and 3..{first_free} carry the sockets"),
+                    )
+                    .help(format!("use ready_fd = {first_free} or higher")),
+                );
+            }
+        }
     }
 
     fn command(&mut self, table: &DeTable<'_>, path: &str, name_span: &Span) -> Command {
@@ -870,8 +975,8 @@ impl<'p> Loader<'p> {
             [] => {
                 self.push(
                     Problem::error("dagstart::config::health", "health check has no probe")
-                        .label(value.span(), "no http, tcp, exec or log key")
-                        .help("add one of: http = \"/health\", tcp = 8010, exec = [\"cmd\"], log = \"regex\""),
+                        .label(value.span(), "no http, tcp, exec, log, notify or ready_fd key")
+                        .help("add one of: http = \"/health\", tcp = 8010, exec = [\"cmd\"], log = \"regex\", notify = true, ready_fd = 3"),
                 );
                 None
             }
@@ -880,7 +985,7 @@ impl<'p> Loader<'p> {
                 self.push(
                     Problem::error("dagstart::config::health", "a health check takes one probe")
                         .label(second.0.span(), "a second probe")
-                        .help("keep one of http, tcp, exec, log; put the other in a separate service if needed"),
+                        .help("keep one of http, tcp, exec, log, notify, ready_fd"),
                 );
                 None
             }
@@ -972,16 +1077,22 @@ impl<'p> Loader<'p> {
                     }
                 }
             }
+            "notify" => match self.bool(value, "notify")? {
+                true => Some(Probe::Notify),
+                false => {
+                    self.push(
+                        Problem::error(
+                            "dagstart::config::health",
+                            "`notify = false` is not a probe",
+                        )
+                        .label(value.span(), "remove it, or use another probe"),
+                    );
+                    None
+                }
+            },
             _ => {
-                self.push(
-                    Problem::error(
-                        "dagstart::config::unsupported",
-                        format!("`{key}` readiness is not supported by this version of dagstart"),
-                    )
-                    .label(value.span(), "not supported yet")
-                    .help("use an http, tcp, exec or log probe"),
-                );
-                None
+                let fd = self.integer(value, "ready_fd", 1024)? as i32;
+                Some(Probe::ReadyFd { fd })
             }
         }
     }
@@ -1133,6 +1244,7 @@ impl<'p> Loader<'p> {
             .map(|(i, n)| (n.name.as_str(), i))
             .collect();
         let kinds: Vec<NodeKind> = nodes.iter().map(|n| n.kind).collect();
+        let has_sockets: Vec<bool> = nodes.iter().map(|n| !n.sockets.is_empty()).collect();
         let mut resolved: Vec<Vec<Dependency>> = Vec::with_capacity(nodes.len());
         for (node, node_spans) in nodes.iter().zip(spans) {
             let mut kept = Vec::with_capacity(node.depends_on.len());
@@ -1145,9 +1257,12 @@ impl<'p> Loader<'p> {
                     self.push(unknown_dependency(node, dep, &index));
                     continue;
                 };
-                if let Some(condition) =
-                    self.settle_condition(dep, kinds[target], explicit.as_ref())
-                {
+                if let Some(condition) = self.settle_condition(
+                    dep,
+                    kinds[target],
+                    has_sockets[target],
+                    explicit.as_ref(),
+                ) {
                     kept.push(Dependency {
                         name: dep.name.clone(),
                         node: target,
@@ -1168,9 +1283,24 @@ impl<'p> Loader<'p> {
         &mut self,
         dep: &Dependency,
         target_kind: NodeKind,
+        target_has_sockets: bool,
         explicit: Option<&(Condition, Span)>,
     ) -> Option<Condition> {
         match (explicit, target_kind) {
+            (Some((Condition::Listening, cond_span)), _) if !target_has_sockets => {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::condition",
+                        format!("`{}` has no sockets to listen on", dep.name),
+                    )
+                    .label(cond_span.clone(), "`listening` needs socket activation")
+                    .help(format!(
+                        "add `sockets = [...]` to `{}`, or wait for \"healthy\"",
+                        dep.name
+                    )),
+                );
+                None
+            }
             (Some((Condition::Completed, cond_span)), NodeKind::Service) => {
                 self.push(
                     Problem::error(
@@ -1366,6 +1496,25 @@ fn parse_max_workers(text: &str) -> Result<MaxWorkers, String> {
             Err(_) => Err("expected a number of workers or \"auto\"".into()),
         },
     }
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, a bare port (loopback), or `unix:PATH`
+/// (relative to services.toml).
+fn parse_socket(text: &str, base_dir: &Path) -> Option<SocketAddress> {
+    let text = text.trim();
+    if let Some(path) = text.strip_prefix("unix:") {
+        return (!path.is_empty())
+            .then(|| SocketAddress::Unix(join_clean(base_dir, Path::new(path))));
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Some(SocketAddress::Tcp(([127, 0, 0, 1], port).into()));
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        return Some(SocketAddress::Tcp(
+            ([127, 0, 0, 1], port.parse().ok()?).into(),
+        ));
+    }
+    text.parse().ok().map(SocketAddress::Tcp)
 }
 
 fn parse_signal(text: &str) -> Option<Signal> {

@@ -123,6 +123,29 @@ pub struct Node {
     pub required: bool,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
+    /// With a `notify` probe: the longest gap allowed between `WATCHDOG=1` pings once ready.
+    pub watchdog: Option<Duration>,
+    /// Sockets dagstart binds before anything starts and hands over systemd-style (fds from 3).
+    pub sockets: Vec<SocketAddress>,
+    /// Started only when needed: on the first connection (with sockets) or when a node that
+    /// depends on it is about to start (without).
+    pub lazy: bool,
+}
+
+/// A socket a service is activated with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketAddress {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for SocketAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SocketAddress::Tcp(addr) => write!(f, "{addr}"),
+            SocketAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 /// What to run. No shell is involved unless the user asked for one.
@@ -163,6 +186,8 @@ pub enum Condition {
     Healthy,
     /// The dependency (a component) exited 0.
     Completed,
+    /// The dependency's sockets are bound and listening (it may not even be running yet).
+    Listening,
 }
 
 impl Condition {
@@ -171,6 +196,7 @@ impl Condition {
             Condition::Started => "started",
             Condition::Healthy => "healthy",
             Condition::Completed => "completed",
+            Condition::Listening => "listening",
         }
     }
 
@@ -179,11 +205,12 @@ impl Condition {
             "started" => Some(Condition::Started),
             "healthy" => Some(Condition::Healthy),
             "completed" => Some(Condition::Completed),
+            "listening" => Some(Condition::Listening),
             _ => None,
         }
     }
 
-    pub(crate) const NAMES: [&'static str; 3] = ["started", "healthy", "completed"];
+    pub(crate) const NAMES: [&'static str; 4] = ["started", "healthy", "completed", "listening"];
 }
 
 /// How dagstart decides that a node is ready.
@@ -226,6 +253,10 @@ pub enum Probe {
     Exec { argv: Vec<String> },
     /// A line of the node's stdout or stderr matches.
     Log { pattern: regex::Regex },
+    /// `READY=1` on the NOTIFY_SOCKET dagstart passes (systemd's protocol).
+    Notify,
+    /// A write to this file descriptor, which dagstart connects to a pipe (s6/dinit style).
+    ReadyFd { fd: i32 },
 }
 
 impl PartialEq for Probe {
@@ -235,7 +266,10 @@ impl PartialEq for Probe {
             (Probe::Http { url: a }, Probe::Http { url: b }) => a == b,
             (Probe::Tcp { host: a, port: p }, Probe::Tcp { host: b, port: q }) => a == b && p == q,
             (Probe::Exec { argv: a }, Probe::Exec { argv: b }) => a == b,
-            (Probe::Spawned, Probe::Spawned) | (Probe::Exited, Probe::Exited) => true,
+            (Probe::ReadyFd { fd: a }, Probe::ReadyFd { fd: b }) => a == b,
+            (Probe::Spawned, Probe::Spawned)
+            | (Probe::Exited, Probe::Exited)
+            | (Probe::Notify, Probe::Notify) => true,
             _ => false,
         }
     }
@@ -250,6 +284,8 @@ impl Probe {
             Probe::Tcp { host, port } => format!("tcp {host}:{port}"),
             Probe::Exec { argv } => format!("exec {}", shell_words::join(argv)),
             Probe::Log { pattern } => format!("log /{}/", pattern.as_str()),
+            Probe::Notify => "READY=1 on NOTIFY_SOCKET".into(),
+            Probe::ReadyFd { fd } => format!("a write to fd {fd}"),
         }
     }
 }

@@ -52,6 +52,8 @@ fn probe_toml(probe: &Probe) -> Option<String> {
         Probe::Tcp { host, port } => Some(format!("tcp = {}", quote(&format!("{host}:{port}")))),
         Probe::Exec { argv } => Some(format!("exec = {}", quote_all(argv))),
         Probe::Log { pattern } => Some(format!("log = {}", quote(pattern.as_str()))),
+        Probe::Notify => Some("notify = true".to_owned()),
+        Probe::ReadyFd { fd } => Some(format!("ready_fd = {fd}")),
     }
 }
 
@@ -201,6 +203,8 @@ fn probe_json(probe: &Probe) -> Value {
         Probe::Tcp { host, port } => json!({ "tcp": format!("{host}:{port}") }),
         Probe::Exec { argv } => json!({ "exec": argv }),
         Probe::Log { pattern } => json!({ "log": pattern.as_str() }),
+        Probe::Notify => json!({ "notify": true }),
+        Probe::ReadyFd { fd } => json!({ "ready_fd": fd }),
     }
 }
 
@@ -240,6 +244,9 @@ pub fn render_json(config: &Config) -> String {
             "required": node.required,
             "stop_signal": node.stop_signal.as_str(),
             "stop_timeout": duration(node.stop_timeout),
+            "watchdog": node.watchdog.map(duration),
+            "sockets": node.sockets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "lazy": node.lazy,
         });
         let target = match node.kind {
             NodeKind::Service => &mut services,

@@ -32,8 +32,10 @@ use crate::config::{Condition, Config, NodeKind, Probe};
 use crate::event::{EventKind, EventSink};
 use crate::graph::Graph;
 use crate::health::{self, ProbeContext};
+use crate::notify::NotifyHub;
 use crate::process::{self, ProcessGroup};
 use crate::report::{NodeTiming, Summary};
+use crate::sockets::BoundSockets;
 use runner::{NodeControl, RunnerContext, RunnerMsg};
 
 /// How to run the graph.
@@ -127,6 +129,8 @@ enum DepState {
 
 struct Slot {
     phase: Phase,
+    /// A lazy node starts only once demanded: by a first connection or by a dependent.
+    demanded: bool,
     spawned: bool,
     runner: Option<mpsc::UnboundedSender<NodeControl>>,
     group: Option<ProcessGroup>,
@@ -151,6 +155,17 @@ pub struct Scheduler {
     failure: Option<StartupError>,
     /// Every process group this run created, for the final sweep.
     groups: Vec<ProcessGroup>,
+    notify: Option<NotifyHub>,
+    sockets: Arc<BoundSockets>,
+}
+
+/// What the run set up for readiness protocols before the scheduler starts.
+#[derive(Debug, Default)]
+pub struct Activation {
+    /// The notify socket, when any node uses `notify` readiness.
+    pub notify: Option<NotifyHub>,
+    /// The listening sockets of socket-activated services.
+    pub sockets: Arc<BoundSockets>,
 }
 
 struct Shutdown {
@@ -167,12 +182,14 @@ impl Scheduler {
         selected: &[bool],
         options: Options,
         events: EventSink,
+        activation: Activation,
     ) -> (Self, watch::Receiver<Startup>) {
         let slots = selected
             .iter()
             .enumerate()
             .map(|(i, &on)| Slot {
                 phase: if on { Phase::Waiting } else { Phase::Off },
+                demanded: !config.nodes[i].lazy,
                 spawned: false,
                 runner: None,
                 group: None,
@@ -201,6 +218,8 @@ impl Scheduler {
             shutdown: None,
             failure: None,
             groups: Vec::new(),
+            notify: activation.notify,
+            sockets: activation.sockets,
         };
         (scheduler, startup_rx)
     }
@@ -218,6 +237,7 @@ impl Scheduler {
                     .then_some(self.options.max_workers),
             },
         );
+        self.watch_lazy_sockets();
         loop {
             if self.shutdown.is_none() {
                 self.launch_ready_nodes();
@@ -271,18 +291,77 @@ impl Scheduler {
 
     fn launch_ready_nodes(&mut self) {
         let graph = self.graph.clone();
-        for &n in graph.topological_order() {
-            if self.slots[n].phase != Phase::Waiting {
+        loop {
+            let mut demanded_more = false;
+            for &n in graph.topological_order() {
+                if self.slots[n].phase != Phase::Waiting || !self.slots[n].demanded {
+                    continue;
+                }
+                match self.dependencies_state(n) {
+                    DepState::Broken(reason) => self.skip(n, reason),
+                    DepState::Pending => demanded_more |= self.demand_lazy_dependencies(n),
+                    DepState::Met if self.busy_workers < self.options.max_workers => self.launch(n),
+                    DepState::Met => {}
+                }
+                if self.shutdown.is_some() {
+                    return;
+                }
+            }
+            // A lazy node demanded just now may come earlier in the order: go round again.
+            if !demanded_more {
+                return;
+            }
+        }
+    }
+
+    /// A node that waits only on lazy nodes demands those not demanded yet. True when it
+    /// demanded any.
+    fn demand_lazy_dependencies(&mut self, n: usize) -> bool {
+        let lazy_blockers: Vec<usize> = self
+            .graph
+            .dependencies(n)
+            .filter(|&(d, c)| matches!(self.condition_state(d, c), DepState::Pending))
+            .map(|(d, _)| d)
+            .collect();
+        // Demand only once everything else the node needs is there: it is about to start.
+        let only_lazy = lazy_blockers.iter().all(|&d| self.config.nodes[d].lazy);
+        let mut demanded = false;
+        if only_lazy {
+            for d in lazy_blockers {
+                if !self.slots[d].demanded {
+                    self.slots[d].demanded = true;
+                    let reason = format!("needed by `{}`", self.config.nodes[n].name);
+                    self.events.node(
+                        d,
+                        EventKind::Note(format!(
+                            "{}: lazy, starting: {reason}",
+                            self.config.nodes[d].name
+                        )),
+                    );
+                    demanded = true;
+                }
+            }
+        }
+        demanded
+    }
+
+    /// A lazy node with sockets starts on the first connection to any of them.
+    fn watch_lazy_sockets(&self) {
+        for n in self.selected() {
+            if !self.config.nodes[n].lazy || self.sockets.of(n).is_empty() {
                 continue;
             }
-            match self.dependencies_state(n) {
-                DepState::Broken(reason) => self.skip(n, reason),
-                DepState::Pending => {}
-                DepState::Met if self.busy_workers < self.options.max_workers => self.launch(n),
-                DepState::Met => {}
-            }
-            if self.shutdown.is_some() {
-                return;
+            match self.sockets.first_connection(n) {
+                Ok(first) => {
+                    let to_scheduler = self.to_scheduler.clone();
+                    tokio::spawn(async move {
+                        first.await;
+                        let _ = to_scheduler.send((n, RunnerMsg::Activated));
+                    });
+                }
+                Err(e) => self
+                    .events
+                    .node(n, EventKind::Note(format!("cannot watch the sockets: {e}"))),
             }
         }
     }
@@ -303,6 +382,10 @@ impl Scheduler {
         let slot = &self.slots[dep];
         let name = &self.config.nodes[dep].name;
         match (&slot.phase, condition) {
+            (
+                Phase::Waiting | Phase::Starting | Phase::Ready | Phase::Completed,
+                Condition::Listening,
+            ) => DepState::Met,
             (Phase::Ready | Phase::Completed, _) => DepState::Met,
             (Phase::Starting, Condition::Started) if slot.spawned => DepState::Met,
             (Phase::Waiting | Phase::Starting, _) => DepState::Pending,
@@ -324,6 +407,8 @@ impl Scheduler {
             http: self.http.clone(),
             events: self.events.clone(),
             to_scheduler: self.to_scheduler.clone(),
+            notify: self.notify.clone(),
+            sockets: self.sockets.clone(),
         };
         tracing::debug!(node = %self.config.nodes[n].name, busy = self.busy_workers, "launching");
         tokio::spawn(runner::run(ctx, control_rx));
@@ -395,6 +480,17 @@ impl Scheduler {
                 let took = slot.timing.start_duration().unwrap_or_default();
                 self.events.node(n, EventKind::Ready { took });
             }
+            RunnerMsg::Activated => {
+                let slot = &mut self.slots[n];
+                if !slot.demanded {
+                    slot.demanded = true;
+                    let name = &self.config.nodes[n].name;
+                    self.events.node(
+                        n,
+                        EventKind::Note(format!("{name}: first connection, starting")),
+                    );
+                }
+            }
             RunnerMsg::Retrying {
                 attempt,
                 reason,
@@ -456,6 +552,7 @@ impl Scheduler {
         }
         let all_required_ready = self.selected().all(|n| {
             !self.config.nodes[n].required
+                || !self.slots[n].demanded
                 || matches!(self.slots[n].phase, Phase::Ready | Phase::Completed)
         });
         if !all_required_ready {
@@ -487,7 +584,11 @@ impl Scheduler {
         let mut checks = JoinSet::new();
         for n in self.selected() {
             let node = &self.config.nodes[n];
-            if !node.required || node.kind == NodeKind::Component {
+            // Lazy nodes nobody demanded have nothing to verify (and a probe would wake them).
+            if !node.required
+                || node.kind == NodeKind::Component
+                || self.slots[n].phase != Phase::Ready
+            {
                 continue;
             }
             let group = self.slots[n].group;
@@ -664,7 +765,7 @@ impl Scheduler {
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
@@ -680,7 +781,11 @@ async fn verify_one(
     ctx: &ProbeContext,
 ) -> Result<(), String> {
     match probe {
-        Probe::Log { .. } | Probe::Spawned | Probe::Exited => match group {
+        Probe::Log { .. }
+        | Probe::Spawned
+        | Probe::Exited
+        | Probe::Notify
+        | Probe::ReadyFd { .. } => match group {
             Some(g) if g.is_alive() => Ok(()),
             _ => Err("its process is gone".into()),
         },

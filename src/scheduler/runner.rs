@@ -2,6 +2,7 @@
 //! it exits or is told to stop. It reports to the scheduler; it never touches other nodes.
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,9 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Config, NodeKind, Probe};
 use crate::event::{EventKind, EventSink};
 use crate::health::{self, ProbeContext};
-use crate::process::{self, LineSink, LogWatch, ProcessGroup, Spawned, StopReport};
+use crate::notify::{NotifyHub, NotifyMessage, Subscription};
+use crate::process::{self, LineSink, LogWatch, ProcessGroup, SpawnExtras, Spawned, StopReport};
+use crate::sockets::BoundSockets;
 
 /// Lines of output kept per node for failure reports.
 pub(crate) const TAIL_LINES: usize = 20;
@@ -47,7 +50,7 @@ pub(crate) enum RunnerMsg {
     },
     /// A component exited 0.
     Completed,
-    /// A service ended on its own after it was ready.
+    /// A service ended on its own after it was ready, or was killed for missing its watchdog.
     Exited {
         status: String,
         tail: Vec<String>,
@@ -55,6 +58,8 @@ pub(crate) enum RunnerMsg {
     Stopped {
         report: StopReport,
     },
+    /// Not from a runner: a first connection arrived on a lazy node's sockets.
+    Activated,
 }
 
 impl RunnerMsg {
@@ -78,6 +83,8 @@ pub(crate) struct RunnerContext {
     pub http: reqwest::Client,
     pub events: EventSink,
     pub to_scheduler: mpsc::UnboundedSender<(usize, RunnerMsg)>,
+    pub notify: Option<NotifyHub>,
+    pub sockets: Arc<BoundSockets>,
 }
 
 impl RunnerContext {
@@ -93,73 +100,69 @@ enum AttemptEnd {
     Told(NodeControl),
 }
 
+/// The ways a started process can tell that it is ready, besides being probed.
+#[derive(Default)]
+struct Signals {
+    log_matched: Option<watch::Receiver<bool>>,
+    ready_pipe: Option<OwnedFd>,
+    notify: Option<Subscription>,
+}
+
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
 /// Runs a node through its start attempts and, for a service, supervises it afterwards.
 pub(crate) async fn run(ctx: RunnerContext, mut control: mpsc::UnboundedReceiver<NodeControl>) {
     let node = &ctx.config.nodes[ctx.node];
-    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let tail: Tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     let mut backoff = FIRST_BACKOFF;
     let attempts = node.retries + 1;
     for attempt in 1..=attempts {
-        let (mut spawned, log_matched) = match spawn(&ctx, &tail) {
-            Ok(s) => s,
-            Err(reason) => {
-                if attempt == attempts {
-                    return ctx.report(RunnerMsg::Failed {
-                        reason,
-                        tail: tail_lines(&tail),
-                    });
+        let reason = match spawn(&ctx, &tail) {
+            Ok((mut spawned, signals)) => {
+                ctx.report(RunnerMsg::Spawned {
+                    pid: spawned.pid,
+                    group: spawned.group,
+                    attempt,
+                });
+                let (end, notify) = tokio::select! {
+                    result = start_phase(&ctx, &mut spawned, signals) => result,
+                    Some(c) = control.recv() => (AttemptEnd::Told(c), None),
+                };
+                match end {
+                    AttemptEnd::Ready if node.kind == NodeKind::Component => {
+                        drain(&mut spawned).await;
+                        return ctx.report(RunnerMsg::Completed);
+                    }
+                    AttemptEnd::Ready => {
+                        ctx.report(RunnerMsg::Ready);
+                        return supervise(&ctx, spawned, notify, &tail, &mut control).await;
+                    }
+                    AttemptEnd::Told(NodeControl::Stop) => {
+                        let report = stop(&ctx, &mut spawned).await;
+                        return ctx.report(RunnerMsg::Stopped { report });
+                    }
+                    AttemptEnd::Failed(reason) => {
+                        process::kill(&mut spawned.child, spawned.group).await;
+                        drain(&mut spawned).await;
+                        reason
+                    }
                 }
-                if wait_backoff(&ctx, attempt, reason, &mut backoff, &mut control)
-                    .await
-                    .is_err()
-                {
-                    return ctx.report(RunnerMsg::Stopped {
-                        report: not_running(),
-                    });
-                }
-                continue;
             }
+            Err(reason) => reason,
         };
-        ctx.report(RunnerMsg::Spawned {
-            pid: spawned.pid,
-            group: spawned.group,
-            attempt,
-        });
-        let end = tokio::select! {
-            end = start_phase(&ctx, &mut spawned, log_matched) => end,
-            Some(c) = control.recv() => AttemptEnd::Told(c),
-        };
-        match end {
-            AttemptEnd::Ready if node.kind == NodeKind::Component => {
-                drain(&mut spawned).await;
-                return ctx.report(RunnerMsg::Completed);
-            }
-            AttemptEnd::Ready => {
-                ctx.report(RunnerMsg::Ready);
-                return supervise(&ctx, spawned, &tail, &mut control).await;
-            }
-            AttemptEnd::Told(NodeControl::Stop) => {
-                let report = stop(&ctx, &mut spawned).await;
-                return ctx.report(RunnerMsg::Stopped { report });
-            }
-            AttemptEnd::Failed(reason) => {
-                process::kill(&mut spawned.child, spawned.group).await;
-                drain(&mut spawned).await;
-                if attempt == attempts {
-                    return ctx.report(RunnerMsg::Failed {
-                        reason,
-                        tail: tail_lines(&tail),
-                    });
-                }
-                if wait_backoff(&ctx, attempt, reason, &mut backoff, &mut control)
-                    .await
-                    .is_err()
-                {
-                    return ctx.report(RunnerMsg::Stopped {
-                        report: not_running(),
-                    });
-                }
-            }
+        if attempt == attempts {
+            return ctx.report(RunnerMsg::Failed {
+                reason,
+                tail: tail_lines(&tail),
+            });
+        }
+        if wait_backoff(&ctx, attempt, reason, &mut backoff, &mut control)
+            .await
+            .is_err()
+        {
+            return ctx.report(RunnerMsg::Stopped {
+                report: not_running(),
+            });
         }
     }
 }
@@ -193,36 +196,63 @@ async fn wait_backoff(
     }
 }
 
-fn spawn(
-    ctx: &RunnerContext,
-    tail: &Arc<Mutex<VecDeque<String>>>,
-) -> Result<(Spawned, Option<watch::Receiver<bool>>), String> {
+/// Spawns the node with whatever its readiness protocol needs: a log watch, a readiness pipe,
+/// NOTIFY_SOCKET, or its listening sockets.
+fn spawn(ctx: &RunnerContext, tail: &Tail) -> Result<(Spawned, Signals), String> {
     let node = &ctx.config.nodes[ctx.node];
-    let (log_watch, log_matched) = match &node.health.probe {
+    let mut signals = Signals::default();
+    let mut extras = SpawnExtras {
+        listen_fds: ctx.sockets.of(ctx.node),
+        ..SpawnExtras::default()
+    };
+    let mut log_watch = None;
+    match &node.health.probe {
         Probe::Log { pattern } => {
             let (tx, rx) = watch::channel(false);
-            (
-                Some(LogWatch {
-                    pattern: pattern.clone(),
-                    matched: tx,
-                }),
-                Some(rx),
-            )
+            log_watch = Some(LogWatch {
+                pattern: pattern.clone(),
+                matched: tx,
+            });
+            signals.log_matched = Some(rx);
         }
-        _ => (None, None),
-    };
+        Probe::ReadyFd { fd } => {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| format!("cannot create the readiness pipe: {e}"))?;
+            extras.ready_fd = Some((*fd, write));
+            signals.ready_pipe = Some(read);
+        }
+        Probe::Notify => {
+            if let Some(hub) = &ctx.notify {
+                extras
+                    .env
+                    .push(("NOTIFY_SOCKET".into(), hub.path().display().to_string()));
+            }
+            if let Some(watchdog) = node.watchdog {
+                extras
+                    .env
+                    .push(("WATCHDOG_USEC".into(), watchdog.as_micros().to_string()));
+            }
+        }
+        _ => {}
+    }
     let sink = line_sink(ctx, tail.clone());
-    let spawned = process::spawn(node, &ctx.config.env, sink, log_watch).map_err(|e| {
+    let spawned = process::spawn(node, &ctx.config.env, sink, log_watch, extras).map_err(|e| {
         format!(
             "cannot start `{}`: {e}",
             node.command.argv().first().map_or("", String::as_str)
         )
     })?;
-    Ok((spawned, log_matched))
+    // Subscribed before the process can have run far; datagrams queue in the socket meanwhile.
+    signals.notify = ctx
+        .notify
+        .as_ref()
+        .filter(|_| node.health.probe == Probe::Notify)
+        .map(|hub| hub.subscribe(spawned.group));
+    Ok((spawned, signals))
 }
 
 /// Sends each line to the event stream and keeps the last few for failure reports.
-fn line_sink(ctx: &RunnerContext, tail: Arc<Mutex<VecDeque<String>>>) -> LineSink {
+fn line_sink(ctx: &RunnerContext, tail: Tail) -> LineSink {
     let events = ctx.events.clone();
     let node = ctx.node;
     Arc::new(move |stream, line: String| {
@@ -239,7 +269,7 @@ fn line_sink(ctx: &RunnerContext, tail: Arc<Mutex<VecDeque<String>>>) -> LineSin
     })
 }
 
-fn tail_lines(tail: &Arc<Mutex<VecDeque<String>>>) -> Vec<String> {
+fn tail_lines(tail: &Tail) -> Vec<String> {
     tail.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
@@ -247,19 +277,19 @@ fn tail_lines(tail: &Arc<Mutex<VecDeque<String>>>) -> Vec<String> {
         .collect()
 }
 
-/// From spawn to ready: a component must exit 0, a service must pass its health check, both
-/// within `startup_timeout`.
+/// From spawn to ready: a component must exit 0, a service must pass its readiness check, both
+/// within `startup_timeout` (which EXTEND_TIMEOUT_USEC can push back). Hands the notify
+/// subscription on, for the watchdog.
 async fn start_phase(
     ctx: &RunnerContext,
     spawned: &mut Spawned,
-    log_matched: Option<watch::Receiver<bool>>,
-) -> AttemptEnd {
+    signals: Signals,
+) -> (AttemptEnd, Option<Subscription>) {
     let node = &ctx.config.nodes[ctx.node];
     let spawned_at = Instant::now();
-    let timeout = node.startup_timeout;
-    let budget = humantime::format_duration(timeout);
+    let budget = humantime::format_duration(node.startup_timeout);
     if node.kind == NodeKind::Component {
-        return match tokio::time::timeout(timeout, spawned.child.wait()).await {
+        let end = match tokio::time::timeout(node.startup_timeout, spawned.child.wait()).await {
             Ok(Ok(status)) if status.success() => AttemptEnd::Ready,
             Ok(Ok(status)) => {
                 AttemptEnd::Failed(format!("exited with {}", process::describe_status(status)))
@@ -267,7 +297,13 @@ async fn start_phase(
             Ok(Err(e)) => AttemptEnd::Failed(format!("cannot wait for it: {e}")),
             Err(_) => AttemptEnd::Failed(format!("did not complete within {budget}")),
         };
+        return (end, None);
     }
+    let Signals {
+        log_matched,
+        ready_pipe,
+        mut notify,
+    } = signals;
     let probe_ctx = ProbeContext {
         http: ctx.http.clone(),
         cwd: node.cwd.clone(),
@@ -277,46 +313,135 @@ async fn start_phase(
         log_matched,
     };
     let health = &node.health;
-    tokio::select! {
-        result = health::wait_until_healthy(health, ctx.parallel_health_checks, spawned_at, &probe_ctx) => match result {
-            Ok(()) => AttemptEnd::Ready,
-            Err(u) => AttemptEnd::Failed(format!(
-                "health check failed {} times in a row ({}); if it needs longer to start, set health.start_period",
-                u.failures, u.last_error
+    let readiness = async {
+        match (&health.probe, ready_pipe) {
+            (Probe::Notify, _) => std::future::pending().await,
+            (Probe::ReadyFd { fd }, Some(pipe)) => wait_for_ready_pipe(pipe, *fd).await,
+            _ => health::wait_until_healthy(health, ctx.parallel_health_checks, spawned_at, &probe_ctx)
+                .await
+                .map_err(|u| {
+                    format!(
+                        "health check failed {} times in a row ({}); if it needs longer to start, set health.start_period",
+                        u.failures, u.last_error
+                    )
+                }),
+        }
+    };
+    tokio::pin!(readiness);
+    let mut deadline = tokio::time::Instant::now() + node.startup_timeout;
+    let end = loop {
+        tokio::select! {
+            result = &mut readiness => break match result {
+                Ok(()) => AttemptEnd::Ready,
+                Err(reason) => AttemptEnd::Failed(reason),
+            },
+            Some(message) = next_message(&mut notify) => match message {
+                NotifyMessage::Ready => break AttemptEnd::Ready,
+                NotifyMessage::ExtendTimeout(more) => {
+                    deadline = deadline.max(tokio::time::Instant::now() + more);
+                }
+                other => tell(ctx, other),
+            },
+            status = spawned.child.wait() => break AttemptEnd::Failed(match status {
+                Ok(s) => format!("exited before it was ready ({})", process::describe_status(s)),
+                Err(e) => format!("cannot wait for it: {e}"),
+            }),
+            () = tokio::time::sleep_until(deadline) => break AttemptEnd::Failed(format!(
+                "not ready within {} (waited for {})",
+                whole_millis(deadline.duration_since(tokio::time::Instant::from_std(spawned_at))),
+                health.probe.describe()
             )),
-        },
-        status = spawned.child.wait() => AttemptEnd::Failed(match status {
-            Ok(s) => format!("exited before it was ready ({})", process::describe_status(s)),
-            Err(e) => format!("cannot wait for it: {e}"),
-        }),
-        () = tokio::time::sleep(timeout) => AttemptEnd::Failed(format!(
-            "not ready within {budget} (waited for {})",
-            health.probe.describe()
-        )),
+        }
+    };
+    (end, notify)
+}
+
+/// A duration for messages, without the sub-millisecond noise of timers.
+fn whole_millis(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
+}
+
+/// The next notify message of a subscription; never, without one.
+async fn next_message(notify: &mut Option<Subscription>) -> Option<NotifyMessage> {
+    match notify {
+        Some(subscription) => subscription.messages.recv().await,
+        None => std::future::pending().await,
     }
 }
 
-/// After ready: wait for the service to exit on its own, or to be told to stop.
+/// Shows what a service says about itself (STATUS, MAINPID, STOPPING).
+fn tell(ctx: &RunnerContext, message: NotifyMessage) {
+    let name = &ctx.config.nodes[ctx.node].name;
+    match message {
+        NotifyMessage::Status(text) => ctx.events.node(ctx.node, EventKind::Status { text }),
+        NotifyMessage::MainPid(pid) => ctx.events.node(
+            ctx.node,
+            EventKind::Note(format!("{name}: main pid is {pid}")),
+        ),
+        NotifyMessage::Stopping => ctx.events.node(
+            ctx.node,
+            EventKind::Note(format!("{name}: says it is stopping")),
+        ),
+        NotifyMessage::Ready | NotifyMessage::Watchdog | NotifyMessage::ExtendTimeout(_) => {}
+    }
+}
+
+/// s6/dinit readiness: any byte on the pipe means ready; end of file before any byte means
+/// the start failed.
+async fn wait_for_ready_pipe(pipe: OwnedFd, fd: i32) -> Result<(), String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe)
+        .map_err(|e| format!("cannot watch the readiness pipe: {e}"))?;
+    let mut byte = [0u8; 1];
+    match receiver.read(&mut byte).await {
+        Ok(0) => Err(format!(
+            "closed its readiness fd {fd} without writing to it"
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("readiness fd {fd}: {e}")),
+    }
+}
+
+/// After ready: wait for the service to exit on its own, to miss its watchdog, or to be told
+/// to stop.
 async fn supervise(
     ctx: &RunnerContext,
     mut spawned: Spawned,
-    tail: &Arc<Mutex<VecDeque<String>>>,
+    mut notify: Option<Subscription>,
+    tail: &Tail,
     control: &mut mpsc::UnboundedReceiver<NodeControl>,
 ) {
-    tokio::select! {
-        status = spawned.child.wait() => {
-            // Whatever the leader left behind in its group must not outlive it.
-            let _ = spawned.group.signal(nix::sys::signal::Signal::SIGKILL);
-            drain(&mut spawned).await;
-            let status = match status {
-                Ok(s) => process::describe_status(s),
-                Err(e) => e.to_string(),
-            };
-            ctx.report(RunnerMsg::Exited { status, tail: tail_lines(tail) });
-        }
-        Some(NodeControl::Stop) = control.recv() => {
-            let report = stop(ctx, &mut spawned).await;
-            ctx.report(RunnerMsg::Stopped { report });
+    let watchdog = ctx.config.nodes[ctx.node].watchdog;
+    let mut watchdog_deadline = watchdog.map(|w| tokio::time::Instant::now() + w);
+    loop {
+        tokio::select! {
+            status = spawned.child.wait() => {
+                // Whatever the leader left behind in its group must not outlive it.
+                let _ = spawned.group.signal(nix::sys::signal::Signal::SIGKILL);
+                drain(&mut spawned).await;
+                let status = match status {
+                    Ok(s) => process::describe_status(s),
+                    Err(e) => e.to_string(),
+                };
+                return ctx.report(RunnerMsg::Exited { status, tail: tail_lines(tail) });
+            }
+            Some(NodeControl::Stop) = control.recv() => {
+                let report = stop(ctx, &mut spawned).await;
+                return ctx.report(RunnerMsg::Stopped { report });
+            }
+            Some(message) = next_message(&mut notify) => match message {
+                NotifyMessage::Watchdog => {
+                    watchdog_deadline = watchdog.map(|w| tokio::time::Instant::now() + w);
+                }
+                other => tell(ctx, other),
+            },
+            () = super::sleep_until_opt(watchdog_deadline) => {
+                process::kill(&mut spawned.child, spawned.group).await;
+                drain(&mut spawned).await;
+                let silence = humantime::format_duration(watchdog.unwrap_or_default());
+                let status = format!("killed: no WATCHDOG=1 for {silence}");
+                return ctx.report(RunnerMsg::Exited { status, tail: tail_lines(tail) });
+            }
         }
     }
 }

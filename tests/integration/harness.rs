@@ -1,6 +1,7 @@
 //! A builder around the real `dagstart` binary: a temp dir per test with its services.toml.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use assert_cmd::Command;
 
@@ -171,4 +172,48 @@ pub(crate) fn wait_until(
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Generous bound for a whole run on a slow CI machine.
+pub(crate) const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// A TOML argv array running demo-svc as `name`, recording into the project's `rec` file.
+pub(crate) fn svc(project: &Project, name: &str, flags: &str) -> String {
+    let mut argv = vec![
+        demo_svc().to_owned(),
+        "--name".into(),
+        name.into(),
+        "--record".into(),
+        project.path().join("rec").display().to_string(),
+    ];
+    argv.extend(flags.split_whitespace().map(str::to_owned));
+    let quoted: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A project whose services.toml is produced by `build` (which gets the project for `svc`).
+pub(crate) fn project(build: impl FnOnce(&Project) -> String) -> Project {
+    let project = Project::new("");
+    let text = build(&project);
+    project.file("services.toml", &text);
+    project
+}
+
+pub(crate) fn run_with_command(project: &Project, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run"];
+    args.extend_from_slice(extra);
+    project
+        .dagstart(&args)
+        .timeout(RUN_LIMIT)
+        .output()
+        .expect("dagstart runs")
+}
+
+/// Sends SIGINT to a running dagstart, as Ctrl-C would.
+pub(crate) fn interrupt(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
 }

@@ -7,4 +7,5 @@ mod config_cmd;
 mod diagnostics;
 mod graph_cmd;
 mod loader_fuzz;
+mod readiness;
 mod run;

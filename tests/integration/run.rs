@@ -2,46 +2,11 @@
 //! readiness kinds, sequential mode, the `--` command, and cleanup.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use crate::harness::{
-    Project, alive, at, demo_svc, free_port, records, stderr_of, stdout_of, wait_exit, wait_until,
+    Project, RUN_LIMIT, alive, at, demo_svc, free_port, interrupt, project, records,
+    run_with_command, stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
-
-/// Generous bound for a whole run on a slow CI machine.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-/// A TOML argv array running demo-svc as `name`, recording into the project's `rec` file.
-fn svc(project: &Project, name: &str, flags: &str) -> String {
-    let mut argv = vec![
-        demo_svc().to_owned(),
-        "--name".into(),
-        name.into(),
-        "--record".into(),
-        project.path().join("rec").display().to_string(),
-    ];
-    argv.extend(flags.split_whitespace().map(str::to_owned));
-    let quoted: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
-/// A project whose services.toml is produced by `build` (which gets the project for `svc`).
-fn project(build: impl FnOnce(&Project) -> String) -> Project {
-    let project = Project::new("");
-    let text = build(&project);
-    project.file("services.toml", &text);
-    project
-}
-
-fn run_with_command(project: &Project, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["run"];
-    args.extend_from_slice(extra);
-    project
-        .dagstart(&args)
-        .timeout(RUN_LIMIT)
-        .output()
-        .expect("dagstart runs")
-}
 
 #[test]
 fn nothing_starts_before_its_dependencies_meet_their_condition() {
@@ -200,14 +165,6 @@ fn optional_failure_skips_exactly_its_dependents() {
         !rec.iter().any(|r| r.name == "vision"),
         "vision must never start: {rec:?}"
     );
-}
-
-fn interrupt(child: &std::process::Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
 }
 
 #[test]

@@ -93,17 +93,32 @@ fn chain_config(levels: usize, readiness: Readiness) -> String {
     for (i, port) in free_ports(levels).into_iter().enumerate() {
         let common = format!("\"{DEMO_SVC}\", \"--name\", \"s{i}\", \"--delay\", \"50ms\"");
         let (flags, keys) = match readiness {
-            Readiness::Tcp => (format!(", \"--port\", \"{port}\""), format!("port = {port}\n")),
-            Readiness::Notify => (", \"--notify\"".to_owned(), "health = { notify = true }\n".to_owned()),
+            Readiness::Tcp => (
+                format!(", \"--port\", \"{port}\""),
+                format!("port = {port}\n"),
+            ),
+            Readiness::Notify => (
+                ", \"--notify\"".to_owned(),
+                "health = { notify = true }\n".to_owned(),
+            ),
             Readiness::Sockets => (
                 ", \"--socket-activated\"".to_owned(),
                 format!("sockets = [{port}]\nhealth = {{ http = \"http://127.0.0.1:{port}/\" }}\n"),
             ),
         };
-        text.push_str(&format!("[services.s{i}]\ncommand = [{common}{flags}]\n{keys}"));
+        text.push_str(&format!(
+            "[services.s{i}]\ncommand = [{common}{flags}]\n{keys}"
+        ));
         if i > 0 {
-            let condition = if readiness == Readiness::Sockets { "listening" } else { "healthy" };
-            text.push_str(&format!("depends_on = {{ s{} = \"{condition}\" }}\n", i - 1));
+            let condition = if readiness == Readiness::Sockets {
+                "listening"
+            } else {
+                "healthy"
+            };
+            text.push_str(&format!(
+                "depends_on = {{ s{} = \"{condition}\" }}\n",
+                i - 1
+            ));
         }
     }
     text
@@ -116,7 +131,10 @@ fn chain_run(levels: usize, readiness: Readiness) -> (f64, Vec<f64>) {
             run_to_ready(dir.path(), &[], &[])
         })
         .collect();
-    (median(runs.clone()), runs.iter().map(|r| r.round()).collect())
+    (
+        median(runs.clone()),
+        runs.iter().map(|r| r.round()).collect(),
+    )
 }
 
 fn chain() {

@@ -10,6 +10,7 @@
 //! | [`scheduler`] | the executor: owns node state, launches, supervises, shuts down |
 //! | [`process`] | a node's process group: spawn, output lines, graceful stop |
 //! | [`health`] | probe attempts and the adaptive wait for readiness |
+//! | [`guardian`] | no orphans: subreaper, run marker sweep, and the guardian process |
 //! | [`notify`] | systemd's notify protocol: the run's NOTIFY_SOCKET and its routing |
 //! | [`sockets`] | socket activation: listening sockets bound before anything starts |
 //! | [`event`] | the event stream the scheduler publishes |
@@ -27,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod graph;
+pub mod guardian;
 pub mod health;
 pub mod notify;
 pub mod output;

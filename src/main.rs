@@ -7,28 +7,35 @@ use clap::Parser as _;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    // The socket-activation step runs before anything else can open a descriptor.
-    let mut args = std::env::args_os();
-    if args
-        .nth(1)
-        .is_some_and(|a| a == dagstart::process::LISTEN_EXEC)
-    {
-        let argv: Vec<_> = args.collect();
-        std::process::exit(dagstart::process::exec_with_listen_pid(&argv));
-    }
+    run_hidden_step();
     init_tracing();
     let cli = dagstart::cli::Cli::parse();
     let code = match dagstart::app::execute(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprint!(
-                "{}",
-                dagstart::error::render(&error, &dagstart::error::terminal_handler())
-            );
+            let handler = dagstart::error::terminal_handler();
+            eprint!("{}", dagstart::error::render(&error, &handler));
             error.exit_code()
         }
     };
     std::process::exit(code);
+}
+
+/// dagstart re-executes itself for two internal steps; they run before anything else can open
+/// a descriptor, and never return.
+fn run_hidden_step() {
+    let mut args = std::env::args_os();
+    match args.nth(1) {
+        Some(step) if step == dagstart::process::LISTEN_EXEC => {
+            let argv: Vec<_> = args.collect();
+            std::process::exit(dagstart::process::exec_with_listen_pid(&argv));
+        }
+        Some(step) if step == dagstart::guardian::GUARDIAN => {
+            let run_id = args.next().unwrap_or_default();
+            std::process::exit(dagstart::guardian::run_guardian(&run_id.to_string_lossy()));
+        }
+        _ => {}
+    }
 }
 
 /// dagstart's own diagnostics go to stderr; LOG_LEVEL (e.g. "debug") sets their verbosity.

@@ -51,7 +51,18 @@ pub fn parse(datagram: &str) -> Vec<NotifyMessage> {
         .collect()
 }
 
-type Routes = Arc<Mutex<HashMap<i32, mpsc::UnboundedSender<NotifyMessage>>>>;
+/// How long a datagram from a process group nobody has subscribed yet is kept: the service can
+/// send READY=1 before its runner has learnt its pid and subscribed.
+const UNCLAIMED_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+struct Table {
+    subscribers: HashMap<i32, mpsc::UnboundedSender<NotifyMessage>>,
+    /// Datagrams waiting for their group to subscribe: group -> (received, sender pid, text).
+    unclaimed: HashMap<i32, Vec<(std::time::Instant, i32, String)>>,
+}
+
+type Routes = Arc<Mutex<Table>>;
 
 /// The run's notify socket and the table of process groups listening on it.
 #[derive(Debug, Clone)]
@@ -70,10 +81,8 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.group);
+        let mut table = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        table.subscribers.remove(&self.group);
     }
 }
 
@@ -98,13 +107,17 @@ impl NotifyHub {
         &self.path
     }
 
-    /// Routes datagrams sent by processes of `group` to the returned subscription.
+    /// Routes datagrams sent by processes of `group` to the returned subscription, starting
+    /// with any that arrived before it subscribed.
     pub fn subscribe(&self, group: ProcessGroup) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(group.id(), tx);
+        let mut table = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        for (_, _, text) in table.unclaimed.remove(&group.id()).unwrap_or_default() {
+            for message in parse(&text) {
+                let _ = tx.send(message);
+            }
+        }
+        table.subscribers.insert(group.id(), tx);
         Subscription {
             messages: rx,
             group: group.id(),
@@ -115,13 +128,21 @@ impl NotifyHub {
 
 async fn receive(socket: AsyncFd<UnixDatagram>, routes: Routes, events: EventSink) {
     let mut buf = vec![0u8; 4096];
+    let mut expiry = tokio::time::interval(UNCLAIMED_GRACE / 2);
     loop {
-        let Ok(mut ready) = socket.readable().await else {
-            return;
+        let mut ready = tokio::select! {
+            ready = socket.readable() => match ready {
+                Ok(ready) => ready,
+                Err(_) => return,
+            },
+            _ = expiry.tick() => {
+                expire_unclaimed(&routes, &events);
+                continue;
+            }
         };
         loop {
             match receive_one(socket.get_ref(), &mut buf) {
-                Ok(Some((pid, text))) => route(&routes, &events, pid, &text),
+                Ok(Some((pid, text))) => route(&routes, &events, pid, text),
                 Ok(None) => {}
                 Err(nix::errno::Errno::EAGAIN) => {
                     ready.clear_ready();
@@ -152,29 +173,56 @@ fn receive_one(socket: &UnixDatagram, buf: &mut [u8]) -> nix::Result<Option<(i32
     Ok(pid.map(|pid| (pid, text)))
 }
 
-fn route(routes: &Routes, events: &EventSink, pid: i32, text: &str) {
-    let group = getpgid(Some(Pid::from_raw(pid))).ok().map(Pid::as_raw);
-    let sender = group.and_then(|g| {
-        routes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&g)
-            .cloned()
-    });
-    match sender {
+fn route(routes: &Routes, events: &EventSink, pid: i32, text: String) {
+    let Ok(group) = getpgid(Some(Pid::from_raw(pid))).map(Pid::as_raw) else {
+        return ignored(events, pid, &text);
+    };
+    let mut table = routes.lock().unwrap_or_else(PoisonError::into_inner);
+    match table.subscribers.get(&group) {
         Some(sender) => {
-            for message in parse(text) {
+            for message in parse(&text) {
                 let _ = sender.send(message);
             }
         }
-        None => events.send(
-            None,
-            EventKind::Note(format!(
-                "ignored a notify message from pid {pid}: it is not a process of any node ({:?})",
-                text.trim()
-            )),
-        ),
+        None => {
+            table
+                .unclaimed
+                .entry(group)
+                .or_default()
+                .push((std::time::Instant::now(), pid, text))
+        }
     }
+}
+
+/// Datagrams whose group never subscribed within the grace period came from a stranger.
+fn expire_unclaimed(routes: &Routes, events: &EventSink) {
+    let mut expired = Vec::new();
+    {
+        let mut table = routes.lock().unwrap_or_else(PoisonError::into_inner);
+        table.unclaimed.retain(|_, datagrams| {
+            datagrams.retain(|(at, pid, text)| {
+                let keep = at.elapsed() < UNCLAIMED_GRACE;
+                if !keep {
+                    expired.push((*pid, text.clone()));
+                }
+                keep
+            });
+            !datagrams.is_empty()
+        });
+    }
+    for (pid, text) in expired {
+        ignored(events, pid, &text);
+    }
+}
+
+fn ignored(events: &EventSink, pid: i32, text: &str) {
+    events.send(
+        None,
+        EventKind::Note(format!(
+            "ignored a notify message from pid {pid}: it is not a process of any node ({:?})",
+            text.trim()
+        )),
+    );
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::event::EventSink;
 use crate::graph::Graph;
 use crate::notify::NotifyHub;
 use crate::output::Output;
-use crate::scheduler::{Activation, Control, Options, Outcome, Scheduler, Startup};
+use crate::scheduler::{Control, Options, Outcome, RunSetup, Scheduler, Startup};
 use crate::sockets::BoundSockets;
 
 /// A private directory for the run's sockets (mode 0700), removed when the run ends. It lives
@@ -120,9 +120,18 @@ async fn run_graph(
     } else {
         None
     };
-    let activation = Activation { notify, sockets };
+    let run_id = format!("{}-{}", std::process::id(), unix_nanos());
+    crate::guardian::become_subreaper();
+    let guardian = crate::guardian::Guardian::start(&run_id)
+        .map_err(|e| Error::io("starting the guardian process", e))?;
+    let setup = RunSetup {
+        run_id,
+        guardian: Some(guardian),
+        notify,
+        sockets,
+    };
     let (scheduler, startup) =
-        Scheduler::new(config, graph, &selected, opts, events.clone(), activation);
+        Scheduler::new(config, graph, &selected, opts, events.clone(), setup);
     let scheduler = tokio::spawn(scheduler.run(control_rx));
     let command_status = if args.command.is_empty() {
         None
@@ -225,4 +234,10 @@ async fn run_command_when_ready(
     );
     let _ = control.send(Control::Shutdown("the command finished".into()));
     Some(code)
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }

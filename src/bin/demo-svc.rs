@@ -55,6 +55,9 @@ struct Args {
     /// Spawn a grandchild that hangs, and write its pid to this file.
     #[arg(long)]
     grandchild_pid_file: Option<PathBuf>,
+    /// Spawn a grandchild that leaves the process group with setsid(), pid to this file.
+    #[arg(long)]
+    setsid_grandchild_pid_file: Option<PathBuf>,
     /// Append "NAME EVENT UNIX_NANOS PID" lines (start, ready) to this file.
     #[arg(long)]
     record: Option<PathBuf>,
@@ -116,7 +119,10 @@ fn main() {
         ignore_sigterm();
     }
     if let Some(pid_file) = &args.grandchild_pid_file {
-        spawn_grandchild(pid_file);
+        spawn_grandchild(pid_file, false);
+    }
+    if let Some(pid_file) = &args.setsid_grandchild_pid_file {
+        spawn_grandchild(pid_file, true);
     }
     for i in 0..args.chatter {
         if i % 2 == 0 {
@@ -300,16 +306,33 @@ fn crash_now(args: &Args) -> bool {
     true
 }
 
-fn spawn_grandchild(pid_file: &PathBuf) {
+fn spawn_grandchild(pid_file: &PathBuf, escape: bool) {
     let exe = std::env::current_exe().expect("own path");
-    let child = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    command
         .args(["--name", "grandchild", "--hang"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn grandchild");
+        .stdout(std::process::Stdio::null());
+    if escape {
+        new_session(&mut command);
+    }
+    let child = command.spawn().expect("spawn grandchild");
     let _ = std::fs::write(pid_file, child.id().to_string());
     // Deliberately not waited for: it must outlive us unless the supervisor kills it.
     std::mem::forget(child);
+}
+
+/// Makes the child leave our session and process group, as daemons do.
+#[allow(unsafe_code)]
+fn new_session(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: setsid() is async-signal-safe and the closure touches nothing else.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
 }
 
 #[allow(unsafe_code)]

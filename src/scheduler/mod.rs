@@ -157,11 +157,17 @@ pub struct Scheduler {
     groups: Vec<ProcessGroup>,
     notify: Option<NotifyHub>,
     sockets: Arc<BoundSockets>,
+    run_id: String,
+    guardian: Option<crate::guardian::Guardian>,
 }
 
-/// What the run set up for readiness protocols before the scheduler starts.
+/// What the run set up before the scheduler starts.
 #[derive(Debug, Default)]
-pub struct Activation {
+pub struct RunSetup {
+    /// The value of `DAGSTART_RUN` in every node's environment.
+    pub run_id: String,
+    /// Told about every new process group, to kill them if dagstart dies.
+    pub guardian: Option<crate::guardian::Guardian>,
     /// The notify socket, when any node uses `notify` readiness.
     pub notify: Option<NotifyHub>,
     /// The listening sockets of socket-activated services.
@@ -182,7 +188,7 @@ impl Scheduler {
         selected: &[bool],
         options: Options,
         events: EventSink,
-        activation: Activation,
+        setup: RunSetup,
     ) -> (Self, watch::Receiver<Startup>) {
         let slots = selected
             .iter()
@@ -218,8 +224,10 @@ impl Scheduler {
             shutdown: None,
             failure: None,
             groups: Vec::new(),
-            notify: activation.notify,
-            sockets: activation.sockets,
+            notify: setup.notify,
+            sockets: setup.sockets,
+            run_id: setup.run_id,
+            guardian: setup.guardian,
         };
         (scheduler, startup_rx)
     }
@@ -409,6 +417,7 @@ impl Scheduler {
             to_scheduler: self.to_scheduler.clone(),
             notify: self.notify.clone(),
             sockets: self.sockets.clone(),
+            run_id: self.run_id.clone(),
         };
         tracing::debug!(node = %self.config.nodes[n].name, busy = self.busy_workers, "launching");
         tokio::spawn(runner::run(ctx, control_rx));
@@ -465,6 +474,9 @@ impl Scheduler {
                 slot.timing.attempts = attempt;
                 slot.timing.first_spawn_at.get_or_insert(now);
                 self.groups.push(group);
+                if let Some(guardian) = &mut self.guardian {
+                    guardian.watch(group);
+                }
                 self.events.node(n, EventKind::Spawned { pid, attempt });
             }
             RunnerMsg::Ready | RunnerMsg::Completed => {
@@ -758,9 +770,16 @@ impl Scheduler {
         }
     }
 
+    /// The end of every run: SIGKILL every process group it created and every process that
+    /// still carries the run's marker (escapees from their group), then reap those that were
+    /// re-parented to us.
     fn sweep_groups(&self) {
         for group in &self.groups {
             let _ = group.signal(Signal::SIGKILL);
+        }
+        if !self.run_id.is_empty() {
+            let escaped = crate::guardian::kill_marked(&self.run_id);
+            crate::guardian::reap(&escaped);
         }
     }
 }

@@ -85,6 +85,7 @@ pub(crate) struct RunnerContext {
     pub to_scheduler: mpsc::UnboundedSender<(usize, RunnerMsg)>,
     pub notify: Option<NotifyHub>,
     pub sockets: Arc<BoundSockets>,
+    pub run_id: String,
 }
 
 impl RunnerContext {
@@ -205,6 +206,11 @@ fn spawn(ctx: &RunnerContext, tail: &Tail) -> Result<(Spawned, Signals), String>
         listen_fds: ctx.sockets.of(ctx.node),
         ..SpawnExtras::default()
     };
+    if !ctx.run_id.is_empty() {
+        extras
+            .env
+            .push((crate::guardian::RUN_MARKER.into(), ctx.run_id.clone()));
+    }
     let mut log_watch = None;
     match &node.health.probe {
         Probe::Log { pattern } => {
@@ -242,7 +248,7 @@ fn spawn(ctx: &RunnerContext, tail: &Tail) -> Result<(Spawned, Signals), String>
             node.command.argv().first().map_or("", String::as_str)
         )
     })?;
-    // Subscribed before the process can have run far; datagrams queue in the socket meanwhile.
+    // Datagrams the service sent before this subscription are kept for it by the hub.
     signals.notify = ctx
         .notify
         .as_ref()

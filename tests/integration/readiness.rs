@@ -99,7 +99,8 @@ fn a_missed_watchdog_kills_the_service_and_a_pinging_one_lives() {
     // Three watchdog periods later the pinging service is still up.
     std::thread::sleep(Duration::from_millis(1200));
     interrupt(&child);
-    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+    let code = wait_exit(&mut child, RUN_LIMIT).code();
+    assert_eq!(code, Some(0), "{}", log_of(&p, "dagstart.log"));
     let log = log_of(&p, "dagstart.log");
     assert!(!log.contains("lively: exited"), "{log}");
     assert!(log.contains("lively: stopped"), "{log}");

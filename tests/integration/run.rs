@@ -3,6 +3,8 @@
 
 use std::process::Stdio;
 
+use std::time::Duration;
+
 use crate::harness::{
     Project, RUN_LIMIT, alive, at, demo_svc, free_port, interrupt, project, records,
     run_with_command, stderr_of, stdout_of, svc, wait_exit, wait_until,
@@ -386,13 +388,14 @@ fn sigterm_stops_everything_in_reverse_order_and_leaves_no_process() {
         format!(
             "[services.base]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
              [services.stubborn]\ncommand = {}\ndepends_on = [\"base\"]\nstop_timeout = \"300ms\"\nhealth = {{ log = \"ready\" }}\n\n\
-             [services.forker]\ncommand = \"exec {} --name forker --record {} --grandchild-pid-file {}\"\nshell = true\n\
-             depends_on = [\"base\"]\nhealth = {{ log = \"ready\" }}\n",
+             [services.forker]\ncommand = \"exec {} --name forker --record {} --grandchild-pid-file {} --setsid-grandchild-pid-file {}\"\n\
+             shell = true\ndepends_on = [\"base\"]\nhealth = {{ log = \"ready\" }}\n",
             svc(p, "base", ""),
             svc(p, "stubborn", "--ignore-sigterm"),
             demo_svc(),
             p.path().join("rec").display(),
             grandchild.display(),
+            p.path().join("escapee.pid").display(),
         )
     });
     let mut child = p
@@ -418,10 +421,7 @@ fn sigterm_stops_everything_in_reverse_order_and_leaves_no_process() {
     .unwrap();
     let status = wait_exit(&mut child, RUN_LIMIT);
     assert_eq!(status.code(), Some(0));
-    let mut pids: Vec<(String, i32)> = records(&p.path().join("rec"))
-        .into_iter()
-        .map(|r| (r.name, r.pid))
-        .collect();
+    let mut pids = all_recorded_pids(&p, &["escapee.pid"]);
     pids.push(("grandchild".into(), grandchild));
     for (name, pid) in pids {
         assert!(!alive(pid), "{name} (pid {pid}) survived dagstart");
@@ -512,4 +512,69 @@ fn the_shipped_demo_stack_starts_and_stops_cleanly() {
     assert!(stdout.contains("startup complete: ready in"), "{stdout}");
     assert!(stdout.contains("critical path: load_models"), "{stdout}");
     assert!(stdout.contains("everything stopped in"), "{stdout}");
+}
+
+/// Pids of every process a run recorded: the services, and the grandchildren in the pid files.
+fn all_recorded_pids(p: &Project, pid_files: &[&str]) -> Vec<(String, i32)> {
+    let mut pids: Vec<(String, i32)> = records(&p.path().join("rec"))
+        .into_iter()
+        .map(|r| (r.name, r.pid))
+        .collect();
+    for file in pid_files {
+        let pid = std::fs::read_to_string(p.path().join(file))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        pids.push(((*file).to_owned(), pid));
+    }
+    pids
+}
+
+#[test]
+fn sigkill_of_dagstart_leaves_nothing_running_grandchildren_and_escapees_included() {
+    let p = project(|p| {
+        format!(
+            "[services.forker]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.escaper]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.plain]\ncommand = \"exec {} --name plain --record {}\"\nshell = true\nhealth = {{ log = \"ready\" }}\n",
+            svc(
+                p,
+                "forker",
+                &format!(
+                    "--grandchild-pid-file {}",
+                    p.path().join("grandchild.pid").display()
+                )
+            ),
+            svc(
+                p,
+                "escaper",
+                &format!(
+                    "--setsid-grandchild-pid-file {}",
+                    p.path().join("escapee.pid").display()
+                )
+            ),
+            demo_svc(),
+            p.path().join("rec").display(),
+        )
+    });
+    let mut child = p
+        .dagstart_std(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = p.path().join("logs/dagstart.log");
+    wait_until(RUN_LIMIT, "startup to complete", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("startup complete"))
+    });
+    let pids = all_recorded_pids(&p, &["grandchild.pid", "escapee.pid"]);
+    assert!(pids.iter().all(|&(_, pid)| alive(pid)), "{pids:?}");
+    child.kill().unwrap(); // SIGKILL: no handler, no cleanup code in dagstart runs.
+    let _ = child.wait();
+    wait_until(
+        Duration::from_secs(10),
+        "every process of the run to be gone",
+        || pids.iter().all(|&(_, pid)| !alive(pid)),
+    );
 }

@@ -46,6 +46,13 @@ pub enum EventKind {
     Skipped {
         reason: String,
     },
+    /// The restart policy starts the node again after `delay`.
+    Restarting {
+        delay: Duration,
+        /// Which restart this is within the restart window.
+        restart: u32,
+        reason: String,
+    },
     /// A service ended on its own after it was ready.
     Exited {
         status: String,

@@ -199,6 +199,12 @@ impl Output {
             EventKind::Failed { reason } => format!("{name}: FAILED: {reason}"),
             EventKind::Skipped { reason } => format!("{name}: skipped: {reason}"),
             EventKind::Exited { status } => format!("{name}: exited ({status})"),
+            EventKind::Restarting { delay, restart, .. } => {
+                format!(
+                    "{name}: restarting in {} (restart {restart})",
+                    humantime::format_duration(*delay)
+                )
+            }
             EventKind::Output { .. } => return None,
             EventKind::Status { text } => format!("{name}: status: {text}"),
             EventKind::StartupComplete(summary) => report::render(&self.config, summary),

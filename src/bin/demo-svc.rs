@@ -88,6 +88,9 @@ struct Args {
     /// Serve on the first socket passed by socket activation (LISTEN_FDS) instead of --port.
     #[arg(long)]
     socket_activated: bool,
+    /// Answer HTTP 500 from this long after becoming ready (a service that goes bad).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    unhealthy_after: Option<Duration>,
     /// Print the value of this environment variable at start.
     #[arg(long)]
     print_env: Vec<String>,
@@ -192,24 +195,30 @@ fn main() {
             std::process::exit(code);
         });
     }
+    let sick_from = args.unhealthy_after.map(|d| std::time::Instant::now() + d);
     match listener {
-        Some(l) => serve(&l),
+        Some(l) => serve(&l, sick_from),
         None => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
     }
 }
 
-/// Answers every connection with `200 ok`, one thread per connection.
-fn serve(listener: &TcpListener) {
+/// Answers every connection with `200 ok` (`500` once `sick_from` has passed), one thread per
+/// connection.
+fn serve(listener: &TcpListener, sick_from: Option<std::time::Instant>) {
     for stream in listener.incoming().flatten() {
         std::thread::spawn(move || {
             let mut stream = stream;
             let mut buf = [0u8; 1024];
             let _ = stream.read(&mut buf);
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-            );
+            let sick = sick_from.is_some_and(|t| std::time::Instant::now() >= t);
+            let answer: &[u8] = if sick {
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbad\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+            };
+            let _ = stream.write_all(answer);
         });
     }
 }

@@ -166,6 +166,13 @@ const SERVICE_KEYS: &[&str] = &[
     "watchdog",
     "sockets",
     "lazy",
+    "restart",
+    "restart_backoff",
+    "restart_backoff_max",
+    "max_restarts",
+    "restart_window",
+    "liveness",
+    "restart_with_dependency",
 ];
 const COMPONENT_KEYS: &[&str] = &[
     "command",
@@ -179,6 +186,7 @@ const COMPONENT_KEYS: &[&str] = &[
     "stop_signal",
     "stop_timeout",
     "lazy",
+    "restart_with_dependency",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "http",
@@ -193,6 +201,15 @@ const HEALTH_KEYS: &[&str] = &[
     "start_period",
 ];
 const PROBE_KEYS: &[&str] = &["http", "tcp", "exec", "log", "notify", "ready_fd"];
+const LIVENESS_KEYS: &[&str] = &[
+    "http",
+    "tcp",
+    "exec",
+    "interval",
+    "timeout",
+    "failure_threshold",
+];
+const LIVENESS_PROBE_KEYS: &[&str] = &["http", "tcp", "exec"];
 
 const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -706,6 +723,14 @@ impl<'p> Loader<'p> {
             .get("watchdog")
             .and_then(|v| Some((self.duration(v, &format!("{path}.watchdog"))?, v.span())));
         self.check_readiness_protocols(&health, table.get("health"), watchdog.as_ref(), &sockets);
+        let restart = self.restart(table, &path);
+        let liveness = table
+            .get("liveness")
+            .and_then(|v| self.liveness(v, port.as_ref().map(|p| p.0), &path));
+        let restart_with_dependency = table
+            .get("restart_with_dependency")
+            .and_then(|v| self.bool(v, "restart_with_dependency"))
+            .unwrap_or(false);
         let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on.into_iter().unzip();
         let node = Node {
             name: name.to_owned(),
@@ -725,6 +750,9 @@ impl<'p> Loader<'p> {
             watchdog: watchdog.map(|w| w.0),
             sockets,
             lazy,
+            restart,
+            liveness,
+            restart_with_dependency,
         };
         let spans = NodeSpans {
             port: port.map(|p| p.1),
@@ -967,29 +995,7 @@ impl<'p> Loader<'p> {
         };
         let path = format!("{path}.health");
         self.check_keys(table, HEALTH_KEYS, &path);
-        let probes: Vec<_> = table
-            .iter()
-            .filter(|(k, _)| PROBE_KEYS.contains(&k.get_ref().as_ref()))
-            .collect();
-        let probe = match probes.as_slice() {
-            [] => {
-                self.push(
-                    Problem::error("dagstart::config::health", "health check has no probe")
-                        .label(value.span(), "no http, tcp, exec, log, notify or ready_fd key")
-                        .help("add one of: http = \"/health\", tcp = 8010, exec = [\"cmd\"], log = \"regex\", notify = true, ready_fd = 3"),
-                );
-                None
-            }
-            [(key, probe_value)] => self.probe(key.get_ref(), probe_value, port, &path),
-            [_, second, ..] => {
-                self.push(
-                    Problem::error("dagstart::config::health", "a health check takes one probe")
-                        .label(second.0.span(), "a second probe")
-                        .help("keep one of http, tcp, exec, log, notify, ready_fd"),
-                );
-                None
-            }
-        };
+        let probe = self.single_probe(table, value, PROBE_KEYS, port, &path);
         let mut health = Health::with_probe(probe.unwrap_or(default));
         if let Some(v) = table.get("interval") {
             health.interval = self
@@ -1012,6 +1018,116 @@ impl<'p> Loader<'p> {
                 .unwrap_or_default();
         }
         health
+    }
+
+    /// The one probe of a `health` or `liveness` table, among the `allowed` probe keys.
+    fn single_probe(
+        &mut self,
+        table: &DeTable<'_>,
+        value: &Value<'_>,
+        allowed: &[&str],
+        port: Option<u16>,
+        path: &str,
+    ) -> Option<Probe> {
+        let probes: Vec<_> = table
+            .iter()
+            .filter(|(k, _)| allowed.contains(&k.get_ref().as_ref()))
+            .collect();
+        match probes.as_slice() {
+            [] => {
+                self.push(
+                    Problem::error("dagstart::config::health", "this check has no probe")
+                        .label(value.span(), format!("none of: {}", allowed.join(", ")))
+                        .help("add one, e.g. http = \"/health\" or tcp = 8010"),
+                );
+                None
+            }
+            [(key, probe_value)] => self.probe(key.get_ref(), probe_value, port, path),
+            [_, second, ..] => {
+                self.push(
+                    Problem::error("dagstart::config::health", "a check takes one probe")
+                        .label(second.0.span(), "a second probe")
+                        .help(format!("keep one of {}", allowed.join(", "))),
+                );
+                None
+            }
+        }
+    }
+
+    fn restart(&mut self, table: &DeTable<'_>, path: &str) -> super::Restart {
+        let mut restart = super::Restart::default();
+        if let Some(v) = table.get("restart") {
+            if let Some(text) = self.string(v, &format!("{path}.restart")) {
+                restart.policy = match text.as_str() {
+                    "no" => super::RestartPolicy::No,
+                    "on-failure" => super::RestartPolicy::OnFailure,
+                    "always" => super::RestartPolicy::Always,
+                    other => {
+                        let problem = Problem::error(
+                            "dagstart::config::restart",
+                            format!("`{other}` is not a restart policy"),
+                        )
+                        .label(v.span(), "unknown policy");
+                        self.push(match did_you_mean(other, ["no", "on-failure", "always"]) {
+                            Some(s) => problem.help(format!("did you mean \"{s}\"?")),
+                            None => problem.help("use \"no\", \"on-failure\" or \"always\""),
+                        });
+                        super::RestartPolicy::No
+                    }
+                };
+            }
+        }
+        for (key, target) in [
+            ("restart_backoff", &mut restart.backoff),
+            ("restart_backoff_max", &mut restart.backoff_max),
+            ("restart_window", &mut restart.window),
+        ] {
+            if let Some(v) = table.get(key) {
+                if let Some(d) = self.duration(v, &format!("{path}.{key}")) {
+                    *target = d;
+                }
+            }
+        }
+        if let Some(v) = table.get("max_restarts") {
+            restart.max_restarts = self
+                .integer(v, "max_restarts", 1_000_000)
+                .map_or(restart.max_restarts, |n| n as u32);
+        }
+        restart
+    }
+
+    fn liveness(
+        &mut self,
+        value: &Value<'_>,
+        port: Option<u16>,
+        path: &str,
+    ) -> Option<super::Liveness> {
+        let table = self.expect_table(value, "liveness")?;
+        let path = format!("{path}.liveness");
+        self.check_keys(table, LIVENESS_KEYS, &path);
+        let probe = self.single_probe(table, value, LIVENESS_PROBE_KEYS, port, &path)?;
+        let mut liveness = super::Liveness {
+            probe,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            failure_threshold: 3,
+        };
+        if let Some(v) = table.get("interval") {
+            liveness.interval = self
+                .duration(v, &format!("{path}.interval"))
+                .unwrap_or(liveness.interval);
+        }
+        if let Some(v) = table.get("timeout") {
+            liveness.timeout = self
+                .duration(v, &format!("{path}.timeout"))
+                .unwrap_or(liveness.timeout);
+        }
+        if let Some(v) = table.get("failure_threshold") {
+            liveness.failure_threshold = self
+                .integer(v, "failure_threshold", 1_000_000)
+                .map_or(liveness.failure_threshold, |n| (n as u32).max(1));
+        }
+        Some(liveness)
     }
 
     fn probe(

@@ -130,6 +130,66 @@ pub struct Node {
     /// Started only when needed: on the first connection (with sockets) or when a node that
     /// depends on it is about to start (without).
     pub lazy: bool,
+    /// What happens when the service ends after it was ready.
+    pub restart: Restart,
+    /// Checked while the service runs; `failure_threshold` misses in a row restart it.
+    pub liveness: Option<Liveness>,
+    /// Stop this node when a dependency restarts, and start it again once that is ready
+    /// (systemd's PartOf/BindsTo).
+    pub restart_with_dependency: bool,
+}
+
+/// `restart = "no" | "on-failure" | "always"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    /// After a non-zero exit, a signal, a missed watchdog or failed liveness.
+    OnFailure,
+    /// After any end the user did not ask for.
+    Always,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+        }
+    }
+}
+
+/// The restart policy of a service and its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restart {
+    pub policy: RestartPolicy,
+    /// Pause before the first restart; it doubles with each restart in the window.
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// More restarts than this within `window` is a crash loop: the node is failed.
+    pub max_restarts: u32,
+    pub window: Duration,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Self {
+            policy: RestartPolicy::No,
+            backoff: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A probe that keeps being checked after the service is ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Liveness {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
 }
 
 /// A socket a service is activated with.

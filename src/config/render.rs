@@ -186,6 +186,56 @@ fn node_toml(out: &mut String, config: &Config, node: &Node) {
         "stop_timeout",
         quote(&duration(node.stop_timeout)),
     );
+    if let Some(watchdog) = node.watchdog {
+        line(out, config, &path, "watchdog", quote(&duration(watchdog)));
+    }
+    if !node.sockets.is_empty() {
+        let sockets: Vec<String> = node.sockets.iter().map(ToString::to_string).collect();
+        line(out, config, &path, "sockets", quote_all(&sockets));
+    }
+    if node.lazy {
+        line(out, config, &path, "lazy", true);
+    }
+    if node.kind == NodeKind::Service {
+        let r = &node.restart;
+        line(out, config, &path, "restart", quote(r.policy.as_str()));
+        line(
+            out,
+            config,
+            &path,
+            "restart_backoff",
+            quote(&duration(r.backoff)),
+        );
+        line(
+            out,
+            config,
+            &path,
+            "restart_backoff_max",
+            quote(&duration(r.backoff_max)),
+        );
+        line(out, config, &path, "max_restarts", r.max_restarts);
+        line(
+            out,
+            config,
+            &path,
+            "restart_window",
+            quote(&duration(r.window)),
+        );
+    }
+    if let Some(l) = &node.liveness {
+        if let Some(probe) = probe_toml(&l.probe) {
+            let liveness = format!(
+                "{{ {probe}, interval = {}, timeout = {}, failure_threshold = {} }}",
+                quote(&duration(l.interval)),
+                quote(&duration(l.timeout)),
+                l.failure_threshold
+            );
+            line(out, config, &path, "liveness", liveness);
+        }
+    }
+    if node.restart_with_dependency {
+        line(out, config, &path, "restart_with_dependency", true);
+    }
 }
 
 fn section(kind: NodeKind) -> &'static str {
@@ -247,6 +297,21 @@ pub fn render_json(config: &Config) -> String {
             "watchdog": node.watchdog.map(duration),
             "sockets": node.sockets.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "lazy": node.lazy,
+            "restart": node.restart.policy.as_str(),
+            "restart_backoff": duration(node.restart.backoff),
+            "restart_backoff_max": duration(node.restart.backoff_max),
+            "max_restarts": node.restart.max_restarts,
+            "restart_window": duration(node.restart.window),
+            "liveness": node.liveness.as_ref().map(|l| {
+                let mut v = probe_json(&l.probe);
+                if let Value::Object(map) = &mut v {
+                    map.insert("interval".into(), json!(duration(l.interval)));
+                    map.insert("timeout".into(), json!(duration(l.timeout)));
+                    map.insert("failure_threshold".into(), json!(l.failure_threshold));
+                }
+                v
+            }),
+            "restart_with_dependency": node.restart_with_dependency,
         });
         let target = match node.kind {
             NodeKind::Service => &mut services,

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::{Condition, Config, NodeKind, Probe};
+use crate::config::{Condition, Config, NodeKind, Probe, RestartPolicy};
 use crate::event::{EventKind, EventSink};
 use crate::graph::Graph;
 use crate::health::{self, ProbeContext};
@@ -115,9 +115,18 @@ enum Phase {
     Failed,
     Skipped,
     Exited,
+    /// Ended after it was ready; starts again at `Slot::restart_at` (restart policy).
+    Restarting,
     Stopped,
     /// Still waiting when shutdown began; never started.
     NotStarted,
+}
+
+/// What the restart policy decided for a service that ended.
+enum Restart {
+    Scheduled,
+    Not,
+    CrashLoop(String),
 }
 
 /// Whether a dependency condition holds.
@@ -129,6 +138,12 @@ enum DepState {
 
 struct Slot {
     phase: Phase,
+    /// When a `Restarting` node may start again.
+    restart_at: Option<Instant>,
+    /// Restarts within the restart window, for backoff and the crash-loop limit.
+    restarts: std::collections::VecDeque<std::time::Instant>,
+    /// Stopped because a dependency restarts: wait for it again instead of staying stopped.
+    relaunch_after_stop: bool,
     /// A lazy node starts only once demanded: by a first connection or by a dependent.
     demanded: bool,
     spawned: bool,
@@ -195,6 +210,9 @@ impl Scheduler {
             .enumerate()
             .map(|(i, &on)| Slot {
                 phase: if on { Phase::Waiting } else { Phase::Off },
+                restart_at: None,
+                restarts: std::collections::VecDeque::new(),
+                relaunch_after_stop: false,
                 demanded: !config.nodes[i].lazy,
                 spawned: false,
                 runner: None,
@@ -251,10 +269,7 @@ impl Scheduler {
                 self.launch_ready_nodes();
                 self.check_startup_complete().await;
             }
-            if self.startup_done
-                && self.shutdown.is_none()
-                && self.slots.iter().all(|s| s.runner.is_none())
-            {
+            if self.startup_done && self.shutdown.is_none() && self.nothing_left() {
                 self.begin_shutdown("nothing is left running");
             }
             if self.shutdown.is_some() {
@@ -269,6 +284,7 @@ impl Scheduler {
                 .filter(|s| !s.killed)
                 .map(|s| s.deadline);
             let startup_pending = !self.startup_done && self.shutdown.is_none();
+            let next_restart = self.next_restart();
             tokio::select! {
                 Some((node, msg)) = self.from_runners.recv() => self.handle(node, msg),
                 Some(request) = control.recv() => match request {
@@ -276,6 +292,7 @@ impl Scheduler {
                     Control::Kill => self.kill_everything(),
                 },
                 () = tokio::time::sleep_until(startup_deadline), if startup_pending => self.startup_timed_out(),
+                () = sleep_until_opt(next_restart), if next_restart.is_some() => {}
                 () = sleep_until_opt(shutdown_deadline), if shutdown_deadline.is_some() => {
                     self.events.send(None, EventKind::Note("shutdown_timeout passed: killing what is left".into()));
                     self.kill_everything();
@@ -298,6 +315,7 @@ impl Scheduler {
     // ----- starting ------------------------------------------------------------------------
 
     fn launch_ready_nodes(&mut self) {
+        self.promote_due_restarts();
         let graph = self.graph.clone();
         loop {
             let mut demanded_more = false;
@@ -391,12 +409,16 @@ impl Scheduler {
         let name = &self.config.nodes[dep].name;
         match (&slot.phase, condition) {
             (
-                Phase::Waiting | Phase::Starting | Phase::Ready | Phase::Completed,
+                Phase::Waiting
+                | Phase::Starting
+                | Phase::Restarting
+                | Phase::Ready
+                | Phase::Completed,
                 Condition::Listening,
             ) => DepState::Met,
             (Phase::Ready | Phase::Completed, _) => DepState::Met,
             (Phase::Starting, Condition::Started) if slot.spawned => DepState::Met,
-            (Phase::Waiting | Phase::Starting, _) => DepState::Pending,
+            (Phase::Waiting | Phase::Starting | Phase::Restarting, _) => DepState::Pending,
             (Phase::Failed, _) => DepState::Broken(format!("needs `{name}`, which failed")),
             (Phase::Skipped, _) => DepState::Broken(format!("needs `{name}`, which was skipped")),
             (Phase::Exited, _) => DepState::Broken(format!("needs `{name}`, which exited")),
@@ -530,17 +552,49 @@ impl Scheduler {
                     self.abort_with_output(n, reason, &tail);
                 }
             }
-            RunnerMsg::Exited { status, tail } => {
-                self.slots[n].phase = Phase::Exited;
-                let reason = format!("exited after it was ready ({status})");
-                self.events.node(n, EventKind::Exited { status });
+            RunnerMsg::Exited {
+                status,
+                success,
+                tail,
+            } => {
+                self.events.node(
+                    n,
+                    EventKind::Exited {
+                        status: status.clone(),
+                    },
+                );
+                let reason = match self.restart_or_give_up(n, &status, success) {
+                    Restart::Scheduled => return,
+                    Restart::Not => {
+                        self.slots[n].phase = Phase::Exited;
+                        format!("exited after it was ready ({status})")
+                    }
+                    Restart::CrashLoop(reason) => {
+                        self.slots[n].phase = Phase::Failed;
+                        self.events.node(
+                            n,
+                            EventKind::Failed {
+                                reason: reason.clone(),
+                            },
+                        );
+                        reason
+                    }
+                };
                 if self.config.nodes[n].required && !self.startup_done {
                     self.abort_with_output(n, reason, &tail);
                 }
             }
             RunnerMsg::Stopped { report } => {
                 self.release_worker(n);
-                self.slots[n].phase = Phase::Stopped;
+                let shutting_down = self.shutdown.is_some();
+                let slot = &mut self.slots[n];
+                slot.phase = if std::mem::take(&mut slot.relaunch_after_stop) && !shutting_down {
+                    // Stopped for a restarting dependency: start again once it is back.
+                    slot.stop_sent = false;
+                    Phase::Waiting
+                } else {
+                    Phase::Stopped
+                };
                 let status = report
                     .status
                     .map_or_else(|| "not running".to_owned(), process::describe_status);
@@ -552,6 +606,118 @@ impl Scheduler {
                         took: report.took,
                     },
                 );
+            }
+        }
+    }
+
+    /// Nothing runs and nothing is about to: the run has nothing left to supervise.
+    fn nothing_left(&self) -> bool {
+        self.slots.iter().all(|s| {
+            s.runner.is_none()
+                && s.phase != Phase::Restarting
+                && !(s.phase == Phase::Waiting && s.demanded)
+        })
+    }
+
+    // ----- restarts ----------------------------------------------------------------------------
+
+    /// Applies the restart policy to a service that ended after it was ready. A restart stops
+    /// the dependents bound to it (`restart_with_dependency`) first.
+    fn restart_or_give_up(&mut self, n: usize, status: &str, success: bool) -> Restart {
+        let node = &self.config.nodes[n];
+        let policy = &node.restart;
+        let wanted = match policy.policy {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Always => true,
+        };
+        if !wanted || node.kind == NodeKind::Component || self.shutdown.is_some() {
+            return Restart::Not;
+        }
+        let now = std::time::Instant::now();
+        let slot = &mut self.slots[n];
+        slot.restarts
+            .retain(|t| now.duration_since(*t) < policy.window);
+        let recent = slot.restarts.len() as u32;
+        if recent >= policy.max_restarts {
+            return Restart::CrashLoop(format!(
+                "crash loop: {recent} restarts within {}, last end: {status}",
+                humantime::format_duration(policy.window)
+            ));
+        }
+        let delay = policy
+            .backoff
+            .saturating_mul(1 << recent.min(20))
+            .min(policy.backoff_max);
+        slot.restarts.push_back(now);
+        slot.phase = Phase::Restarting;
+        slot.restart_at = Some(Instant::now() + delay);
+        slot.spawned = false;
+        self.events.node(
+            n,
+            EventKind::Restarting {
+                delay,
+                restart: recent + 1,
+                reason: status.to_owned(),
+            },
+        );
+        let bound: Vec<usize> = self
+            .graph
+            .dependents(n)
+            .filter(|&d| {
+                self.config.nodes[d].restart_with_dependency && self.slots[d].runner.is_some()
+            })
+            .collect();
+        for d in bound {
+            let slot = &mut self.slots[d];
+            slot.relaunch_after_stop = true;
+            if !slot.stop_sent {
+                slot.stop_sent = true;
+                if let Some(runner) = &slot.runner {
+                    let _ = runner.send(NodeControl::Stop);
+                }
+                let reason = format!("`{}` restarts", node.name);
+                self.events.node(
+                    d,
+                    EventKind::Note(format!(
+                        "{}: stopping because {reason}",
+                        self.config.nodes[d].name
+                    )),
+                );
+            }
+        }
+        Restart::Scheduled
+    }
+
+    /// The earliest future restart, for the scheduler's timer.
+    fn next_restart(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.slots
+            .iter()
+            .filter(|s| s.phase == Phase::Restarting)
+            .filter_map(|s| s.restart_at)
+            .filter(|&at| at > now)
+            .min()
+    }
+
+    /// Restarting nodes whose backoff is over, and whose bound dependents have stopped, wait
+    /// for their dependencies again (normally already met), so the next pass launches them.
+    fn promote_due_restarts(&mut self) {
+        let now = Instant::now();
+        for n in 0..self.slots.len() {
+            let slot = &self.slots[n];
+            if slot.phase != Phase::Restarting || slot.restart_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            let bound_still_running = self
+                .graph
+                .dependents(n)
+                .any(|d| self.slots[d].relaunch_after_stop && self.slots[d].runner.is_some());
+            if !bound_still_running {
+                let slot = &mut self.slots[n];
+                slot.phase = Phase::Waiting;
+                slot.restart_at = None;
+                slot.stop_sent = false;
             }
         }
     }
@@ -724,7 +890,7 @@ impl Scheduler {
             },
         );
         for slot in &mut self.slots {
-            if slot.phase == Phase::Waiting {
+            if matches!(slot.phase, Phase::Waiting | Phase::Restarting) {
                 slot.phase = Phase::NotStarted;
             }
         }

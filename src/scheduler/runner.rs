@@ -53,6 +53,8 @@ pub(crate) enum RunnerMsg {
     /// A service ended on its own after it was ready, or was killed for missing its watchdog.
     Exited {
         status: String,
+        /// Exit status 0: not a failure for `restart = "on-failure"`.
+        success: bool,
         tail: Vec<String>,
     },
     Stopped {
@@ -408,8 +410,8 @@ async fn wait_for_ready_pipe(pipe: OwnedFd, fd: i32) -> Result<(), String> {
     }
 }
 
-/// After ready: wait for the service to exit on its own, to miss its watchdog, or to be told
-/// to stop.
+/// After ready: wait for the service to exit on its own, to miss its watchdog, to fail its
+/// liveness check, or to be told to stop.
 async fn supervise(
     ctx: &RunnerContext,
     mut spawned: Spawned,
@@ -417,20 +419,17 @@ async fn supervise(
     tail: &Tail,
     control: &mut mpsc::UnboundedReceiver<NodeControl>,
 ) {
-    let watchdog = ctx.config.nodes[ctx.node].watchdog;
+    let node = &ctx.config.nodes[ctx.node];
+    let watchdog = node.watchdog;
     let mut watchdog_deadline = watchdog.map(|w| tokio::time::Instant::now() + w);
-    loop {
+    let liveness = liveness_failure(ctx);
+    tokio::pin!(liveness);
+    let (status, success) = loop {
         tokio::select! {
-            status = spawned.child.wait() => {
-                // Whatever the leader left behind in its group must not outlive it.
-                let _ = spawned.group.signal(nix::sys::signal::Signal::SIGKILL);
-                drain(&mut spawned).await;
-                let status = match status {
-                    Ok(s) => process::describe_status(s),
-                    Err(e) => e.to_string(),
-                };
-                return ctx.report(RunnerMsg::Exited { status, tail: tail_lines(tail) });
-            }
+            status = spawned.child.wait() => break match status {
+                Ok(s) => (process::describe_status(s), s.success()),
+                Err(e) => (e.to_string(), false),
+            },
             Some(NodeControl::Stop) = control.recv() => {
                 let report = stop(ctx, &mut spawned).await;
                 return ctx.report(RunnerMsg::Stopped { report });
@@ -443,10 +442,57 @@ async fn supervise(
             },
             () = super::sleep_until_opt(watchdog_deadline) => {
                 process::kill(&mut spawned.child, spawned.group).await;
-                drain(&mut spawned).await;
                 let silence = humantime::format_duration(watchdog.unwrap_or_default());
-                let status = format!("killed: no WATCHDOG=1 for {silence}");
-                return ctx.report(RunnerMsg::Exited { status, tail: tail_lines(tail) });
+                break (format!("killed: no WATCHDOG=1 for {silence}"), false);
+            }
+            reason = &mut liveness => {
+                process::kill(&mut spawned.child, spawned.group).await;
+                break (format!("killed: {reason}"), false);
+            }
+        }
+    };
+    // Whatever the leader left behind in its group must not outlive it.
+    let _ = spawned.group.signal(nix::sys::signal::Signal::SIGKILL);
+    drain(&mut spawned).await;
+    ctx.report(RunnerMsg::Exited {
+        status,
+        success,
+        tail: tail_lines(tail),
+    });
+}
+
+/// Resolves with the reason once the liveness probe has failed `failure_threshold` times in a
+/// row; never, for a service without one.
+async fn liveness_failure(ctx: &RunnerContext) -> String {
+    let node = &ctx.config.nodes[ctx.node];
+    let Some(liveness) = &node.liveness else {
+        return std::future::pending().await;
+    };
+    let probe_ctx = ProbeContext {
+        http: ctx.http.clone(),
+        cwd: node.cwd.clone(),
+        env: process::node_env(&ctx.config.env, node)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        log_matched: None,
+    };
+    let mut misses = 0;
+    loop {
+        tokio::time::sleep(liveness.interval).await;
+        match health::attempt(&liveness.probe, liveness.timeout, &probe_ctx).await {
+            Ok(()) => misses = 0,
+            Err(error) => {
+                misses += 1;
+                ctx.events.node(
+                    ctx.node,
+                    EventKind::Note(format!(
+                        "{}: liveness check failed ({misses}/{}): {error}",
+                        node.name, liveness.failure_threshold
+                    )),
+                );
+                if misses >= liveness.failure_threshold {
+                    return format!("liveness failed {misses} times in a row ({error})");
+                }
             }
         }
     }

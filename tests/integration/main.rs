@@ -6,6 +6,7 @@ mod check;
 mod config_cmd;
 mod diagnostics;
 mod graph_cmd;
+mod lifecycle;
 mod loader_fuzz;
 mod readiness;
 mod run;

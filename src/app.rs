@@ -5,6 +5,7 @@ use std::io::Write as _;
 
 use crate::cli::{CheckFormat, Cli, Command, ConfigArgs, ConfigFormat, GraphArgs, GraphFormat};
 use crate::config::{self, Config, Environment, NodeKind};
+use crate::control::{self, Request};
 use crate::error::{Error, exit_code};
 use crate::graph::{self, Graph};
 
@@ -16,7 +17,61 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Graph(args) => graph_command(&cli.file, &env, &args),
         Command::Config(args) => config_command(&cli.file, &env, &args),
         Command::Run(args) => crate::run::run(&cli.file, &env, args),
+        Command::Status(args) => status(&cli.file, &env, args.format),
+        Command::Start(args) => act(&cli.file, &env, Request::Start { nodes: args.nodes }),
+        Command::Stop(args) => act(&cli.file, &env, Request::Stop { nodes: args.nodes }),
+        Command::Restart(args) => act(&cli.file, &env, Request::Restart { nodes: args.nodes }),
+        Command::Down => act(&cli.file, &env, Request::Down),
+        Command::Logs(args) => crate::logs::show(&cli.file, &env, &args),
     }
+}
+
+/// The directory of the project whose dagstart we talk to: where services.toml is.
+fn project_dir(path: &std::path::Path, env: &Environment) -> Result<std::path::PathBuf, Error> {
+    Ok(config::load(path, env)?.base_dir)
+}
+
+fn status(path: &std::path::Path, env: &Environment, format: CheckFormat) -> Result<i32, Error> {
+    let response = control::request(&project_dir(path, env)?, &Request::Status)?;
+    if !response.ok {
+        return Err(Error::Refused(response.message));
+    }
+    let text = match format {
+        CheckFormat::Json => serde_json::to_string_pretty(&response.nodes).expect("json"),
+        CheckFormat::Text => status_table(&response.nodes),
+    };
+    print_out(&text)?;
+    Ok(exit_code::OK)
+}
+
+fn status_table(nodes: &[crate::scheduler::NodeStatus]) -> String {
+    let width = nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!(
+        "{:width$}  {:9}  {:11}  {:>7}  {:>9}  {:>8}  last\n",
+        "node", "kind", "state", "pid", "uptime", "restarts"
+    );
+    for n in nodes {
+        let pid = n.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let uptime = n.uptime_ms.map_or_else(
+            || "-".to_owned(),
+            |ms| humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string(),
+        );
+        let last = n.last.as_deref().unwrap_or("");
+        out.push_str(&format!(
+            "{:width$}  {:9}  {:11}  {pid:>7}  {uptime:>9}  {:>8}  {last}\n",
+            n.name, n.kind, n.state, n.restarts
+        ));
+    }
+    out
+}
+
+fn act(path: &std::path::Path, env: &Environment, request: Request) -> Result<i32, Error> {
+    let response = control::request(&project_dir(path, env)?, &request)?;
+    if !response.ok {
+        return Err(Error::Refused(response.message));
+    }
+    print_out(&response.message)?;
+    Ok(exit_code::OK)
 }
 
 /// Loads and validates the configuration, printing its warnings on stderr.
@@ -104,7 +159,7 @@ fn config_command(
 }
 
 /// Writes to stdout; a closed pipe (`dagstart graph | head`) is not an error.
-fn print_out(text: &str) -> Result<(), Error> {
+pub(crate) fn print_out(text: &str) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
     let result = stdout
         .write_all(text.as_bytes())

@@ -14,14 +14,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///   dagstart graph                 show the startup order
 ///   dagstart run                   start everything, stop it all on Ctrl-C
 ///   dagstart run -- cargo test     start, run the tests, stop, exit with their status
+///   dagstart status                what the running dagstart is doing (from another terminal)
 #[derive(Debug, Parser)]
 #[command(name = "dagstart", version, verbatim_doc_comment, max_term_width = 100)]
 pub struct Cli {
-    /// The configuration file to read.
+    /// The configuration file to read. Goes before the command: `dagstart -f dev.toml run`
+    /// (after `logs`, `-f` means `--follow`).
     #[arg(
         short = 'f',
         long = "file",
-        global = true,
         default_value = "services.toml",
         env = "DAGSTART_FILE"
     )]
@@ -37,6 +38,71 @@ pub enum Command {
     Graph(GraphArgs),
     Config(ConfigArgs),
     Run(RunArgs),
+    Status(StatusArgs),
+    Start(NodesArgs),
+    Stop(NodesArgs),
+    Restart(NodesArgs),
+    Logs(LogsArgs),
+    /// Stop the running dagstart gracefully, as Ctrl-C in its terminal would.
+    ///
+    /// Example:
+    ///   dagstart down
+    #[command(verbatim_doc_comment)]
+    Down,
+}
+
+/// Show the state of every node of the running dagstart.
+///
+/// A table of node, kind, state, pid, uptime, restarts and the last thing worth knowing (its
+/// STATUS, or why it failed, exited or was skipped). Exits 5 when no dagstart is running here.
+///
+/// Examples:
+///   dagstart status
+///   dagstart status --format json | jq '.[] | select(.state != "ready")'
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
+}
+
+/// Start, stop or restart nodes of the running dagstart.
+///
+/// `stop` stops the nodes and everything that depends on them (dependents first); they stay
+/// stopped until `start`. `start` starts the nodes and whatever they need. `restart` stops the
+/// nodes and their running dependents, dependents first, then starts them all again in order.
+///
+/// Examples:
+///   dagstart restart backend
+///   dagstart stop vision voice
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct NodesArgs {
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
+}
+
+/// Show the output of nodes, from their log files.
+///
+/// Prints the last lines of each node's log (all nodes when none are named), prefixed with the
+/// node's name; `-f` keeps printing new lines as they are written. Works without a running
+/// dagstart too: then it shows the last run's logs and says so.
+///
+/// Examples:
+///   dagstart logs backend --tail 50
+///   dagstart logs -f
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct LogsArgs {
+    #[arg(value_name = "NODE")]
+    pub nodes: Vec<String>,
+    /// Keep printing new lines until interrupted.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many of the last lines of each log to print.
+    #[arg(long, default_value_t = 20)]
+    pub tail: usize,
 }
 
 /// Validate services.toml without starting anything.

@@ -17,6 +17,10 @@ pub mod exit_code {
     pub const PREFLIGHT: i32 = 3;
     /// A required node failed to start, or the startup budget ran out.
     pub const STARTUP: i32 = 4;
+    /// `status`, `start`, `stop`, `restart` or `down` found no running dagstart.
+    pub const NOT_RUNNING: i32 = 5;
+    /// `run` found a dagstart already running for the same services.toml.
+    pub const ALREADY_RUNNING: i32 = 6;
     /// Interrupted (Ctrl-C / SIGTERM) before startup completed.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -47,6 +51,14 @@ pub enum Error {
     #[diagnostic(transparent)]
     Startup(#[from] crate::scheduler::StartupError),
 
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Control(#[from] crate::control::ControlError),
+
+    #[error("{0}")]
+    #[diagnostic(code(dagstart::control::refused))]
+    Refused(String),
+
     #[error("interrupted before startup completed")]
     #[diagnostic(code(dagstart::interrupted))]
     Interrupted,
@@ -68,6 +80,13 @@ impl Error {
             Error::Preflight(_) => exit_code::PREFLIGHT,
             Error::Startup(_) => exit_code::STARTUP,
             Error::Interrupted => exit_code::INTERRUPTED,
+            Error::Control(crate::control::ControlError::NotRunning { .. }) => {
+                exit_code::NOT_RUNNING
+            }
+            Error::Control(crate::control::ControlError::AlreadyRunning { .. }) => {
+                exit_code::ALREADY_RUNNING
+            }
+            Error::Control(_) | Error::Refused(_) => exit_code::FAILURE,
             Error::Io { .. } => exit_code::FAILURE,
         }
     }

@@ -17,6 +17,8 @@
 //! | [`output`] | terminal and log files: a subscriber of the events |
 //! | [`report`] | the startup summary: timings, critical path, sequential estimate |
 //! | [`run`] | `dagstart run`: signals, the `--` command, exit codes |
+//! | [`control`] | the control socket: steering a running dagstart from another terminal |
+//! | [`logs`] | `dagstart logs`: the nodes' log files, tailed and followed |
 //! | [`app`] | one function per command, wiring the modules together |
 //! | [`error`] | the top-level error type and the exit-code table |
 //! | [`cli`] | the clap definitions |
@@ -25,11 +27,13 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod event;
 pub mod graph;
 pub mod guardian;
 pub mod health;
+pub mod logs;
 pub mod notify;
 pub mod output;
 pub mod preflight;

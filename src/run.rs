@@ -46,6 +46,8 @@ pub fn run(path: &Path, env: &Environment, args: RunArgs) -> Result<i32, Error> 
     let config = crate::app::load_config(path, env)?;
     let graph = Graph::build(&config);
     let selected = graph.select(&config, &args.nodes)?;
+    // The control socket doubles as the lock that refuses a second run of the same project.
+    let (control_listener, _control_file) = crate::control::bind(&config.base_dir)?;
     crate::preflight::check(&config, &selected)?;
     // Bound before anything starts, so `listening` dependents can start at once.
     let sockets = Arc::new(BoundSockets::bind(&config, &selected)?);
@@ -55,6 +57,7 @@ pub fn run(path: &Path, env: &Environment, args: RunArgs) -> Result<i32, Error> 
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
     let result = runtime.block_on(run_graph(
+        control_listener,
         Arc::new(config),
         Arc::new(graph),
         selected,
@@ -84,6 +87,7 @@ fn options(config: &Config, sequential: bool) -> Options {
 }
 
 async fn run_graph(
+    control_listener: std::os::unix::net::UnixListener,
     config: Arc<Config>,
     graph: Arc<Graph>,
     selected: Vec<bool>,
@@ -104,6 +108,7 @@ async fn run_graph(
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let command_pid = Arc::new(AtomicU32::new(0));
     forward_signals(control_tx.clone(), command_pid.clone())?;
+    tokio::spawn(crate::control::serve(control_listener, control_tx.clone()));
     let opts = options(&config, args.sequential);
     let runtime_dir =
         RuntimeDir::create().map_err(|e| Error::io("creating the runtime directory", e))?;

@@ -50,12 +50,46 @@ pub struct Options {
 }
 
 /// Requests from outside: signals, the end of the `--` command.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Control {
     /// Stop everything gracefully, in reverse dependency order.
     Shutdown(String),
     /// Kill every process group at once.
     Kill,
+    /// Answer with a snapshot of every node of the run.
+    Status(tokio::sync::oneshot::Sender<Vec<NodeStatus>>),
+    /// Start, stop or restart nodes; the answer says what was done, or what was wrong.
+    Nodes {
+        action: NodeAction,
+        names: Vec<String>,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
+}
+
+/// What `dagstart start|stop|restart` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeAction {
+    /// Start the nodes (and what they need) if they are not running.
+    Start,
+    /// Stop the nodes and everything that depends on them, dependents first; they stay stopped.
+    Stop,
+    /// Stop the nodes and their running dependents, dependents first, and start them again.
+    Restart,
+}
+
+/// One node as `dagstart status` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub kind: String,
+    pub state: String,
+    pub required: bool,
+    pub pid: Option<u32>,
+    /// Milliseconds since the node became ready, while it is.
+    pub uptime_ms: Option<u64>,
+    pub restarts: u32,
+    /// The last thing worth knowing: its STATUS, or why it failed, exited or was skipped.
+    pub last: Option<String>,
 }
 
 /// Where startup stands, for whoever waits on it (the `--` command).
@@ -122,6 +156,22 @@ enum Phase {
     NotStarted,
 }
 
+fn phase_name(phase: &Phase) -> &'static str {
+    match phase {
+        Phase::Off => "off",
+        Phase::Waiting => "waiting",
+        Phase::Starting => "starting",
+        Phase::Ready => "ready",
+        Phase::Completed => "completed",
+        Phase::Failed => "failed",
+        Phase::Skipped => "skipped",
+        Phase::Exited => "exited",
+        Phase::Restarting => "restarting",
+        Phase::Stopped => "stopped",
+        Phase::NotStarted => "not started",
+    }
+}
+
 /// What the restart policy decided for a service that ended.
 enum Restart {
     Scheduled,
@@ -138,6 +188,16 @@ enum DepState {
 
 struct Slot {
     phase: Phase,
+    pid: Option<u32>,
+    up_since: Option<Instant>,
+    total_restarts: u32,
+    last: Option<String>,
+    /// Asked to stop (by the user or a restart) while the run goes on.
+    stop_requested: bool,
+    /// Stopped by the user: stays stopped, and keeps the run alive, until started again.
+    held: bool,
+    /// When the current runner was launched.
+    launched: Option<Instant>,
     /// When a `Restarting` node may start again.
     restart_at: Option<Instant>,
     /// Restarts within the restart window, for backoff and the crash-loop limit.
@@ -210,6 +270,13 @@ impl Scheduler {
             .enumerate()
             .map(|(i, &on)| Slot {
                 phase: if on { Phase::Waiting } else { Phase::Off },
+                pid: None,
+                up_since: None,
+                total_restarts: 0,
+                last: None,
+                stop_requested: false,
+                held: false,
+                launched: None,
                 restart_at: None,
                 restarts: std::collections::VecDeque::new(),
                 relaunch_after_stop: false,
@@ -272,11 +339,9 @@ impl Scheduler {
             if self.startup_done && self.shutdown.is_none() && self.nothing_left() {
                 self.begin_shutdown("nothing is left running");
             }
-            if self.shutdown.is_some() {
-                self.advance_shutdown();
-                if self.slots.iter().all(|s| s.runner.is_none()) {
-                    break;
-                }
+            self.advance_stops();
+            if self.shutdown.is_some() && self.slots.iter().all(|s| s.runner.is_none()) {
+                break;
             }
             let shutdown_deadline = self
                 .shutdown
@@ -290,6 +355,12 @@ impl Scheduler {
                 Some(request) = control.recv() => match request {
                     Control::Shutdown(reason) => self.begin_shutdown(&reason),
                     Control::Kill => self.kill_everything(),
+                    Control::Status(reply) => {
+                        let _ = reply.send(self.status());
+                    }
+                    Control::Nodes { action, names, reply } => {
+                        let _ = reply.send(self.act_on_nodes(action, &names));
+                    }
                 },
                 () = tokio::time::sleep_until(startup_deadline), if startup_pending => self.startup_timed_out(),
                 () = sleep_until_opt(next_restart), if next_restart.is_some() => {}
@@ -407,6 +478,10 @@ impl Scheduler {
     fn condition_state(&self, dep: usize, condition: Condition) -> DepState {
         let slot = &self.slots[dep];
         let name = &self.config.nodes[dep].name;
+        if slot.stop_requested {
+            // Being stopped (for a restart or by the user): not something to start against.
+            return DepState::Pending;
+        }
         match (&slot.phase, condition) {
             (
                 Phase::Waiting
@@ -446,6 +521,10 @@ impl Scheduler {
         let slot = &mut self.slots[n];
         slot.phase = Phase::Starting;
         slot.runner = Some(control_tx);
+        // A fresh runner: nothing has been asked of it yet.
+        slot.stop_sent = false;
+        slot.stop_requested = false;
+        slot.launched = Some(Instant::now());
         slot.holds_worker = true;
         slot.timing.launched_at = Some(self.events.elapsed());
         self.busy_workers += 1;
@@ -454,6 +533,7 @@ impl Scheduler {
 
     fn skip(&mut self, n: usize, reason: String) {
         self.slots[n].phase = Phase::Skipped;
+        self.slots[n].last = Some(reason.clone());
         self.events.node(
             n,
             EventKind::Skipped {
@@ -492,6 +572,7 @@ impl Scheduler {
             } => {
                 let slot = &mut self.slots[n];
                 slot.spawned = true;
+                slot.pid = Some(pid);
                 slot.group = Some(group);
                 slot.timing.attempts = attempt;
                 slot.timing.first_spawn_at.get_or_insert(now);
@@ -511,7 +592,12 @@ impl Scheduler {
                     Phase::Ready
                 };
                 slot.timing.ready_at = Some(now);
-                let took = slot.timing.start_duration().unwrap_or_default();
+                slot.up_since = Some(Instant::now());
+                // This launch's start time; the timing for the summary keeps the first one.
+                let took = slot.launched.map_or_else(
+                    || slot.timing.start_duration().unwrap_or_default(),
+                    |t| t.elapsed(),
+                );
                 self.events.node(n, EventKind::Ready { took });
             }
             RunnerMsg::Activated => {
@@ -539,9 +625,14 @@ impl Scheduler {
                     },
                 );
             }
+            RunnerMsg::Status(text) => {
+                self.slots[n].last = Some(text.clone());
+                self.events.node(n, EventKind::Status { text });
+            }
             RunnerMsg::Failed { reason, tail } => {
                 self.release_worker(n);
                 self.slots[n].phase = Phase::Failed;
+                self.slots[n].last = Some(reason.clone());
                 self.events.node(
                     n,
                     EventKind::Failed {
@@ -563,6 +654,7 @@ impl Scheduler {
                         status: status.clone(),
                     },
                 );
+                self.slots[n].last = Some(format!("exited ({status})"));
                 let reason = match self.restart_or_give_up(n, &status, success) {
                     Restart::Scheduled => return,
                     Restart::Not => {
@@ -588,6 +680,8 @@ impl Scheduler {
                 self.release_worker(n);
                 let shutting_down = self.shutdown.is_some();
                 let slot = &mut self.slots[n];
+                slot.stop_requested = false;
+                slot.up_since = None;
                 slot.phase = if std::mem::take(&mut slot.relaunch_after_stop) && !shutting_down {
                     // Stopped for a restarting dependency: start again once it is back.
                     slot.stop_sent = false;
@@ -614,9 +708,126 @@ impl Scheduler {
     fn nothing_left(&self) -> bool {
         self.slots.iter().all(|s| {
             s.runner.is_none()
+                && !s.held
                 && s.phase != Phase::Restarting
                 && !(s.phase == Phase::Waiting && s.demanded)
         })
+    }
+
+    // ----- control -----------------------------------------------------------------------------
+
+    fn status(&self) -> Vec<NodeStatus> {
+        self.selected()
+            .map(|n| {
+                let node = &self.config.nodes[n];
+                let slot = &self.slots[n];
+                let alive = slot.runner.is_some();
+                NodeStatus {
+                    name: node.name.clone(),
+                    kind: node.kind.as_str().to_owned(),
+                    state: phase_name(&slot.phase).to_owned(),
+                    required: node.required,
+                    pid: slot.pid.filter(|_| alive),
+                    uptime_ms: slot
+                        .up_since
+                        .filter(|_| alive && slot.phase == Phase::Ready)
+                        .map(|t| t.elapsed().as_millis() as u64),
+                    restarts: slot.total_restarts,
+                    last: slot.last.clone(),
+                }
+            })
+            .collect()
+    }
+
+    fn act_on_nodes(&mut self, action: NodeAction, names: &[String]) -> Result<String, String> {
+        if self.shutdown.is_some() {
+            return Err("dagstart is shutting down".into());
+        }
+        let mut targets = Vec::new();
+        for name in names {
+            match self.config.nodes.iter().position(|n| &n.name == name) {
+                Some(n) if self.slots[n].phase != Phase::Off => targets.push(n),
+                Some(_) => return Err(format!("`{name}` is not part of this run")),
+                None => {
+                    let known = self.selected().map(|n| self.config.nodes[n].name.as_str());
+                    let hint = crate::config::did_you_mean(name, known)
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    return Err(format!("no node is named `{name}`{hint}"));
+                }
+            }
+        }
+        match action {
+            NodeAction::Stop => Ok(self.stop_nodes(&targets, false)),
+            NodeAction::Restart => Ok(self.stop_nodes(&targets, true)),
+            NodeAction::Start => Ok(self.start_nodes(&targets)),
+        }
+    }
+
+    /// Stops `targets` and every running node that depends on them, dependents first.
+    fn stop_nodes(&mut self, targets: &[usize], start_again: bool) -> String {
+        let mut affected = Vec::new();
+        let mut stack = targets.to_vec();
+        while let Some(n) = stack.pop() {
+            if affected.contains(&n) {
+                continue;
+            }
+            affected.push(n);
+            stack.extend(
+                self.graph
+                    .dependents(n)
+                    .filter(|&d| self.slots[d].runner.is_some()),
+            );
+        }
+        for &n in &affected {
+            let slot = &mut self.slots[n];
+            if slot.runner.is_some() {
+                slot.stop_requested = true;
+                slot.relaunch_after_stop = start_again;
+                slot.held = !start_again;
+            } else if start_again {
+                slot.phase = Phase::Waiting;
+                slot.demanded = true;
+            } else {
+                slot.held = true;
+            }
+        }
+        let names: Vec<&str> = affected
+            .iter()
+            .map(|&n| self.config.nodes[n].name.as_str())
+            .collect();
+        let verb = if start_again {
+            "restarting"
+        } else {
+            "stopping"
+        };
+        format!("{verb}: {}", names.join(", "))
+    }
+
+    /// Starts `targets` and whatever they need that is not running.
+    fn start_nodes(&mut self, targets: &[usize]) -> String {
+        let mut started = Vec::new();
+        let mut stack = targets.to_vec();
+        while let Some(n) = stack.pop() {
+            stack.extend(self.graph.dependencies(n).map(|(d, _)| d));
+            let slot = &mut self.slots[n];
+            slot.held = false;
+            let down = matches!(
+                slot.phase,
+                Phase::Stopped | Phase::Exited | Phase::Failed | Phase::Skipped | Phase::NotStarted
+            );
+            if down || (slot.phase == Phase::Waiting && !slot.demanded) {
+                slot.phase = Phase::Waiting;
+                slot.demanded = true;
+                slot.restarts.clear();
+                started.push(self.config.nodes[n].name.as_str());
+            }
+        }
+        if started.is_empty() {
+            "already running".to_owned()
+        } else {
+            format!("starting: {}", started.join(", "))
+        }
     }
 
     // ----- restarts ----------------------------------------------------------------------------
@@ -650,6 +861,8 @@ impl Scheduler {
             .saturating_mul(1 << recent.min(20))
             .min(policy.backoff_max);
         slot.restarts.push_back(now);
+        slot.total_restarts += 1;
+        slot.up_since = None;
         slot.phase = Phase::Restarting;
         slot.restart_at = Some(Instant::now() + delay);
         slot.spawned = false;
@@ -897,10 +1110,13 @@ impl Scheduler {
     }
 
     /// Sends a stop to every running node none of whose dependents is still running.
-    fn advance_shutdown(&mut self) {
+    /// Sends a stop to every node asked to stop (all of them, in a shutdown) once none of its
+    /// dependents is still running: dependents stop first, independent branches in parallel.
+    fn advance_stops(&mut self) {
+        let everything = self.shutdown.is_some();
         for n in 0..self.slots.len() {
             let slot = &self.slots[n];
-            if slot.runner.is_none() || slot.stop_sent {
+            if slot.runner.is_none() || slot.stop_sent || !(everything || slot.stop_requested) {
                 continue;
             }
             let dependents_running = self

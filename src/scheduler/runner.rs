@@ -60,6 +60,8 @@ pub(crate) enum RunnerMsg {
     Stopped {
         report: StopReport,
     },
+    /// What the service says about itself (STATUS=).
+    Status(String),
     /// Not from a runner: a first connection arrived on a lazy node's sockets.
     Activated,
 }
@@ -381,7 +383,8 @@ async fn next_message(notify: &mut Option<Subscription>) -> Option<NotifyMessage
 fn tell(ctx: &RunnerContext, message: NotifyMessage) {
     let name = &ctx.config.nodes[ctx.node].name;
     match message {
-        NotifyMessage::Status(text) => ctx.events.node(ctx.node, EventKind::Status { text }),
+        // Through the scheduler, which keeps it for `dagstart status`.
+        NotifyMessage::Status(text) => ctx.report(RunnerMsg::Status(text)),
         NotifyMessage::MainPid(pid) => ctx.events.node(
             ctx.node,
             EventKind::Note(format!("{name}: main pid is {pid}")),

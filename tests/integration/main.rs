@@ -4,6 +4,7 @@ mod harness;
 
 mod check;
 mod config_cmd;
+mod control;
 mod diagnostics;
 mod graph_cmd;
 mod lifecycle;

@@ -1,0 +1,179 @@
+//! Steering a running dagstart from another terminal: status, start, stop, restart, logs,
+//! down; a second run refused; a stale socket replaced.
+
+use std::process::Stdio;
+
+use crate::harness::{
+    Project, RUN_LIMIT, alive, project, stderr_of, stdout_of, svc, wait_exit, wait_until,
+};
+
+fn stack() -> Project {
+    project(|p| {
+        format!(
+            "[services.db]\ncommand = {}\nhealth = {{ notify = true }}\n\n\
+             [services.api]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.web]\ncommand = {}\ndepends_on = [\"api\"]\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.other]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "db", "--notify --status all-good --chatter 30"),
+            svc(p, "api", ""),
+            svc(p, "web", ""),
+            svc(p, "other", ""),
+        )
+    })
+}
+
+fn start_run(p: &Project) -> std::process::Child {
+    let child = p
+        .dagstart_std(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(RUN_LIMIT, "startup", || {
+        std::fs::read_to_string(p.path().join("logs/dagstart.log"))
+            .is_ok_and(|l| l.contains("startup complete"))
+    });
+    child
+}
+
+fn status_json(p: &Project) -> Vec<serde_json::Value> {
+    let out = p
+        .dagstart(&["status", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn node<'a>(status: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    status.iter().find(|n| n["name"] == name).unwrap()
+}
+
+fn pid(status: &[serde_json::Value], name: &str) -> Option<i32> {
+    node(status, name)["pid"].as_i64().map(|p| p as i32)
+}
+
+#[test]
+fn status_stop_start_restart_and_down() {
+    let p = stack();
+    let mut child = start_run(&p);
+
+    let table = stdout_of(&p.dagstart(&["status"]).output().unwrap());
+    assert!(table.starts_with("node "), "{table}");
+    assert!(
+        table.contains("all-good"),
+        "STATUS= shows in the status view:\n{table}"
+    );
+    let before = status_json(&p);
+    assert!(before.iter().all(|n| n["state"] == "ready"), "{before:?}");
+    let (db, api, web, other) = (
+        pid(&before, "db").unwrap(),
+        pid(&before, "api").unwrap(),
+        pid(&before, "web").unwrap(),
+        pid(&before, "other").unwrap(),
+    );
+
+    // stop api: web (its dependent) stops too, db and other are untouched.
+    let out = p.dagstart(&["stop", "api"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_until(RUN_LIMIT, "api and web to stop", || {
+        !alive(api) && !alive(web)
+    });
+    let now = status_json(&p);
+    assert_eq!(node(&now, "api")["state"], "stopped");
+    assert_eq!(node(&now, "web")["state"], "stopped");
+    assert_eq!(pid(&now, "db"), Some(db));
+
+    // start web: it brings api back first.
+    assert!(
+        p.dagstart(&["start", "web"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    wait_until(RUN_LIMIT, "web to be ready again", || {
+        node(&status_json(&p), "web")["state"] == "ready"
+    });
+    let now = status_json(&p);
+    assert_eq!(node(&now, "api")["state"], "ready");
+    assert_ne!(pid(&now, "api"), Some(api));
+
+    // restart db: api and web stop first and come back after it; other keeps its pid.
+    let api2 = pid(&now, "api").unwrap();
+    assert!(
+        p.dagstart(&["restart", "db"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    wait_until(RUN_LIMIT, "db, api and web to be back", || {
+        let s = status_json(&p);
+        ["db", "api", "web"]
+            .iter()
+            .all(|n| node(&s, n)["state"] == "ready")
+            && pid(&s, "db") != Some(db)
+    });
+    let now = status_json(&p);
+    assert_ne!(pid(&now, "api"), Some(api2));
+    assert_eq!(pid(&now, "other"), Some(other));
+    let log = std::fs::read_to_string(p.path().join("logs/dagstart.log")).unwrap();
+    let restart_at = log.find("db: stopping").unwrap();
+    assert!(
+        log[..restart_at].rfind("web: stopped").is_some()
+            && log[..restart_at].rfind("api: stopped").is_some(),
+        "{log}"
+    );
+
+    let unknown = p.dagstart(&["stop", "apii"]).output().unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        stderr_of(&unknown).contains("did you mean `api`?"),
+        "{}",
+        stderr_of(&unknown)
+    );
+
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+}
+
+#[test]
+fn commands_say_plainly_when_nothing_runs() {
+    let p = stack();
+    for command in [&["status"][..], &["stop", "api"], &["down"]] {
+        let out = p.dagstart(command).output().unwrap();
+        assert_eq!(out.status.code(), Some(5), "{command:?}");
+        assert!(
+            stderr_of(&out).contains("no dagstart is running for"),
+            "{}",
+            stderr_of(&out)
+        );
+    }
+}
+
+#[test]
+fn a_second_run_is_refused_and_a_stale_socket_is_replaced() {
+    let p = stack();
+    // A socket file left by a killed run: bound once, nobody listening any more.
+    std::fs::create_dir_all(p.path().join(".dagstart")).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(p.path().join(".dagstart/control.sock")).unwrap());
+    let mut child = start_run(&p);
+    let second = p.dagstart(&["run"]).timeout(RUN_LIMIT).output().unwrap();
+    assert_eq!(second.status.code(), Some(6));
+    assert!(
+        stderr_of(&second).contains("dagstart is already running for"),
+        "{}",
+        stderr_of(&second)
+    );
+    let logs = p.dagstart(&["logs", "db", "--tail", "3"]).output().unwrap();
+    let text = stdout_of(&logs);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.lines().all(|l| l.starts_with("db | ")), "{text}");
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+    assert!(
+        !p.path().join(".dagstart/control.sock").exists(),
+        "the socket is removed at the end"
+    );
+}

@@ -14,7 +14,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
-    let seconds: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
+    let seconds: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
     let dir = tempfile::tempdir().unwrap();
     let mut text = String::new();
     for i in 0..200 {
@@ -40,9 +43,16 @@ fn main() {
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(10));
         let restarts = count(&dir.path().join("logs/dagstart.log"), ": restarting in ");
-        println!("| {:>3} s | {restarts} | {:.1} MiB | {} |", started.elapsed().as_secs(), rss_kib(pid) as f64 / 1024.0, fds(pid));
+        println!(
+            "| {:>3} s | {restarts} | {:.1} MiB | {} |",
+            started.elapsed().as_secs(),
+            rss_kib(pid) as f64 / 1024.0,
+            fds(pid)
+        );
     }
-    let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
     let _ = child.wait();
 }
 

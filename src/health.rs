@@ -38,6 +38,24 @@ pub struct ProbeContext {
     pub log_matched: Option<watch::Receiver<bool>>,
 }
 
+impl ProbeContext {
+    /// The context for probing `node`: its working directory and its full environment.
+    pub fn for_node(
+        http: &reqwest::Client,
+        config: &crate::config::Config,
+        node: &crate::config::Node,
+    ) -> Self {
+        Self {
+            http: http.clone(),
+            cwd: node.cwd.clone(),
+            env: crate::process::node_env(&config.env, node)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            log_matched: None,
+        }
+    }
+}
+
 /// An HTTP client for probes: no proxy (targets are local), no connection reuse.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()

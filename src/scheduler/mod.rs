@@ -985,14 +985,7 @@ impl Scheduler {
             let group = self.slots[n].group;
             let probe = node.health.probe.clone();
             let timeout = node.health.timeout;
-            let ctx = ProbeContext {
-                http: self.http.clone(),
-                cwd: node.cwd.clone(),
-                env: process::node_env(&self.config.env, node)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                log_matched: None,
-            };
+            let ctx = ProbeContext::for_node(&self.http, &self.config, node);
             checks.spawn(async move { (n, verify_one(&probe, timeout, group, &ctx).await) });
         }
         while let Some(joined) = checks.join_next().await {

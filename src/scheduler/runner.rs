@@ -315,12 +315,8 @@ async fn start_phase(
         mut notify,
     } = signals;
     let probe_ctx = ProbeContext {
-        http: ctx.http.clone(),
-        cwd: node.cwd.clone(),
-        env: process::node_env(&ctx.config.env, node)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
         log_matched,
+        ..ProbeContext::for_node(&ctx.http, &ctx.config, node)
     };
     let health = &node.health;
     let readiness = async {
@@ -471,14 +467,7 @@ async fn liveness_failure(ctx: &RunnerContext) -> String {
     let Some(liveness) = &node.liveness else {
         return std::future::pending().await;
     };
-    let probe_ctx = ProbeContext {
-        http: ctx.http.clone(),
-        cwd: node.cwd.clone(),
-        env: process::node_env(&ctx.config.env, node)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        log_matched: None,
-    };
+    let probe_ctx = ProbeContext::for_node(&ctx.http, &ctx.config, node);
     let mut misses = 0;
     loop {
         tokio::time::sleep(liveness.interval).await;

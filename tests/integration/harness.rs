@@ -217,3 +217,8 @@ pub(crate) fn interrupt(child: &std::process::Child) {
     )
     .unwrap();
 }
+
+/// Asserts that a finished dagstart succeeded, showing its output if not.
+pub(crate) fn assert_success(out: &std::process::Output) {
+    assert!(out.status.success(), "{}{}", stdout_of(out), stderr_of(out));
+}

@@ -7,8 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::{
-    RUN_LIMIT, at, free_port, interrupt, project, records, run_with_command, stderr_of, stdout_of,
-    svc, wait_exit, wait_until,
+    RUN_LIMIT, assert_success, at, free_port, interrupt, project, records, run_with_command,
+    stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
 
 fn log_of(p: &crate::harness::Project, file: &str) -> String {
@@ -26,12 +26,7 @@ fn notify_ready_gates_dependents_and_status_is_shown() {
         )
     });
     let out = run_with_command(&p, &["--", "true"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    assert_success(&out);
     let rec = records(&p.path().join("rec"));
     assert!(
         at(&rec, "api", "start") >= at(&rec, "db", "ready"),
@@ -53,12 +48,7 @@ fn extend_timeout_usec_extends_the_startup_timeout() {
         )
     });
     let out = run_with_command(&p, &["--", "true"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    assert_success(&out);
 
     let without = project(|p| {
         format!(
@@ -162,12 +152,7 @@ fn systemd_notify_from_the_real_package_works() {
             .to_owned()
     });
     let out = run_with_command(&p, &["--", "true"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    assert_success(&out);
     assert!(
         stdout_of(&out).contains("classic: ready after"),
         "{}",
@@ -186,12 +171,7 @@ fn a_readiness_fd_gates_dependents() {
         )
     });
     let out = run_with_command(&p, &["--", "true"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    assert_success(&out);
     let rec = records(&p.path().join("rec"));
     assert!(
         at(&rec, "api", "start") >= at(&rec, "db", "ready"),
@@ -305,12 +285,7 @@ fn a_lazy_node_without_sockets_starts_only_when_needed() {
         )
     });
     let out = run_with_command(&p, &["--", "true"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    assert_success(&out);
     let rec = records(&p.path().join("rec"));
     assert!(
         at(&rec, "api", "start") >= at(&rec, "models", "ready"),

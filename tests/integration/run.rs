@@ -6,8 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::{
-    Project, RUN_LIMIT, alive, at, demo_svc, free_port, interrupt, project, records,
-    run_with_command, stderr_of, stdout_of, svc, wait_exit, wait_until,
+    Project, RUN_LIMIT, alive, assert_success, at, demo_svc, free_port, interrupt, project,
+    records, run_with_command, stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
 
 #[test]
@@ -288,12 +288,7 @@ fn log_readiness_and_exec_probe() {
         )
     });
     let out = run_with_command(&p, &["--", "true"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    assert_success(&out);
     let rec = records(&p.path().join("rec"));
     assert!(at(&rec, "after", "start") >= at(&rec, "logged", "ready"));
 }
@@ -502,12 +497,7 @@ fn the_shipped_demo_stack_starts_and_stops_cleanly() {
         p = p.env(var, &free_port().to_string());
     }
     let out = run_with_command(&p, &["--", "true"]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    assert_success(&out);
     let stdout = stdout_of(&out);
     assert!(stdout.contains("startup complete: ready in"), "{stdout}");
     assert!(stdout.contains("critical path: load_models"), "{stdout}");

@@ -22,13 +22,21 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Stop(args) => act(&cli.file, &env, Request::Stop { nodes: args.nodes }),
         Command::Restart(args) => act(&cli.file, &env, Request::Restart { nodes: args.nodes }),
         Command::Down => act(&cli.file, &env, Request::Down),
+        Command::Reload => act(&cli.file, &env, Request::Reload),
         Command::Logs(args) => crate::logs::show(&cli.file, &env, &args),
     }
 }
 
-/// The directory of the project whose dagstart we talk to: where services.toml is.
-fn project_dir(path: &std::path::Path, env: &Environment) -> Result<std::path::PathBuf, Error> {
-    Ok(config::load(path, env)?.base_dir)
+/// The directory of the project whose dagstart we talk to: where services.toml is. Found from
+/// the path alone, so that `down` and `status` work even while the file is broken.
+fn project_dir(path: &std::path::Path, _env: &Environment) -> Result<std::path::PathBuf, Error> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let absolute =
+        std::path::absolute(&dir).map_err(|e| Error::io("finding the project directory", e))?;
+    Ok(absolute.components().collect())
 }
 
 fn status(path: &std::path::Path, env: &Environment, format: CheckFormat) -> Result<i32, Error> {

@@ -43,6 +43,16 @@ pub enum Command {
     Stop(NodesArgs),
     Restart(NodesArgs),
     Logs(LogsArgs),
+    /// Apply an edited services.toml to the running dagstart without a full restart.
+    ///
+    /// Removed nodes stop; added nodes start once their dependencies are ready; changed nodes
+    /// restart together with the running nodes that need them; untouched nodes keep running
+    /// with the same pid. An invalid file is rejected with its diagnostics and nothing changes.
+    ///
+    /// Example:
+    ///   dagstart reload
+    #[command(verbatim_doc_comment)]
+    Reload,
     /// Stop the running dagstart gracefully, as Ctrl-C in its terminal would.
     ///
     /// Example:
@@ -202,6 +212,10 @@ pub struct RunArgs {
     /// Start one node at a time in topological order (same as USE_PARALLEL_STARTUP=false).
     #[arg(long)]
     pub sequential: bool,
+
+    /// Reload when services.toml changes, as `dagstart reload` does.
+    #[arg(long)]
+    pub watch: bool,
 
     /// Run this command once the graph is ready, then stop everything and exit with its status.
     #[arg(last = true, value_name = "CMD")]

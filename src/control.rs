@@ -22,7 +22,63 @@ pub enum Request {
     Start { nodes: Vec<String> },
     Stop { nodes: Vec<String> },
     Restart { nodes: Vec<String> },
+    Reload,
     Down,
+}
+
+/// Where a reload reads the configuration from: the file and environment of the run.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    pub path: PathBuf,
+    pub env: crate::config::Environment,
+}
+
+/// Re-reads the run's services.toml and hands it to the scheduler. An invalid file is answered
+/// with its diagnostics and the running stack is not touched.
+pub async fn reload(source: &ReloadSource, control: &mpsc::UnboundedSender<Control>) -> Response {
+    let config = match crate::config::load(&source.path, &source.env) {
+        Ok(config) => config,
+        Err(error) => {
+            let error = crate::error::Error::from(error);
+            let message = crate::error::render(&error, &crate::error::plain_handler());
+            return Response {
+                ok: false,
+                message: format!("{message}reload refused; nothing was changed"),
+                nodes: Vec::new(),
+            };
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    if control
+        .send(Control::Reload {
+            config: Box::new(config),
+            reply,
+        })
+        .is_err()
+    {
+        return Response {
+            ok: false,
+            message: "dagstart is shutting down".into(),
+            nodes: Vec::new(),
+        };
+    }
+    match answer.await {
+        Ok(Ok(message)) => Response {
+            ok: true,
+            message,
+            nodes: Vec::new(),
+        },
+        Ok(Err(message)) => Response {
+            ok: false,
+            message,
+            nodes: Vec::new(),
+        },
+        Err(_) => Response {
+            ok: false,
+            message: "dagstart is shutting down".into(),
+            nodes: Vec::new(),
+        },
+    }
 }
 
 /// The answer to a request.
@@ -107,12 +163,14 @@ impl Drop for SocketFile {
 pub async fn serve(
     listener: std::os::unix::net::UnixListener,
     control: mpsc::UnboundedSender<Control>,
+    source: ReloadSource,
 ) {
     let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
         return;
     };
     while let Ok((stream, _)) = listener.accept().await {
         let control = control.clone();
+        let source = source.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -124,6 +182,7 @@ pub async fn serve(
                 return;
             }
             let response = match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Reload) => reload(&source, &control).await,
                 Ok(request) => answer(request, &control).await,
                 Err(e) => Response {
                     ok: false,
@@ -170,6 +229,11 @@ async fn answer(request: Request, control: &mpsc::UnboundedSender<Control>) -> R
         Request::Start { nodes } => act(control, NodeAction::Start, nodes).await,
         Request::Stop { nodes } => act(control, NodeAction::Stop, nodes).await,
         Request::Restart { nodes } => act(control, NodeAction::Restart, nodes).await,
+        Request::Reload => Response {
+            ok: false,
+            message: "reload is answered by `serve`".into(),
+            nodes: Vec::new(),
+        },
     }
 }
 

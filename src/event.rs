@@ -81,6 +81,8 @@ pub enum EventKind {
     ShutdownComplete {
         took: Duration,
     },
+    /// A reload changed the configuration; node indices of the old one stay valid.
+    Reloaded(std::sync::Arc<crate::config::Config>),
     /// Anything else worth telling the user.
     Note(String),
 }

@@ -108,7 +108,20 @@ impl Output {
         }
     }
 
+    /// After a reload: the new names, and log files for the nodes that were added.
+    fn apply_reload(&mut self, config: &Arc<Config>) {
+        for node in config.nodes.iter().skip(self.node_logs.len()) {
+            let file = create(&config.settings.log_dir.join(format!("{}.log", node.name))).ok();
+            self.width = self.width.max(node.name.len());
+            self.node_logs.push(file);
+        }
+        self.config = config.clone();
+    }
+
     fn write(&mut self, event: &Event) {
+        if let EventKind::Reloaded(config) = &event.kind {
+            return self.apply_reload(config);
+        }
         if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
             let prefix = self.prefix(&self.config.nodes[n].name, n);
             let _ = writeln!(self.terminal, "{prefix} | {line}");
@@ -230,6 +243,7 @@ impl Output {
                 format!("everything stopped in {}", secs(*took))
             }
             EventKind::Note(text) => text.clone(),
+            EventKind::Reloaded(_) => return None,
         };
         Some(text)
     }

@@ -62,6 +62,7 @@ pub fn run(path: &Path, env: &Environment, args: RunArgs) -> Result<i32, Error> 
         Arc::new(graph),
         selected,
         sockets,
+        env.clone(),
         args,
     ));
     // Reader tasks of processes that escaped their group may still hold a pipe; do not wait.
@@ -92,6 +93,7 @@ async fn run_graph(
     graph: Arc<Graph>,
     selected: Vec<bool>,
     sockets: Arc<BoundSockets>,
+    env: Environment,
     args: RunArgs,
 ) -> Result<i32, Error> {
     let output = Output::open(config.clone(), &selected).map_err(|e| {
@@ -108,7 +110,18 @@ async fn run_graph(
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let command_pid = Arc::new(AtomicU32::new(0));
     forward_signals(control_tx.clone(), command_pid.clone())?;
-    tokio::spawn(crate::control::serve(control_listener, control_tx.clone()));
+    let source = crate::control::ReloadSource {
+        path: config.path.clone(),
+        env,
+    };
+    tokio::spawn(crate::control::serve(
+        control_listener,
+        control_tx.clone(),
+        source.clone(),
+    ));
+    if args.watch {
+        tokio::spawn(watch_config(source, control_tx.clone(), events.clone()));
+    }
     let opts = options(&config, args.sequential);
     let runtime_dir =
         RuntimeDir::create().map_err(|e| Error::io("creating the runtime directory", e))?;
@@ -245,4 +258,31 @@ fn unix_nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
+}
+
+/// `run --watch`: reloads when services.toml changes (once its modification time has been
+/// stable for a moment, so an editor's save is one reload).
+async fn watch_config(
+    source: crate::control::ReloadSource,
+    control: mpsc::UnboundedSender<Control>,
+    events: EventSink,
+) {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&source.path);
+    while !control.is_closed() {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let now = modified(&source.path);
+        if now == seen {
+            continue;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        seen = modified(&source.path);
+        if seen != now {
+            continue; // still being written
+        }
+        let response = crate::control::reload(&source, &control).await;
+        if !response.ok {
+            events.send(None, crate::event::EventKind::Note(response.message));
+        }
+    }
 }

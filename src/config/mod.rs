@@ -21,7 +21,7 @@ pub use diagnostic::{
     ConfigError, JsonLabel, JsonProblem, Problem, Span, did_you_mean, line_column,
 };
 pub use load::{Environment, LoadError, load, load_str};
-pub use render::{render_json, render_toml};
+pub use render::{node_fingerprint, render_json, render_toml};
 
 /// A fully resolved services.toml.
 #[derive(Debug, Clone)]

@@ -258,61 +258,72 @@ fn probe_json(probe: &Probe) -> Value {
     }
 }
 
+/// One node as JSON: every resolved value that decides how it runs.
+fn node_json(node: &Node) -> Value {
+    let h = &node.health;
+    let mut health = probe_json(&h.probe);
+    if let Value::Object(map) = &mut health {
+        map.insert("interval".into(), json!(duration(h.interval)));
+        map.insert("timeout".into(), json!(duration(h.timeout)));
+        map.insert("retries".into(), json!(h.retries));
+        map.insert("start_period".into(), json!(duration(h.start_period)));
+    }
+    let command = match &node.command {
+        Command::Argv(argv) => json!(argv),
+        Command::Shell(script) => json!(script),
+    };
+    let deps: serde_json::Map<String, Value> = node
+        .depends_on
+        .iter()
+        .map(|d| (d.name.clone(), json!(d.condition.as_str())))
+        .collect();
+    json!({
+        "command": command,
+        "shell": matches!(node.command, Command::Shell(_)),
+        "cwd": node.cwd.display().to_string(),
+        "env": node.env,
+        "depends_on": deps,
+        "port": node.port,
+        "health": health,
+        "startup_timeout": duration(node.startup_timeout),
+        "retries": node.retries,
+        "required": node.required,
+        "stop_signal": node.stop_signal.as_str(),
+        "stop_timeout": duration(node.stop_timeout),
+        "watchdog": node.watchdog.map(duration),
+        "sockets": node.sockets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "lazy": node.lazy,
+        "restart": node.restart.policy.as_str(),
+        "restart_backoff": duration(node.restart.backoff),
+        "restart_backoff_max": duration(node.restart.backoff_max),
+        "max_restarts": node.restart.max_restarts,
+        "restart_window": duration(node.restart.window),
+        "liveness": node.liveness.as_ref().map(|l| {
+            let mut v = probe_json(&l.probe);
+            if let Value::Object(map) = &mut v {
+                map.insert("interval".into(), json!(duration(l.interval)));
+                map.insert("timeout".into(), json!(duration(l.timeout)));
+                map.insert("failure_threshold".into(), json!(l.failure_threshold));
+            }
+            v
+        }),
+        "restart_with_dependency": node.restart_with_dependency,
+    })
+}
+
+/// A node's definition in one string, with the environment every node gets: two runs of a node
+/// with equal fingerprints run the same process the same way (what `reload` leaves alone).
+pub fn node_fingerprint(config: &Config, node: &Node) -> String {
+    json!({ "node": node_json(node), "kind": node.kind, "env": config.env }).to_string()
+}
+
 /// The configuration as JSON; `from_env` maps key paths to the variables that set them.
 pub fn render_json(config: &Config) -> String {
     let s = &config.settings;
     let mut services = serde_json::Map::new();
     let mut components = serde_json::Map::new();
     for node in &config.nodes {
-        let h = &node.health;
-        let mut health = probe_json(&h.probe);
-        if let Value::Object(map) = &mut health {
-            map.insert("interval".into(), json!(duration(h.interval)));
-            map.insert("timeout".into(), json!(duration(h.timeout)));
-            map.insert("retries".into(), json!(h.retries));
-            map.insert("start_period".into(), json!(duration(h.start_period)));
-        }
-        let command = match &node.command {
-            Command::Argv(argv) => json!(argv),
-            Command::Shell(script) => json!(script),
-        };
-        let deps: serde_json::Map<String, Value> = node
-            .depends_on
-            .iter()
-            .map(|d| (d.name.clone(), json!(d.condition.as_str())))
-            .collect();
-        let value = json!({
-            "command": command,
-            "shell": matches!(node.command, Command::Shell(_)),
-            "cwd": node.cwd.display().to_string(),
-            "env": node.env,
-            "depends_on": deps,
-            "port": node.port,
-            "health": health,
-            "startup_timeout": duration(node.startup_timeout),
-            "retries": node.retries,
-            "required": node.required,
-            "stop_signal": node.stop_signal.as_str(),
-            "stop_timeout": duration(node.stop_timeout),
-            "watchdog": node.watchdog.map(duration),
-            "sockets": node.sockets.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "lazy": node.lazy,
-            "restart": node.restart.policy.as_str(),
-            "restart_backoff": duration(node.restart.backoff),
-            "restart_backoff_max": duration(node.restart.backoff_max),
-            "max_restarts": node.restart.max_restarts,
-            "restart_window": duration(node.restart.window),
-            "liveness": node.liveness.as_ref().map(|l| {
-                let mut v = probe_json(&l.probe);
-                if let Value::Object(map) = &mut v {
-                    map.insert("interval".into(), json!(duration(l.interval)));
-                    map.insert("timeout".into(), json!(duration(l.timeout)));
-                    map.insert("failure_threshold".into(), json!(l.failure_threshold));
-                }
-                v
-            }),
-            "restart_with_dependency": node.restart_with_dependency,
-        });
+        let value = node_json(node);
         let target = match node.kind {
             NodeKind::Service => &mut services,
             NodeKind::Component => &mut components,

@@ -58,6 +58,11 @@ pub enum Control {
     Kill,
     /// Answer with a snapshot of every node of the run.
     Status(tokio::sync::oneshot::Sender<Vec<NodeStatus>>),
+    /// Apply an edited (already validated) services.toml without a full restart.
+    Reload {
+        config: Box<Config>,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
     /// Start, stop or restart nodes; the answer says what was done, or what was wrong.
     Nodes {
         action: NodeAction,
@@ -172,6 +177,85 @@ fn phase_name(phase: &Phase) -> &'static str {
     }
 }
 
+/// Socket activation binds before anything starts; a reload cannot rebind.
+fn check_sockets_unchanged(old: &Config, new: &Config) -> Result<(), String> {
+    for node in &new.nodes {
+        let before = old
+            .node(&node.name)
+            .map_or(&[][..], |o| o.sockets.as_slice());
+        if before != node.sockets.as_slice() {
+            return Err(format!(
+                "the sockets of `{}` changed; socket activation needs a full restart (`dagstart down`, then `dagstart run`)",
+                node.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How an edited configuration maps onto the running one. Node indices are kept: a node of the
+/// old configuration keeps its index (removed ones stay as tombstones without dependencies) and
+/// new nodes are appended, so runners and their reports stay valid.
+struct ReloadPlan {
+    merged: Config,
+    added: Vec<usize>,
+    removed: Vec<usize>,
+    changed: Vec<usize>,
+    unchanged: usize,
+}
+
+impl ReloadPlan {
+    fn new(old: &Config, new: Config) -> Self {
+        let mut nodes = Vec::with_capacity(old.nodes.len() + new.nodes.len());
+        let (mut removed, mut changed, mut unchanged) = (Vec::new(), Vec::new(), 0);
+        for (i, before) in old.nodes.iter().enumerate() {
+            match new.node(&before.name) {
+                Some(after) => {
+                    if crate::config::node_fingerprint(old, before)
+                        == crate::config::node_fingerprint(&new, after)
+                    {
+                        unchanged += 1;
+                    } else {
+                        changed.push(i);
+                    }
+                    nodes.push(after.clone());
+                }
+                None => {
+                    removed.push(i);
+                    nodes.push(crate::config::Node {
+                        depends_on: Vec::new(),
+                        ..before.clone()
+                    });
+                }
+            }
+        }
+        let mut added = Vec::new();
+        for after in &new.nodes {
+            if old.node(&after.name).is_none() {
+                added.push(nodes.len());
+                nodes.push(after.clone());
+            }
+        }
+        let index: std::collections::HashMap<String, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        for node in &mut nodes {
+            for dep in &mut node.depends_on {
+                dep.node = index[&dep.name];
+            }
+        }
+        Self {
+            merged: Config { nodes, ..new },
+            added,
+            removed,
+            changed,
+            unchanged,
+        }
+    }
+}
+
 /// What the restart policy decided for a service that ended.
 enum Restart {
     Scheduled,
@@ -188,6 +272,8 @@ enum DepState {
 
 struct Slot {
     phase: Phase,
+    /// Gone from services.toml after a reload: stopped, then off.
+    removed: bool,
     pid: Option<u32>,
     up_since: Option<Instant>,
     total_restarts: u32,
@@ -212,6 +298,35 @@ struct Slot {
     stop_sent: bool,
     holds_worker: bool,
     timing: NodeTiming,
+}
+
+impl Slot {
+    fn new(node: usize, selected: bool, lazy: bool) -> Self {
+        Self {
+            phase: if selected { Phase::Waiting } else { Phase::Off },
+            removed: false,
+            pid: None,
+            up_since: None,
+            total_restarts: 0,
+            last: None,
+            stop_requested: false,
+            held: false,
+            launched: None,
+            restart_at: None,
+            restarts: std::collections::VecDeque::new(),
+            relaunch_after_stop: false,
+            demanded: !lazy,
+            spawned: false,
+            runner: None,
+            group: None,
+            stop_sent: false,
+            holds_worker: false,
+            timing: NodeTiming {
+                node,
+                ..NodeTiming::default()
+            },
+        }
+    }
 }
 
 pub struct Scheduler {
@@ -268,29 +383,7 @@ impl Scheduler {
         let slots = selected
             .iter()
             .enumerate()
-            .map(|(i, &on)| Slot {
-                phase: if on { Phase::Waiting } else { Phase::Off },
-                pid: None,
-                up_since: None,
-                total_restarts: 0,
-                last: None,
-                stop_requested: false,
-                held: false,
-                launched: None,
-                restart_at: None,
-                restarts: std::collections::VecDeque::new(),
-                relaunch_after_stop: false,
-                demanded: !config.nodes[i].lazy,
-                spawned: false,
-                runner: None,
-                group: None,
-                stop_sent: false,
-                holds_worker: false,
-                timing: NodeTiming {
-                    node: i,
-                    ..NodeTiming::default()
-                },
-            })
+            .map(|(i, &on)| Slot::new(i, on, config.nodes[i].lazy))
             .collect();
         let (to_scheduler, from_runners) = mpsc::unbounded_channel();
         let (startup_tx, startup_rx) = watch::channel(Startup::Pending);
@@ -357,6 +450,9 @@ impl Scheduler {
                     Control::Kill => self.kill_everything(),
                     Control::Status(reply) => {
                         let _ = reply.send(self.status());
+                    }
+                    Control::Reload { config, reply } => {
+                        let _ = reply.send(self.reload(*config));
                     }
                     Control::Nodes { action, names, reply } => {
                         let _ = reply.send(self.act_on_nodes(action, &names));
@@ -682,7 +778,10 @@ impl Scheduler {
                 let slot = &mut self.slots[n];
                 slot.stop_requested = false;
                 slot.up_since = None;
-                slot.phase = if std::mem::take(&mut slot.relaunch_after_stop) && !shutting_down {
+                slot.phase = if slot.removed {
+                    slot.held = false;
+                    Phase::Off
+                } else if std::mem::take(&mut slot.relaunch_after_stop) && !shutting_down {
                     // Stopped for a restarting dependency: start again once it is back.
                     slot.stop_sent = false;
                     Phase::Waiting
@@ -828,6 +927,85 @@ impl Scheduler {
         } else {
             format!("starting: {}", started.join(", "))
         }
+    }
+
+    // ----- reload ------------------------------------------------------------------------------
+
+    /// Applies an edited configuration: removed nodes stop, added nodes start once their
+    /// dependencies are ready, changed nodes restart with the running nodes that need them, and
+    /// untouched nodes keep running with the same pid.
+    fn reload(&mut self, new: Config) -> Result<String, String> {
+        if self.shutdown.is_some() {
+            return Err("dagstart is shutting down".into());
+        }
+        let old = self.config.clone();
+        check_sockets_unchanged(&old, &new)?;
+        let plan = ReloadPlan::new(&old, new);
+        for n in old.nodes.len()..plan.merged.nodes.len() {
+            self.slots
+                .push(Slot::new(n, true, plan.merged.nodes[n].lazy));
+        }
+        let merged = Arc::new(plan.merged);
+        self.graph = Arc::new(Graph::build(&merged));
+        self.config = merged.clone();
+        // Subscribers learn the new names before any event about the new nodes.
+        self.events.send(None, EventKind::Reloaded(merged));
+        for &n in &plan.removed {
+            let slot = &mut self.slots[n];
+            slot.removed = true;
+            slot.held = false;
+            if slot.runner.is_some() {
+                slot.stop_requested = true;
+                slot.relaunch_after_stop = false;
+            } else {
+                slot.phase = Phase::Off;
+            }
+        }
+        let running: Vec<usize> = plan
+            .changed
+            .iter()
+            .copied()
+            .filter(|&n| self.slots[n].runner.is_some())
+            .collect();
+        let restarted = if running.is_empty() {
+            String::new()
+        } else {
+            self.stop_nodes(&running, true)
+        };
+        for &n in &plan.changed {
+            let slot = &mut self.slots[n];
+            let down = matches!(
+                slot.phase,
+                Phase::Failed | Phase::Exited | Phase::Skipped | Phase::Stopped | Phase::NotStarted
+            );
+            if slot.runner.is_none() && down && !slot.held {
+                slot.phase = Phase::Waiting;
+                slot.restarts.clear();
+            }
+        }
+        let names = |list: &[usize]| {
+            list.iter()
+                .map(|&n| self.config.nodes[n].name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        for (label, list) in [
+            ("added", &plan.added),
+            ("removed", &plan.removed),
+            ("changed", &plan.changed),
+        ] {
+            if !list.is_empty() {
+                parts.push(format!("{label}: {}", names(list)));
+            }
+        }
+        if !restarted.is_empty() {
+            parts.push(restarted);
+        }
+        parts.push(format!("unchanged: {}", plan.unchanged));
+        let summary = format!("reloaded ({})", parts.join("; "));
+        self.events.send(None, EventKind::Note(summary.clone()));
+        Ok(summary)
     }
 
     // ----- restarts ----------------------------------------------------------------------------

@@ -177,3 +177,118 @@ fn a_second_run_is_refused_and_a_stale_socket_is_replaced() {
         "the socket is removed at the end"
     );
 }
+
+#[test]
+fn reload_applies_additions_removals_and_changes_and_leaves_the_rest_alone() {
+    let p = stack();
+    let mut child = start_run(&p);
+    let before = status_json(&p);
+    let text = std::fs::read_to_string(p.path().join("services.toml")).unwrap();
+
+    // No change: nothing restarts.
+    let out = p.dagstart(&["reload"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stdout_of(&out).contains("unchanged: 4"),
+        "{}",
+        stdout_of(&out)
+    );
+
+    // Invalid: refused with diagnostics, the stack untouched.
+    p.file(
+        "services.toml",
+        &format!("{text}\n[services.broken]\ncomand = \"x\"\n"),
+    );
+    let out = p.dagstart(&["reload"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("unknown key `comand`"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(pid(&status_json(&p), "db"), pid(&before, "db"));
+
+    // Change api, remove other, add extra (which needs db).
+    let start = text.find("[services.other]").unwrap();
+    let without_other = &text[..start];
+    let edited = without_other.replace(
+        "\"api\", \"--record\"",
+        "\"api\", \"--chatter\", \"1\", \"--record\"",
+    ) + &format!(
+        "\n[services.extra]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n",
+        svc(&p, "extra", "")
+    );
+    p.file("services.toml", &edited);
+    let out = p.dagstart(&["reload"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let said = stdout_of(&out);
+    assert!(
+        said.contains("added: extra")
+            && said.contains("removed: other")
+            && said.contains("changed: api"),
+        "{said}"
+    );
+    wait_until(RUN_LIMIT, "the reload to settle", || {
+        let s = status_json(&p);
+        ["db", "api", "web", "extra"]
+            .iter()
+            .all(|n| node(&s, n)["state"] == "ready")
+            && s.iter().all(|n| n["name"] != "other")
+    });
+    let after = status_json(&p);
+    assert_eq!(
+        pid(&after, "db"),
+        pid(&before, "db"),
+        "db is untouched and keeps its pid"
+    );
+    assert_ne!(
+        pid(&after, "api"),
+        pid(&before, "api"),
+        "api changed and restarted"
+    );
+    assert_ne!(
+        pid(&after, "web"),
+        pid(&before, "web"),
+        "web needs api and restarted with it"
+    );
+    assert!(
+        !alive(pid(&before, "other").unwrap()),
+        "other was removed and stopped"
+    );
+
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+}
+
+#[test]
+fn run_watch_reloads_when_the_file_changes() {
+    let p = stack();
+    let mut child = p
+        .dagstart_std(&["run", "--watch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(RUN_LIMIT, "startup", || {
+        std::fs::read_to_string(p.path().join("logs/dagstart.log"))
+            .is_ok_and(|l| l.contains("startup complete"))
+    });
+    let before = status_json(&p);
+    let text = std::fs::read_to_string(p.path().join("services.toml")).unwrap();
+    p.file(
+        "services.toml",
+        &text.replace(
+            "\"web\", \"--record\"",
+            "\"web\", \"--chatter\", \"2\", \"--record\"",
+        ),
+    );
+    wait_until(RUN_LIMIT, "web to restart after the edit", || {
+        let s = status_json(&p);
+        pid(&s, "web").is_some()
+            && pid(&s, "web") != pid(&before, "web")
+            && node(&s, "web")["state"] == "ready"
+    });
+    assert_eq!(pid(&status_json(&p), "api"), pid(&before, "api"));
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+}

@@ -19,6 +19,7 @@
 //! | [`run`] | `dagstart run`: signals, the `--` command, exit codes |
 //! | [`control`] | the control socket: steering a running dagstart from another terminal |
 //! | [`logs`] | `dagstart logs`: the nodes' log files, tailed and followed |
+//! | [`watch`] | polling services.toml (`run --watch`) and each node's `watch` globs |
 //! | [`app`] | one function per command, wiring the modules together |
 //! | [`error`] | the top-level error type and the exit-code table |
 //! | [`cli`] | the clap definitions |
@@ -43,5 +44,6 @@ pub mod run;
 pub mod scheduler;
 pub mod sockets;
 pub mod synth;
+pub mod watch;
 
 pub use error::{Error, exit_code};

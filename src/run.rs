@@ -120,7 +120,27 @@ async fn run_graph(
         source.clone(),
     ));
     if args.watch {
-        tokio::spawn(watch_config(source, control_tx.clone(), events.clone()));
+        tokio::spawn(crate::watch::config_file(
+            source,
+            control_tx.clone(),
+            events.clone(),
+        ));
+    }
+    for (n, node) in config
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, node)| !node.watch.is_empty())
+    {
+        if selected[n] {
+            let task = crate::watch::node_files(
+                node.name.clone(),
+                node.watch.clone(),
+                control_tx.clone(),
+                events.clone(),
+            );
+            tokio::spawn(task);
+        }
     }
     let opts = options(&config, args.sequential);
     let runtime_dir =
@@ -258,31 +278,4 @@ fn unix_nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
-}
-
-/// `run --watch`: reloads when services.toml changes (once its modification time has been
-/// stable for a moment, so an editor's save is one reload).
-async fn watch_config(
-    source: crate::control::ReloadSource,
-    control: mpsc::UnboundedSender<Control>,
-    events: EventSink,
-) {
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&source.path);
-    while !control.is_closed() {
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        let now = modified(&source.path);
-        if now == seen {
-            continue;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        seen = modified(&source.path);
-        if seen != now {
-            continue; // still being written
-        }
-        let response = crate::control::reload(&source, &control).await;
-        if !response.ok {
-            events.send(None, crate::event::EventKind::Note(response.message));
-        }
-    }
 }

@@ -173,6 +173,7 @@ const SERVICE_KEYS: &[&str] = &[
     "restart_window",
     "liveness",
     "restart_with_dependency",
+    "watch",
 ];
 const COMPONENT_KEYS: &[&str] = &[
     "command",
@@ -187,6 +188,7 @@ const COMPONENT_KEYS: &[&str] = &[
     "stop_timeout",
     "lazy",
     "restart_with_dependency",
+    "watch",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "http",
@@ -731,6 +733,10 @@ impl<'p> Loader<'p> {
             .get("restart_with_dependency")
             .and_then(|v| self.bool(v, "restart_with_dependency"))
             .unwrap_or(false);
+        let watch = table
+            .get("watch")
+            .map(|v| self.watch(v, &format!("{path}.watch")))
+            .unwrap_or_default();
         let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on.into_iter().unzip();
         let node = Node {
             name: name.to_owned(),
@@ -753,6 +759,7 @@ impl<'p> Loader<'p> {
             restart,
             liveness,
             restart_with_dependency,
+            watch,
         };
         let spans = NodeSpans {
             port: port.map(|p| p.1),
@@ -1052,6 +1059,35 @@ impl<'p> Loader<'p> {
                 None
             }
         }
+    }
+
+    /// `watch = ["src/**/*.py"]`: valid globs, made absolute against services.toml's directory.
+    fn watch(&mut self, value: &Value<'_>, key_path: &str) -> Vec<String> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.type_error(value, "watch", "an array of glob patterns");
+            return Vec::new();
+        };
+        let mut patterns = Vec::new();
+        for item in items.iter() {
+            let Some(text) = self.string(item, key_path) else {
+                continue;
+            };
+            let absolute = join_clean(&self.base_dir, Path::new(&text))
+                .display()
+                .to_string();
+            match glob::Pattern::new(&absolute) {
+                Ok(_) => patterns.push(absolute),
+                Err(e) => self.push(
+                    Problem::error(
+                        "dagstart::config::watch",
+                        format!("`{text}` is not a glob pattern"),
+                    )
+                    .label(item.span(), e.msg)
+                    .help("e.g. \"src/**/*.py\" or \"config/*.yaml\""),
+                ),
+            }
+        }
+        patterns
     }
 
     fn restart(&mut self, table: &DeTable<'_>, path: &str) -> super::Restart {

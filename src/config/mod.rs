@@ -137,6 +137,9 @@ pub struct Node {
     /// Stop this node when a dependency restarts, and start it again once that is ready
     /// (systemd's PartOf/BindsTo).
     pub restart_with_dependency: bool,
+    /// Glob patterns (absolute, resolved against services.toml's directory): a change to a
+    /// matching file restarts the node.
+    pub watch: Vec<String>,
 }
 
 /// `restart = "no" | "on-failure" | "always"`.

@@ -236,6 +236,9 @@ fn node_toml(out: &mut String, config: &Config, node: &Node) {
     if node.restart_with_dependency {
         line(out, config, &path, "restart_with_dependency", true);
     }
+    if !node.watch.is_empty() {
+        line(out, config, &path, "watch", quote_all(&node.watch));
+    }
 }
 
 fn section(kind: NodeKind) -> &'static str {
@@ -308,6 +311,7 @@ fn node_json(node: &Node) -> Value {
             v
         }),
         "restart_with_dependency": node.restart_with_dependency,
+        "watch": node.watch,
     })
 }
 

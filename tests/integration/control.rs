@@ -292,3 +292,29 @@ fn run_watch_reloads_when_the_file_changes() {
     assert!(p.dagstart(&["down"]).output().unwrap().status.success());
     assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
 }
+
+#[test]
+fn a_change_to_a_watched_file_restarts_the_node() {
+    let p = project(|p| {
+        format!(
+            "[services.api]\ncommand = {}\nhealth = {{ log = \"ready\" }}\nwatch = [\"src/*.py\"]\n\n\
+             [services.other]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "api", ""),
+            svc(p, "other", ""),
+        )
+    });
+    p.file("src/app.py", "print('v1')\n");
+    let mut child = start_run(&p);
+    let before = status_json(&p);
+    p.file("src/unrelated.txt", "not watched\n");
+    p.file("src/app.py", "print('v2')\n");
+    wait_until(RUN_LIMIT, "api to restart", || {
+        let s = status_json(&p);
+        pid(&s, "api").is_some()
+            && pid(&s, "api") != pid(&before, "api")
+            && node(&s, "api")["state"] == "ready"
+    });
+    assert_eq!(pid(&status_json(&p), "other"), pid(&before, "other"));
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+}

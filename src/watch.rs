@@ -1,0 +1,107 @@
+//! Watching files: services.toml for `run --watch`, and each node's `watch` globs.
+//!
+//! Both poll modification times (every 250 ms here; no inotify limits to run into, and the
+//! same on every filesystem) and act once what they see has been stable for a moment, so one
+//! editor save is one reload or one restart.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::control::ReloadSource;
+use crate::event::{EventKind, EventSink};
+use crate::scheduler::{Control, NodeAction};
+
+const POLL: Duration = Duration::from_millis(250);
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// `run --watch`: reloads when services.toml changes (once its modification time has been
+/// stable for a moment, so an editor's save is one reload).
+pub async fn config_file(
+    source: ReloadSource,
+    control: mpsc::UnboundedSender<Control>,
+    events: EventSink,
+) {
+    let modified = || {
+        std::fs::metadata(&source.path)
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let mut seen = modified();
+    while !control.is_closed() {
+        settled_change(&mut seen, modified).await;
+        let response = crate::control::reload(&source, &control).await;
+        if !response.ok {
+            events.send(None, EventKind::Note(response.message));
+        }
+    }
+}
+
+/// A node's `watch` globs: when a matching file appears, disappears or changes, restart the
+/// node (with its running dependents), as `dagstart restart NODE` does. The globs are the ones
+/// the run started with.
+pub async fn node_files(
+    name: String,
+    patterns: Vec<String>,
+    control: mpsc::UnboundedSender<Control>,
+    events: EventSink,
+) {
+    let mut seen = snapshot(&patterns);
+    while !control.is_closed() {
+        settled_change(&mut seen, || snapshot(&patterns)).await;
+        events.send(
+            None,
+            EventKind::Note(format!("{name}: watched files changed, restarting")),
+        );
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = Control::Nodes {
+            action: NodeAction::Restart,
+            names: vec![name.clone()],
+            reply,
+        };
+        if control.send(request).is_err() {
+            return;
+        }
+        if let Ok(Err(reason)) = answer.await {
+            events.send(
+                None,
+                EventKind::Note(format!("{name}: not restarted: {reason}")),
+            );
+        }
+    }
+}
+
+/// Returns once `look()` differs from `seen` and has then held still for a moment; `seen`
+/// becomes the new state.
+async fn settled_change<T: PartialEq>(seen: &mut T, look: impl Fn() -> T) {
+    loop {
+        tokio::time::sleep(POLL).await;
+        let now = look();
+        if now == *seen {
+            continue;
+        }
+        tokio::time::sleep(SETTLE).await;
+        let again = look();
+        let settled = again == now;
+        *seen = again;
+        if settled {
+            return;
+        }
+    }
+}
+
+/// Every matching path with its modification time, in a stable order.
+fn snapshot(patterns: &[String]) -> Vec<(std::path::PathBuf, Option<SystemTime>)> {
+    let mut files: Vec<_> = patterns
+        .iter()
+        .filter_map(|p| glob::glob(p).ok())
+        .flatten()
+        .flatten()
+        .map(|path| {
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            (path, modified)
+        })
+        .collect();
+    files.sort();
+    files
+}

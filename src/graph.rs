@@ -21,6 +21,8 @@ pub struct Graph {
     order: Vec<usize>,
     /// Longest dependency chain below each node.
     levels: Vec<usize>,
+    /// Longest chain of dependents above each node: the work still behind it.
+    heights: Vec<usize>,
 }
 
 /// A node named on the command line that the configuration does not declare.
@@ -59,10 +61,19 @@ impl Graph {
                 .unwrap_or(0);
             levels[n] = level;
         }
+        let mut heights = vec![0; config.nodes.len()];
+        for &n in order.iter().rev() {
+            heights[n] = inner
+                .neighbors_directed(NodeIndex::new(n), petgraph::Direction::Outgoing)
+                .map(|d| heights[d.index()] + 1)
+                .max()
+                .unwrap_or(0);
+        }
         Self {
             inner,
             order,
             levels,
+            heights,
         }
     }
 
@@ -81,6 +92,11 @@ impl Graph {
 
     pub fn level(&self, node: usize) -> usize {
         self.levels[node]
+    }
+
+    /// The longest chain of nodes that wait, directly or not, for `node`.
+    pub fn height(&self, node: usize) -> usize {
+        self.heights[node]
     }
 
     /// Number of levels: 0 for an empty graph, 1 when nothing depends on anything.

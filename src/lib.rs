@@ -20,6 +20,7 @@
 //! | [`control`] | the control socket: steering a running dagstart from another terminal |
 //! | [`logs`] | `dagstart logs`: the nodes' log files, tailed and followed |
 //! | [`watch`] | polling services.toml (`run --watch`) and each node's `watch` globs |
+//! | [`pressure`] | CPU pressure (PSI, or runnable tasks) for `max_workers = "auto"` |
 //! | [`app`] | one function per command, wiring the modules together |
 //! | [`error`] | the top-level error type and the exit-code table |
 //! | [`cli`] | the clap definitions |
@@ -38,6 +39,7 @@ pub mod logs;
 pub mod notify;
 pub mod output;
 pub mod preflight;
+pub mod pressure;
 pub mod process;
 pub mod report;
 pub mod run;

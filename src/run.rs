@@ -76,10 +76,11 @@ fn options(config: &Config, sequential: bool) -> Options {
         (true, _) => 1,
         (false, MaxWorkers::Unlimited) => usize::MAX,
         (false, MaxWorkers::Fixed(n)) => n,
-        (false, MaxWorkers::Auto) => std::thread::available_parallelism().map_or(2, usize::from),
+        (false, MaxWorkers::Auto) => usize::MAX,
     };
     Options {
         max_workers,
+        auto_workers: !sequential && config.settings.max_workers == MaxWorkers::Auto,
         sequential,
         parallel_health_checks: config.settings.parallel_health_checks,
         startup_timeout: config.settings.startup_timeout,

@@ -88,6 +88,10 @@ struct Args {
     /// Serve on the first socket passed by socket activation (LISTEN_FDS) instead of --port.
     #[arg(long)]
     socket_activated: bool,
+    /// Initialise by burning this much CPU time (not wall time) after --delay: a CPU-heavy
+    /// start-up that slows down when the CPUs are shared.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    burn: Option<Duration>,
     /// Answer HTTP 500 from this long after becoming ready (a service that goes bad).
     #[arg(long, value_parser = humantime::parse_duration)]
     unhealthy_after: Option<Duration>,
@@ -144,6 +148,9 @@ fn main() {
         humantime::format_duration(args.delay)
     );
     std::thread::sleep(args.delay);
+    if let Some(cpu) = args.burn {
+        burn(cpu);
+    }
     if args.hang {
         println!("{}: hanging forever", args.name);
         loop {
@@ -220,6 +227,24 @@ fn serve(listener: &TcpListener, sick_from: Option<std::time::Instant>) {
             };
             let _ = stream.write_all(answer);
         });
+    }
+}
+
+/// Spins until this process has used `cpu` of CPU time.
+fn burn(cpu: Duration) {
+    use nix::time::{ClockId, clock_gettime};
+    let used = || {
+        clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).map_or(Duration::ZERO, |t| {
+            Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+        })
+    };
+    let until = used() + cpu;
+    let mut x = 0u64;
+    while used() < until {
+        for i in 0..10_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
     }
 }
 

@@ -43,6 +43,8 @@ use runner::{NodeControl, RunnerContext, RunnerMsg};
 pub struct Options {
     /// Nodes in their start phase at once.
     pub max_workers: usize,
+    /// Adapt the number of nodes starting at once to the CPU pressure (`max_workers = "auto"`).
+    pub auto_workers: bool,
     pub sequential: bool,
     pub parallel_health_checks: bool,
     pub startup_timeout: Duration,
@@ -349,6 +351,39 @@ pub struct Scheduler {
     sockets: Arc<BoundSockets>,
     run_id: String,
     guardian: Option<crate::guardian::Guardian>,
+    /// The adaptive limit, with `max_workers = "auto"`.
+    auto: Option<AutoWorkers>,
+    /// Nodes were ready to launch but the limit held them back.
+    held_back: bool,
+}
+
+/// `max_workers = "auto"`: the limit doubles while the CPUs have room and halves (never below
+/// one per CPU) while runnable tasks wait for a CPU; it is adjusted every `AUTO_TICK`.
+#[derive(Debug)]
+struct AutoWorkers {
+    pressure: crate::pressure::CpuPressure,
+    limit: usize,
+}
+
+const AUTO_TICK: Duration = Duration::from_millis(25);
+/// CPU pressure above which no more nodes are let into their start phase.
+const AUTO_BUSY: f64 = 0.3;
+
+impl AutoWorkers {
+    fn new() -> Self {
+        let pressure = crate::pressure::CpuPressure::new();
+        let limit = pressure.cpus();
+        Self { pressure, limit }
+    }
+
+    fn adjust(&mut self, busy: usize) {
+        let cpus = self.pressure.cpus();
+        if self.pressure.sample() > AUTO_BUSY {
+            self.limit = (self.limit / 2).max(cpus);
+        } else if busy >= self.limit {
+            self.limit = (self.limit * 2).min(64 * cpus);
+        }
+    }
 }
 
 /// What the run set up before the scheduler starts.
@@ -387,6 +422,7 @@ impl Scheduler {
             .collect();
         let (to_scheduler, from_runners) = mpsc::unbounded_channel();
         let (startup_tx, startup_rx) = watch::channel(Startup::Pending);
+        let auto_workers = options.auto_workers;
         let scheduler = Self {
             config,
             graph,
@@ -406,6 +442,8 @@ impl Scheduler {
             sockets: setup.sockets,
             run_id: setup.run_id,
             guardian: setup.guardian,
+            auto: auto_workers.then(AutoWorkers::new),
+            held_back: false,
         };
         (scheduler, startup_rx)
     }
@@ -460,6 +498,12 @@ impl Scheduler {
                 },
                 () = tokio::time::sleep_until(startup_deadline), if startup_pending => self.startup_timed_out(),
                 () = sleep_until_opt(next_restart), if next_restart.is_some() => {}
+                () = tokio::time::sleep(AUTO_TICK), if self.auto.is_some() && self.held_back => {
+                    let busy = self.busy_workers;
+                    if let Some(auto) = &mut self.auto {
+                        auto.adjust(busy);
+                    }
+                }
                 () = sleep_until_opt(shutdown_deadline), if shutdown_deadline.is_some() => {
                     self.events.send(None, EventKind::Note("shutdown_timeout passed: killing what is left".into()));
                     self.kill_everything();
@@ -484,7 +528,9 @@ impl Scheduler {
     fn launch_ready_nodes(&mut self) {
         self.promote_due_restarts();
         let graph = self.graph.clone();
+        let mut ready = Vec::new();
         loop {
+            ready.clear();
             let mut demanded_more = false;
             for &n in graph.topological_order() {
                 if self.slots[n].phase != Phase::Waiting || !self.slots[n].demanded {
@@ -493,8 +539,7 @@ impl Scheduler {
                 match self.dependencies_state(n) {
                     DepState::Broken(reason) => self.skip(n, reason),
                     DepState::Pending => demanded_more |= self.demand_lazy_dependencies(n),
-                    DepState::Met if self.busy_workers < self.options.max_workers => self.launch(n),
-                    DepState::Met => {}
+                    DepState::Met => ready.push(n),
                 }
                 if self.shutdown.is_some() {
                     return;
@@ -502,9 +547,30 @@ impl Scheduler {
             }
             // A lazy node demanded just now may come earlier in the order: go round again.
             if !demanded_more {
-                return;
+                break;
             }
         }
+        // When start slots are scarce, the node with the most work still behind it goes first:
+        // the critical path is never queued behind leaves (list scheduling by height).
+        ready.sort_by_key(|&n| std::cmp::Reverse(graph.height(n)));
+        self.held_back = false;
+        for n in ready {
+            if !self.may_launch() {
+                self.held_back = true;
+                break;
+            }
+            self.launch(n);
+        }
+    }
+
+    /// Whether one more node may enter its start phase: below `max_workers`, and with
+    /// `max_workers = "auto"` below the limit the CPU pressure currently allows.
+    fn may_launch(&self) -> bool {
+        let limit = self
+            .auto
+            .as_ref()
+            .map_or(self.options.max_workers, |auto| auto.limit);
+        self.busy_workers < limit
     }
 
     /// A node that waits only on lazy nodes demands those not demanded yet. True when it
@@ -720,6 +786,12 @@ impl Scheduler {
                         delay,
                     },
                 );
+            }
+            RunnerMsg::Health(text) => {
+                let name = &self.config.nodes[n].name;
+                self.events
+                    .node(n, EventKind::Note(format!("{name}: {text}")));
+                self.slots[n].last = Some(text);
             }
             RunnerMsg::Status(text) => {
                 self.slots[n].last = Some(text.clone());

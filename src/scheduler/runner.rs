@@ -62,6 +62,8 @@ pub(crate) enum RunnerMsg {
     },
     /// What the service says about itself (STATUS=).
     Status(String),
+    /// A failed liveness check that did not (yet) end the service.
+    Health(String),
     /// Not from a runner: a first connection arrived on a lazy node's sockets.
     Activated,
 }
@@ -475,13 +477,10 @@ async fn liveness_failure(ctx: &RunnerContext) -> String {
             Ok(()) => misses = 0,
             Err(error) => {
                 misses += 1;
-                ctx.events.node(
-                    ctx.node,
-                    EventKind::Note(format!(
-                        "{}: liveness check failed ({misses}/{}): {error}",
-                        node.name, liveness.failure_threshold
-                    )),
-                );
+                ctx.report(RunnerMsg::Health(format!(
+                    "liveness check failed ({misses}/{}): {error}",
+                    liveness.failure_threshold
+                )));
                 if misses >= liveness.failure_threshold {
                     return format!("liveness failed {misses} times in a row ({error})");
                 }

@@ -568,3 +568,47 @@ fn sigkill_of_dagstart_leaves_nothing_running_grandchildren_and_escapees_include
         || pids.iter().all(|&(_, pid)| !alive(pid)),
     );
 }
+
+#[test]
+fn scarce_start_slots_go_to_the_critical_path_first() {
+    let p = project(|p| {
+        format!(
+            "[settings]\nmax_workers = 1\n\n[components.leaf]\ncommand = {}\n\n\
+             [components.head]\ncommand = {}\n\n[components.tail]\ncommand = {}\ndepends_on = [\"head\"]\n",
+            svc(p, "leaf", "--oneshot --delay 100ms"),
+            svc(p, "head", "--oneshot --delay 100ms"),
+            svc(p, "tail", "--oneshot"),
+        )
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert_success(&out);
+    let rec = records(&p.path().join("rec"));
+    // `leaf` comes first in the file, but `head` has work behind it.
+    assert!(
+        at(&rec, "head", "start") < at(&rec, "leaf", "start"),
+        "{rec:?}"
+    );
+}
+
+#[test]
+fn auto_workers_start_cpu_heavy_nodes_and_finish() {
+    let p = project(|p| {
+        let mut text = String::from("[settings]\nmax_workers = \"auto\"\n");
+        for i in 0..6 {
+            text.push_str(&format!(
+                "[components.c{i}]\ncommand = {}\n",
+                svc(p, &format!("c{i}"), "--oneshot --burn 100ms")
+            ));
+        }
+        text
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert_success(&out);
+    assert_eq!(
+        records(&p.path().join("rec"))
+            .iter()
+            .filter(|r| r.event == "ready")
+            .count(),
+        6
+    );
+}

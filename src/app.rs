@@ -23,6 +23,21 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Restart(args) => act(&cli.file, &env, Request::Restart { nodes: args.nodes }),
         Command::Down => act(&cli.file, &env, Request::Down),
         Command::Reload => act(&cli.file, &env, Request::Reload),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "dagstart", &mut out);
+            print_out(&String::from_utf8_lossy(&out))?;
+            Ok(exit_code::OK)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .map_err(|e| Error::io("rendering the man page", e))?;
+            print_out(&String::from_utf8_lossy(&out))?;
+            Ok(exit_code::OK)
+        }
         Command::Logs(args) => crate::logs::show(&cli.file, &env, &args),
     }
 }

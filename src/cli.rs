@@ -53,6 +53,21 @@ pub enum Command {
     ///   dagstart reload
     #[command(verbatim_doc_comment)]
     Reload,
+    /// Print a shell completion script.
+    ///
+    /// Examples:
+    ///   dagstart completions bash > /etc/bash_completion.d/dagstart
+    ///   dagstart completions zsh > ~/.zfunc/_dagstart
+    #[command(verbatim_doc_comment)]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), made from the same definitions as --help.
+    ///
+    /// Example:
+    ///   dagstart man > /usr/local/share/man/man1/dagstart.1
+    #[command(verbatim_doc_comment)]
+    Man,
     /// Stop the running dagstart gracefully, as Ctrl-C in its terminal would.
     ///
     /// Example:

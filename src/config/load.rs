@@ -140,6 +140,17 @@ fn syntax_problem(error: &toml::de::Error) -> Problem {
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
+/// Every key services.toml accepts, per table: the one list the loader checks against, and
+/// that the documentation and the schema are tested against.
+pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    ("top level", TOP_KEYS),
+    ("[settings]", SETTINGS_KEYS),
+    ("[services.NAME]", SERVICE_KEYS),
+    ("[components.NAME]", COMPONENT_KEYS),
+    ("health", HEALTH_KEYS),
+    ("liveness", LIVENESS_KEYS),
+];
+
 const TOP_KEYS: &[&str] = &["settings", "env", "services", "components"];
 const SETTINGS_KEYS: &[&str] = &[
     "max_workers",

@@ -20,7 +20,7 @@ use serde::Serialize;
 pub use diagnostic::{
     ConfigError, JsonLabel, JsonProblem, Problem, Span, did_you_mean, line_column,
 };
-pub use load::{Environment, LoadError, load, load_str};
+pub use load::{Environment, KNOWN_KEYS, LoadError, load, load_str};
 pub use render::{node_fingerprint, render_json, render_toml};
 
 /// A fully resolved services.toml.

@@ -6,6 +6,7 @@ mod check;
 mod config_cmd;
 mod control;
 mod diagnostics;
+mod docs;
 mod graph_cmd;
 mod lifecycle;
 mod loader_fuzz;

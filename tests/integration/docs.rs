@@ -1,0 +1,62 @@
+//! The documentation keeps up with the code: every key the loader accepts is documented.
+
+#[test]
+fn every_key_is_in_the_configuration_reference() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let mut missing = Vec::new();
+    for (table, keys) in dagstart::config::KNOWN_KEYS {
+        for key in *keys {
+            if !docs.contains(&format!("`{key}`"))
+                && !docs.contains(&format!("{key} ="))
+                && !docs.contains(&format!("[{key}"))
+            {
+                missing.push(format!("{table}: {key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "undocumented keys in docs/configuration.md: {missing:?}"
+    );
+}
+
+#[test]
+fn every_command_is_in_the_readme() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let cli = <dagstart::cli::Cli as clap::CommandFactory>::command();
+    let missing: Vec<&str> = cli
+        .get_subcommands()
+        .map(clap::Command::get_name)
+        .filter(|name| {
+            !readme.contains(&format!("dagstart {name}")) && !readme.contains(&format!("|{name}"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "commands missing from README.md: {missing:?}"
+    );
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definitions() {
+    let project = crate::harness::Project::new("");
+    let bash = project.dagstart(&["completions", "bash"]).output().unwrap();
+    assert!(bash.status.success());
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        bash.contains("_dagstart()") && bash.contains("reload"),
+        "{bash}"
+    );
+    let man = project.dagstart(&["man"]).output().unwrap();
+    assert!(man.status.success());
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.contains(".TH dagstart") && man.contains("services.toml"),
+        "{man}"
+    );
+}

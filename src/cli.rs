@@ -198,6 +198,12 @@ pub struct ConfigArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ConfigFormat {
     Toml,
     Json,
@@ -231,6 +237,10 @@ pub struct RunArgs {
     /// Reload when services.toml changes, as `dagstart reload` does.
     #[arg(long)]
     pub watch: bool,
+
+    /// What the terminal shows: text, or one JSON object per event (docs/events.md).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 
     /// Run this command once the graph is ready, then stop everything and exit with its status.
     #[arg(last = true, value_name = "CMD")]

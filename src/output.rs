@@ -28,11 +28,13 @@ pub struct Output {
     terminal: BufWriter<io::Stdout>,
     node_logs: Vec<Option<BufWriter<File>>>,
     own_log: BufWriter<File>,
+    /// `--output json`: the terminal gets one JSON object per event instead of text.
+    json: bool,
 }
 
 impl Output {
     /// Creates the log directory and truncates the log files of the `selected` nodes.
-    pub fn open(config: Arc<Config>, selected: &[bool]) -> io::Result<Self> {
+    pub fn open(config: Arc<Config>, selected: &[bool], json: bool) -> io::Result<Self> {
         let dir = &config.settings.log_dir;
         std::fs::create_dir_all(dir)?;
         let node_logs = config
@@ -63,6 +65,7 @@ impl Output {
             terminal: BufWriter::new(io::stdout()),
             node_logs,
             own_log,
+            json,
         })
     }
 
@@ -122,9 +125,16 @@ impl Output {
         if let EventKind::Reloaded(config) = &event.kind {
             return self.apply_reload(config);
         }
+        if self.json {
+            if let Some(value) = self.event_json(event) {
+                let _ = writeln!(self.terminal, "{value}");
+            }
+        }
         if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
-            let prefix = self.prefix(&self.config.nodes[n].name, n);
-            let _ = writeln!(self.terminal, "{prefix} | {line}");
+            if !self.json {
+                let prefix = self.prefix(&self.config.nodes[n].name, n);
+                let _ = writeln!(self.terminal, "{prefix} | {line}");
+            }
             if let Some(Some(log)) = self.node_logs.get_mut(n) {
                 let _ = writeln!(log, "{line}");
             }
@@ -141,7 +151,7 @@ impl Output {
                 event.at.as_secs_f64()
             );
         }
-        if self.on_terminal(event) {
+        if self.on_terminal(event) && !self.json {
             let prefix = self.prefix(OWN_NAME, usize::MAX);
             let at = format!("+{:.3}s", event.at.as_secs_f64());
             for (i, line) in text.lines().enumerate() {
@@ -149,6 +159,94 @@ impl Output {
                 let _ = writeln!(self.terminal, "{prefix} | {stamp:>8} {line}");
             }
         }
+    }
+
+    /// `--output json`: one object per event, for scripts. The shape is documented in
+    /// docs/events.md and kept stable.
+    fn event_json(&self, event: &Event) -> Option<serde_json::Value> {
+        use serde_json::json;
+        let ms = |d: &std::time::Duration| d.as_millis() as u64;
+        let (name, fields) = match &event.kind {
+            EventKind::Plan {
+                nodes,
+                sequential,
+                max_workers,
+            } => (
+                "plan",
+                json!({ "nodes": nodes, "sequential": sequential, "max_workers": max_workers }),
+            ),
+            EventKind::Launched => ("launched", json!({})),
+            EventKind::Spawned { pid, attempt } => {
+                ("spawned", json!({ "pid": pid, "attempt": attempt }))
+            }
+            EventKind::Ready { took } => ("ready", json!({ "took_ms": ms(took) })),
+            EventKind::Retrying {
+                attempt,
+                reason,
+                delay,
+            } => (
+                "retrying",
+                json!({ "attempt": attempt, "reason": reason, "delay_ms": ms(delay) }),
+            ),
+            EventKind::Failed { reason } => ("failed", json!({ "reason": reason })),
+            EventKind::Skipped { reason } => ("skipped", json!({ "reason": reason })),
+            EventKind::Restarting {
+                delay,
+                restart,
+                reason,
+            } => (
+                "restarting",
+                json!({ "delay_ms": ms(delay), "restart": restart, "reason": reason }),
+            ),
+            EventKind::Exited { status } => ("exited", json!({ "status": status })),
+            EventKind::Output { stream, line } => {
+                ("output", json!({ "stream": stream, "line": line }))
+            }
+            EventKind::Status { text } => ("status", json!({ "text": text })),
+            EventKind::StartupComplete(summary) => {
+                let names = |list: &[usize]| {
+                    list.iter()
+                        .map(|&n| self.config.nodes[n].name.clone())
+                        .collect::<Vec<_>>()
+                };
+                (
+                    "startup_complete",
+                    json!({
+                        "ready_ms": ms(&summary.ready_after),
+                        "critical_path": names(&summary.critical_path),
+                        "sequential_estimate_ms": ms(&summary.sequential_estimate),
+                        "pending_optional": names(&summary.pending_optional),
+                    }),
+                )
+            }
+            EventKind::StartupFailed { reason } => ("startup_failed", json!({ "reason": reason })),
+            EventKind::ShutdownStarted { reason } => {
+                ("shutdown_started", json!({ "reason": reason }))
+            }
+            EventKind::Stopping => ("stopping", json!({})),
+            EventKind::Stopped {
+                status,
+                killed,
+                took,
+            } => (
+                "stopped",
+                json!({ "status": status, "killed": killed, "took_ms": ms(took) }),
+            ),
+            EventKind::ShutdownComplete { took } => {
+                ("shutdown_complete", json!({ "took_ms": ms(took) }))
+            }
+            EventKind::Note(text) => ("note", json!({ "text": text })),
+            EventKind::Reloaded(_) => return None,
+        };
+        let mut value = json!({
+            "t": (event.at.as_secs_f64() * 1000.0).round() / 1000.0,
+            "event": name,
+            "node": event.node.map(|n| self.config.nodes[n].name.as_str()),
+        });
+        if let (Some(object), serde_json::Value::Object(extra)) = (value.as_object_mut(), fields) {
+            object.extend(extra);
+        }
+        Some(value)
     }
 
     /// Launches are only worth a line in the log file; the terminal shows the spawn.

@@ -97,7 +97,8 @@ async fn run_graph(
     env: Environment,
     args: RunArgs,
 ) -> Result<i32, Error> {
-    let output = Output::open(config.clone(), &selected).map_err(|e| {
+    let json = args.output == crate::cli::OutputFormat::Json;
+    let output = Output::open(config.clone(), &selected, json).map_err(|e| {
         Error::io(
             format!(
                 "opening the log directory {}",

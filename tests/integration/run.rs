@@ -612,3 +612,50 @@ fn auto_workers_start_cpu_heavy_nodes_and_finish() {
         6
     );
 }
+
+#[test]
+fn output_json_gives_one_object_per_event() {
+    let p = project(|p| {
+        format!(
+            "[services.db]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n[components.migrate]\ncommand = {}\ndepends_on = [\"db\"]\n",
+            svc(p, "db", "--chatter 2"),
+            svc(p, "migrate", "--oneshot"),
+        )
+    });
+    let out = run_with_command(&p, &["--output", "json", "--", "true"]);
+    assert_success(&out);
+    let events: Vec<serde_json::Value> = stdout_of(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"plan"));
+    assert_eq!(kinds.last(), Some(&"shutdown_complete"));
+    let spawned = events
+        .iter()
+        .find(|e| e["event"] == "spawned" && e["node"] == "db")
+        .unwrap();
+    assert!(spawned["pid"].as_u64().is_some() && spawned["attempt"] == 1);
+    assert!(
+        events.iter().any(|e| e["event"] == "output"
+            && e["node"] == "db"
+            && e["line"] == "db: chatter line 0")
+    );
+    let complete = events
+        .iter()
+        .find(|e| e["event"] == "startup_complete")
+        .unwrap();
+    assert_eq!(
+        complete["critical_path"],
+        serde_json::json!(["db", "migrate"])
+    );
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0]["t"].as_f64() <= w[1]["t"].as_f64()),
+        "in time order"
+    );
+}

@@ -39,6 +39,13 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             Ok(exit_code::OK)
         }
         Command::Logs(args) => crate::logs::show(&cli.file, &env, &args),
+        Command::Report(args) => {
+            let (id, record) =
+                crate::history::load(&project_dir(&cli.file, &env)?, args.run.as_deref())
+                    .map_err(Error::History)?;
+            print_out(&crate::report::render_recorded(&id, &record))?;
+            Ok(exit_code::OK)
+        }
     }
 }
 
@@ -157,9 +164,15 @@ fn graph_command(
     let config = load_config(path, env)?;
     let graph = Graph::build(&config);
     let selected = graph.select(&config, &args.nodes)?;
+    let timings = if args.timings {
+        let (_, record) = crate::history::load(&config.base_dir, None).map_err(Error::History)?;
+        Some(crate::report::RecordedRun::from_record(&record))
+    } else {
+        None
+    };
     let text = match args.format {
-        GraphFormat::Text => graph::render_text(&config, &graph, &selected),
-        GraphFormat::Dot => graph::render_dot(&config, &graph, &selected),
+        GraphFormat::Text => graph::render_text(&config, &graph, &selected, timings.as_ref()),
+        GraphFormat::Dot => graph::render_dot(&config, &graph, &selected, timings.as_ref()),
         GraphFormat::Mermaid => graph::render_mermaid(&config, &graph, &selected),
         GraphFormat::Json => graph::render_json(&config, &graph, &selected),
     };

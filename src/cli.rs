@@ -43,6 +43,7 @@ pub enum Command {
     Stop(NodesArgs),
     Restart(NodesArgs),
     Logs(LogsArgs),
+    Report(ReportArgs),
     /// Apply an edited services.toml to the running dagstart without a full restart.
     ///
     /// Removed nodes stop; added nodes start once their dependencies are ready; changed nodes
@@ -108,6 +109,23 @@ pub struct NodesArgs {
     pub nodes: Vec<String>,
 }
 
+/// Where startup time went, from the run history (systemd-analyze style).
+///
+/// Blame (nodes by time from spawn to ready, slowest first), the critical chain (when each
+/// node on it was launched, how long it took, what it waited for), parallel against sequential,
+/// and hints. Every run is recorded in .dagstart/runs/ beside services.toml (the last 20).
+///
+/// Examples:
+///   dagstart report            the last run
+///   dagstart report -2         the run before it
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ReportArgs {
+    /// Which run: `last` (default), a run id, N (the N-th oldest) or -N (N-th newest).
+    #[arg(allow_hyphen_values = true)]
+    pub run: Option<String>,
+}
+
 /// Show the output of nodes, from their log files.
 ///
 /// Prints the last lines of each node's log (all nodes when none are named), prefixed with the
@@ -171,6 +189,10 @@ pub struct GraphArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
     pub format: GraphFormat,
+
+    /// Annotate with the last run's start times and mark its critical path (text and dot).
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

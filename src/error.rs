@@ -59,6 +59,13 @@ pub enum Error {
     #[diagnostic(code(dagstart::control::refused))]
     Refused(String),
 
+    #[error("{0}")]
+    #[diagnostic(
+        code(dagstart::history),
+        help("every `dagstart run` is recorded in .dagstart/runs/ beside services.toml")
+    )]
+    History(String),
+
     #[error("interrupted before startup completed")]
     #[diagnostic(code(dagstart::interrupted))]
     Interrupted,
@@ -86,7 +93,7 @@ impl Error {
             Error::Control(crate::control::ControlError::AlreadyRunning { .. }) => {
                 exit_code::ALREADY_RUNNING
             }
-            Error::Control(_) | Error::Refused(_) => exit_code::FAILURE,
+            Error::Control(_) | Error::Refused(_) | Error::History(_) => exit_code::FAILURE,
             Error::Io { .. } => exit_code::FAILURE,
         }
     }

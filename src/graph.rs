@@ -283,7 +283,30 @@ pub fn render_json(config: &Config, graph: &Graph, selected: &[bool]) -> String 
     serde_json::to_string_pretty(&JsonGraph { depth, nodes }).expect("graph serializes")
 }
 
-pub fn render_text(config: &Config, graph: &Graph, selected: &[bool]) -> String {
+/// " 1.02s *" for a node of a recorded run: its start time, and a star on the critical path.
+fn timing_note(timings: Option<&crate::report::RecordedRun>, name: &str) -> String {
+    let Some(run) = timings else {
+        return String::new();
+    };
+    let took = run
+        .timings
+        .get(name)
+        .and_then(|t| t.took)
+        .map_or_else(|| "-".to_owned(), |ms| format!("{:.2}s", ms / 1000.0));
+    let star = if run.critical_path.iter().any(|n| n == name) {
+        " *"
+    } else {
+        ""
+    };
+    format!("  {took}{star}")
+}
+
+pub fn render_text(
+    config: &Config,
+    graph: &Graph,
+    selected: &[bool],
+    timings: Option<&crate::report::RecordedRun>,
+) -> String {
     let nodes = ordered(graph, selected);
     let width = nodes
         .iter()
@@ -313,12 +336,26 @@ pub fn render_text(config: &Config, graph: &Graph, selected: &[bool]) -> String 
         } else {
             format!("  {:width$}  {kind:<20}  <- {}", node.name, deps.join(", "))
         };
-        let _ = writeln!(out, "{}", line.trim_end());
+        let _ = writeln!(
+            out,
+            "{}{}",
+            line.trim_end(),
+            timing_note(timings, &node.name)
+        );
+    }
+    if timings.is_some() {
+        out.push_str("(start times of the last run; * marks its critical path)\n");
     }
     out
 }
 
-pub fn render_dot(config: &Config, graph: &Graph, selected: &[bool]) -> String {
+pub fn render_dot(
+    config: &Config,
+    graph: &Graph,
+    selected: &[bool],
+    timings: Option<&crate::report::RecordedRun>,
+) -> String {
+    let critical = |name: &str| timings.is_some_and(|t| t.critical_path.iter().any(|n| n == name));
     let mut out = String::from("digraph dagstart {\n  rankdir=LR;\n");
     let nodes = ordered(graph, selected);
     for &i in &nodes {
@@ -328,15 +365,34 @@ pub fn render_dot(config: &Config, graph: &Graph, selected: &[bool]) -> String {
             NodeKind::Component => "box",
         };
         let style = if node.required { "solid" } else { "dashed" };
-        let _ = writeln!(out, "  \"{}\" [shape={shape}, style={style}];", node.name);
+        let note = timing_note(timings, &node.name);
+        let colour = if critical(&node.name) {
+            ", color=red, penwidth=2"
+        } else {
+            ""
+        };
+        let label = format!(
+            "{}{}",
+            node.name,
+            note.replace(" *", "").replace("  ", "\\n")
+        );
+        let _ = writeln!(
+            out,
+            "  \"{}\" [label=\"{label}\", shape={shape}, style={style}{colour}];",
+            node.name
+        );
     }
     for &i in &nodes {
         for (d, c) in sorted_dependencies(graph, i) {
+            let (from, to) = (&config.nodes[d].name, &config.nodes[i].name);
+            let colour = if critical(from) && critical(to) {
+                ", color=red, penwidth=2"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "  \"{}\" -> \"{}\" [label=\"{}\"];",
-                config.nodes[d].name,
-                config.nodes[i].name,
+                "  \"{from}\" -> \"{to}\" [label=\"{}\"{colour}];",
                 c.as_str()
             );
         }

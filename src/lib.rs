@@ -21,6 +21,7 @@
 //! | [`logs`] | `dagstart logs`: the nodes' log files, tailed and followed |
 //! | [`watch`] | polling services.toml (`run --watch`) and each node's `watch` globs |
 //! | [`pressure`] | CPU pressure (PSI, or runnable tasks) for `max_workers = "auto"` |
+//! | [`history`] | the run history in `.dagstart/runs/`, for reports |
 //! | [`app`] | one function per command, wiring the modules together |
 //! | [`error`] | the top-level error type and the exit-code table |
 //! | [`cli`] | the clap definitions |
@@ -35,6 +36,7 @@ pub mod event;
 pub mod graph;
 pub mod guardian;
 pub mod health;
+pub mod history;
 pub mod logs;
 pub mod notify;
 pub mod output;

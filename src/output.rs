@@ -30,6 +30,9 @@ pub struct Output {
     own_log: BufWriter<File>,
     /// `--output json`: the terminal gets one JSON object per event instead of text.
     json: bool,
+    /// The run's events for the history (output lines left out), and when it started.
+    history: Vec<serde_json::Value>,
+    started: SystemTime,
 }
 
 impl Output {
@@ -66,6 +69,8 @@ impl Output {
             node_logs,
             own_log,
             json,
+            history: Vec::new(),
+            started: SystemTime::now(),
         })
     }
 
@@ -97,10 +102,34 @@ impl Output {
             .expect("spawn the output thread")
     }
 
-    /// Writes `event`; true when it is the run's last one.
+    /// Writes `event`; true when it is the run's last one (then the run is also recorded).
     fn write_last(&mut self, event: &Event) -> bool {
         self.write(event);
-        matches!(event.kind, EventKind::ShutdownComplete { .. })
+        if !matches!(event.kind, EventKind::Output { .. }) {
+            self.history.extend(self.event_json(event));
+        }
+        let last = matches!(event.kind, EventKind::ShutdownComplete { .. });
+        if last {
+            self.record_run();
+        }
+        last
+    }
+
+    fn record_run(&mut self) {
+        let started = humantime::format_rfc3339_millis(self.started).to_string();
+        let id = self
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+            .to_string();
+        let record = crate::history::RunRecord::new(
+            started,
+            &self.config,
+            std::mem::take(&mut self.history),
+        );
+        if let Err(e) = crate::history::save(&self.config.base_dir, &id, &record) {
+            let _ = writeln!(self.own_log, "cannot record the run in the history: {e}");
+        }
     }
 
     fn flush(&mut self) {

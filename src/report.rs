@@ -169,3 +169,159 @@ pub fn render(config: &Config, summary: &Summary) -> String {
     );
     out
 }
+
+// ----- reports of recorded runs ------------------------------------------------------------------
+
+/// One node's timeline in a recorded run, in milliseconds since the run started.
+#[derive(Debug, Clone, Default)]
+pub struct RecordedTiming {
+    pub launched: Option<f64>,
+    pub spawned: Option<f64>,
+    pub ready: Option<f64>,
+    pub took: Option<f64>,
+    pub attempts: u64,
+}
+
+/// What `dagstart report` and `graph --timings` read from a recorded run.
+#[derive(Debug, Clone, Default)]
+pub struct RecordedRun {
+    pub timings: std::collections::BTreeMap<String, RecordedTiming>,
+    pub ready_ms: Option<f64>,
+    pub critical_path: Vec<String>,
+    pub sequential_estimate_ms: Option<f64>,
+}
+
+impl RecordedRun {
+    pub fn from_record(record: &crate::history::RunRecord) -> Self {
+        let mut run = Self::default();
+        for event in &record.events {
+            let t = event["t"].as_f64().unwrap_or(0.0) * 1000.0;
+            let kind = event["event"].as_str().unwrap_or("");
+            if kind == "startup_complete" {
+                run.ready_ms = event["ready_ms"].as_f64();
+                run.sequential_estimate_ms = event["sequential_estimate_ms"].as_f64();
+                run.critical_path = event["critical_path"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect();
+                continue;
+            }
+            let Some(node) = event["node"].as_str() else {
+                continue;
+            };
+            let timing = run.timings.entry(node.to_owned()).or_default();
+            match kind {
+                "launched" => {
+                    timing.launched.get_or_insert(t);
+                }
+                "spawned" => {
+                    timing.spawned.get_or_insert(t);
+                    timing.attempts = timing.attempts.max(event["attempt"].as_u64().unwrap_or(1));
+                }
+                "ready" if timing.ready.is_none() => {
+                    timing.ready = Some(t);
+                    timing.took = event["took_ms"].as_f64();
+                }
+                _ => {}
+            }
+        }
+        run
+    }
+}
+
+fn secs_ms(ms: f64) -> String {
+    format!("{:.2}s", ms / 1000.0)
+}
+
+/// `dagstart report`: blame, the critical chain, parallel against sequential, and hints.
+pub fn render_recorded(id: &str, record: &crate::history::RunRecord) -> String {
+    let run = RecordedRun::from_record(record);
+    let mut out = String::new();
+    let _ = writeln!(out, "run {id}, started {}", record.started);
+    match run.ready_ms {
+        Some(ms) => {
+            let _ = writeln!(out, "ready in {}", secs_ms(ms));
+        }
+        None => {
+            let _ = writeln!(out, "startup did not complete");
+        }
+    }
+    let mut blame: Vec<(&String, f64)> = run
+        .timings
+        .iter()
+        .filter_map(|(n, t)| Some((n, t.took?)))
+        .collect();
+    blame.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let _ = writeln!(out, "\nblame (time from spawn to ready, slowest first):");
+    for (name, took) in &blame {
+        let _ = writeln!(out, "  {:>8}  {name}", secs_ms(*took));
+    }
+    if !run.critical_path.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ncritical chain (@ when it was launched, + how long it took to be ready):"
+        );
+        let mut previous: Option<&String> = None;
+        for name in &run.critical_path {
+            let t = run.timings.get(name).cloned().unwrap_or_default();
+            let at = t.launched.map_or_else(|| "-".into(), secs_ms);
+            let took = t.took.map_or_else(|| "-".into(), secs_ms);
+            let waited = match previous {
+                Some(dep) => format!("  (waited {at} for {dep})"),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "  {name} @{at} +{took}{waited}");
+            previous = Some(name);
+        }
+    }
+    if let (Some(ready), Some(sequential)) = (run.ready_ms, run.sequential_estimate_ms) {
+        let _ = writeln!(
+            out,
+            "\nparallel {} against sequential {} (sum of start times): {:.1}x faster",
+            secs_ms(ready),
+            secs_ms(sequential),
+            sequential / ready.max(1.0)
+        );
+    }
+    let hints = hints(record, &run);
+    if !hints.is_empty() {
+        let _ = writeln!(out, "\nhints:");
+        for hint in hints {
+            let _ = writeln!(out, "  - {hint}");
+        }
+    }
+    out
+}
+
+/// Where the startup could be shorter: edges of the critical chain whose dependency serves
+/// only that one dependent, and a chain that leaves no room for parallelism.
+fn hints(record: &crate::history::RunRecord, run: &RecordedRun) -> Vec<String> {
+    let mut hints = Vec::new();
+    for pair in run.critical_path.windows(2) {
+        let (dep, node) = (&pair[0], &pair[1]);
+        let dependents = record
+            .nodes
+            .iter()
+            .filter(|n| n.depends_on.iter().any(|(d, _)| d == dep))
+            .count();
+        let waited = run
+            .timings
+            .get(node)
+            .and_then(|t| t.launched)
+            .unwrap_or(0.0);
+        if dependents == 1 {
+            hints.push(format!(
+                "`{node}` waited {} for `{dep}`; nothing else needs `{dep}`: if `{node}` can start before `{dep}` is ready, use the `started` or `listening` condition, or make `{dep}` start faster",
+                secs_ms(waited)
+            ));
+        }
+    }
+    if let (Some(ready), Some(sequential)) = (run.ready_ms, run.sequential_estimate_ms) {
+        if sequential < ready * 1.2 && run.critical_path.len() > 1 {
+            hints.push("startup is mostly one chain, so parallelism cannot help much: shorten the critical chain".into());
+        }
+    }
+    hints
+}

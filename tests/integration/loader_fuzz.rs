@@ -99,7 +99,7 @@ fn load(text: String) {
         Ok(config) => {
             let graph = dagstart::graph::Graph::build(&config);
             let all = vec![true; graph.len()];
-            let _ = dagstart::graph::render_text(&config, &graph, &all);
+            let _ = dagstart::graph::render_text(&config, &graph, &all, None);
             let _ = dagstart::config::render_toml(&config);
         }
         Err(error) => {

@@ -11,4 +11,5 @@ mod graph_cmd;
 mod lifecycle;
 mod loader_fuzz;
 mod readiness;
+mod report;
 mod run;

@@ -1,0 +1,93 @@
+//! Where startup time goes: the run history, `dagstart report`, `graph --timings`.
+
+use crate::harness::{assert_success, project, run_with_command, stderr_of, stdout_of, svc};
+
+#[test]
+fn report_shows_blame_critical_chain_speedup_and_hints() {
+    let p = project(|p| {
+        format!(
+            "[components.models]\ncommand = {}\n\n[services.api]\ncommand = {}\ndepends_on = [\"models\"]\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.side]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "models", "--oneshot --delay 300ms"),
+            svc(p, "api", "--delay 100ms"),
+            svc(p, "side", "--delay 200ms"),
+        )
+    });
+    let none = p.dagstart(&["report"]).output().unwrap();
+    assert!(!none.status.success());
+    assert!(
+        stderr_of(&none).contains("no runs recorded yet"),
+        "{}",
+        stderr_of(&none)
+    );
+
+    assert_success(&run_with_command(&p, &["--", "true"]));
+    let out = p.dagstart(&["report"]).output().unwrap();
+    assert_success(&out);
+    let text = stdout_of(&out);
+    let blame = text.find("blame").unwrap();
+    let (models, side, api) = (
+        text[blame..].find("models").unwrap(),
+        text[blame..].find("side").unwrap(),
+        text[blame..].find("api").unwrap(),
+    );
+    assert!(models < side && side < api, "slowest first:\n{text}");
+    assert!(text.contains("critical chain"), "{text}");
+    assert!(
+        text.contains("api @0.3") && text.contains("(waited 0.3"),
+        "{text}"
+    );
+    assert!(text.contains("x faster"), "{text}");
+    assert!(
+        text.contains("`api` waited 0.3") && text.contains("nothing else needs `models`"),
+        "{text}"
+    );
+
+    let graph = p.dagstart(&["graph", "--timings"]).output().unwrap();
+    assert_success(&graph);
+    let graph = stdout_of(&graph);
+    assert!(
+        graph
+            .lines()
+            .any(|l| l.trim_start().starts_with("api") && l.ends_with(" *")),
+        "{graph}"
+    );
+    assert!(
+        graph
+            .lines()
+            .any(|l| l.trim_start().starts_with("side") && !l.ends_with('*')),
+        "{graph}"
+    );
+    let dot = stdout_of(
+        &p.dagstart(&["graph", "--timings", "--format", "dot"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        dot.contains("\"models\" -> \"api\" [label=\"completed\", color=red, penwidth=2];"),
+        "{dot}"
+    );
+}
+
+#[test]
+fn the_history_keeps_the_last_runs_and_older_ones_can_be_named() {
+    let p = project(|p| {
+        format!(
+            "[components.quick]\ncommand = {}\n",
+            svc(p, "quick", "--oneshot")
+        )
+    });
+    for _ in 0..3 {
+        assert_success(&run_with_command(&p, &["--", "true"]));
+    }
+    let runs: Vec<_> = std::fs::read_dir(p.path().join(".dagstart/runs"))
+        .unwrap()
+        .collect();
+    assert_eq!(runs.len(), 3);
+    for which in ["-1", "-3", "1", "last"] {
+        let out = p.dagstart(&["report", which]).output().unwrap();
+        assert_success(&out);
+    }
+    let out = p.dagstart(&["report", "-4"]).output().unwrap();
+    assert!(!out.status.success());
+}

@@ -44,6 +44,14 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
                 crate::history::load(&project_dir(&cli.file, &env)?, args.run.as_deref())
                     .map_err(Error::History)?;
             print_out(&crate::report::render_recorded(&id, &record))?;
+            if let Some(path) = &args.svg {
+                std::fs::write(path, crate::gantt::svg(&record))
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            }
+            if let Some(path) = &args.html {
+                std::fs::write(path, crate::gantt::html(&id, &record))
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            }
             Ok(exit_code::OK)
         }
     }

@@ -124,6 +124,14 @@ pub struct ReportArgs {
     /// Which run: `last` (default), a run id, N (the N-th oldest) or -N (N-th newest).
     #[arg(allow_hyphen_values = true)]
     pub run: Option<String>,
+
+    /// Also write a self-contained SVG Gantt chart of the startup to this file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
+
+    /// Also write an HTML page with the chart and this report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
 }
 
 /// Show the output of nodes, from their log files.

@@ -22,6 +22,7 @@
 //! | [`watch`] | polling services.toml (`run --watch`) and each node's `watch` globs |
 //! | [`pressure`] | CPU pressure (PSI, or runnable tasks) for `max_workers = "auto"` |
 //! | [`history`] | the run history in `.dagstart/runs/`, for reports |
+//! | [`gantt`] | the SVG/HTML Gantt chart of a recorded startup |
 //! | [`app`] | one function per command, wiring the modules together |
 //! | [`error`] | the top-level error type and the exit-code table |
 //! | [`cli`] | the clap definitions |
@@ -33,6 +34,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod event;
+pub mod gantt;
 pub mod graph;
 pub mod guardian;
 pub mod health;

@@ -43,6 +43,36 @@ fn report_shows_blame_critical_chain_speedup_and_hints() {
         "{text}"
     );
 
+    let svg = p.path().join("startup.svg");
+    let html = p.path().join("startup.html");
+    let out = p
+        .dagstart(&[
+            "report",
+            "--svg",
+            svg.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    assert_eq!(
+        svg.matches("fill=\"#d62728\"").count(),
+        2,
+        "models and api are the critical path:\n{svg}"
+    );
+    assert!(svg.contains(">side</text>"), "{svg}");
+    let html = std::fs::read_to_string(html).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("critical chain"),
+        "{html}"
+    );
+
     let graph = p.dagstart(&["graph", "--timings"]).output().unwrap();
     assert_success(&graph);
     let graph = stdout_of(&graph);

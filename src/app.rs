@@ -3,7 +3,9 @@
 
 use std::io::Write as _;
 
-use crate::cli::{CheckFormat, Cli, Command, ConfigArgs, ConfigFormat, GraphArgs, GraphFormat};
+use crate::cli::{
+    CheckFormat, Cli, Command, ConfigArgs, ConfigFormat, GraphArgs, GraphFormat, ReportArgs,
+};
 use crate::config::{self, Config, Environment, NodeKind};
 use crate::control::{self, Request};
 use crate::error::{Error, exit_code};
@@ -39,6 +41,21 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             Ok(exit_code::OK)
         }
         Command::Logs(args) => crate::logs::show(&cli.file, &env, &args),
+        Command::Report(ReportArgs {
+            compare: Some(runs),
+            ..
+        }) => {
+            let dir = project_dir(&cli.file, &env)?;
+            let (a, record_a) =
+                crate::history::load(&dir, Some(&runs[0])).map_err(Error::History)?;
+            let (b, record_b) =
+                crate::history::load(&dir, Some(&runs[1])).map_err(Error::History)?;
+            print_out(&crate::report::render_comparison(
+                (&a, &record_a),
+                (&b, &record_b),
+            ))?;
+            Ok(exit_code::OK)
+        }
         Command::Report(args) => {
             let (id, record) =
                 crate::history::load(&project_dir(&cli.file, &env)?, args.run.as_deref())

@@ -118,6 +118,7 @@ pub struct NodesArgs {
 /// Examples:
 ///   dagstart report            the last run
 ///   dagstart report -2         the run before it
+///   dagstart report --compare -2 -1
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ReportArgs {
@@ -132,6 +133,10 @@ pub struct ReportArgs {
     /// Also write an HTML page with the chart and this report to this file.
     #[arg(long, value_name = "FILE")]
     pub html: Option<std::path::PathBuf>,
+
+    /// Compare two runs instead: startup time and each node's start time, side by side.
+    #[arg(long, num_args = 2, value_names = ["RUN_A", "RUN_B"], allow_hyphen_values = true, conflicts_with = "run")]
+    pub compare: Option<Vec<String>>,
 }
 
 /// Show the output of nodes, from their log files.

@@ -325,3 +325,42 @@ fn hints(record: &crate::history::RunRecord, run: &RecordedRun) -> Vec<String> {
     }
     hints
 }
+
+/// `dagstart report --compare A B`: startup time and each node's start time, side by side.
+pub fn render_comparison(
+    a: (&str, &crate::history::RunRecord),
+    b: (&str, &crate::history::RunRecord),
+) -> String {
+    let (run_a, run_b) = (RecordedRun::from_record(a.1), RecordedRun::from_record(b.1));
+    let mut names: Vec<&String> = run_a.timings.keys().chain(run_b.timings.keys()).collect();
+    names.sort();
+    names.dedup();
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(4).max(5);
+    let show = |ms: Option<f64>| ms.map_or_else(|| "-".to_owned(), secs_ms);
+    let delta = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => format!("{:+.2}s", (y - x) / 1000.0),
+        _ => String::new(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{:width$}  {:>10}  {:>10}  change", "", a.0, b.0);
+    let _ = writeln!(
+        out,
+        "{:width$}  {:>10}  {:>10}  {}",
+        "ready",
+        show(run_a.ready_ms),
+        show(run_b.ready_ms),
+        delta(run_a.ready_ms, run_b.ready_ms)
+    );
+    for name in names {
+        let took_a = run_a.timings.get(name).and_then(|t| t.took);
+        let took_b = run_b.timings.get(name).and_then(|t| t.took);
+        let _ = writeln!(
+            out,
+            "{name:width$}  {:>10}  {:>10}  {}",
+            show(took_a),
+            show(took_b),
+            delta(took_a, took_b)
+        );
+    }
+    out
+}

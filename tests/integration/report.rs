@@ -120,4 +120,19 @@ fn the_history_keeps_the_last_runs_and_older_ones_can_be_named() {
     }
     let out = p.dagstart(&["report", "-4"]).output().unwrap();
     assert!(!out.status.success());
+    let out = p
+        .dagstart(&["report", "--compare", "1", "-1"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = stdout_of(&out);
+    assert!(
+        text.lines().nth(1).is_some_and(|l| l.starts_with("ready")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("quick") && (l.contains('+') || l.contains('-'))),
+        "{text}"
+    );
 }

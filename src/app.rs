@@ -32,6 +32,10 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             print_out(&String::from_utf8_lossy(&out))?;
             Ok(exit_code::OK)
         }
+        Command::Schema => {
+            print_out(&serde_json::to_string_pretty(&crate::schema::schema()).expect("json"))?;
+            Ok(exit_code::OK)
+        }
         Command::Man => {
             let mut out = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())

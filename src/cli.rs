@@ -63,6 +63,12 @@ pub enum Command {
     Completions {
         shell: clap_complete::Shell,
     },
+    /// Print a JSON Schema of services.toml, for editors that complete and validate TOML.
+    ///
+    /// Example (taplo / Even Better TOML): save it and point `#:schema` at it:
+    ///   dagstart schema > services.schema.json
+    #[command(verbatim_doc_comment)]
+    Schema,
     /// Print the man page (roff), made from the same definitions as --help.
     ///
     /// Example:

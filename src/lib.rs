@@ -23,6 +23,7 @@
 //! | [`pressure`] | CPU pressure (PSI, or runnable tasks) for `max_workers = "auto"` |
 //! | [`history`] | the run history in `.dagstart/runs/`, for reports |
 //! | [`gantt`] | the SVG/HTML Gantt chart of a recorded startup |
+//! | [`schema`] | the JSON Schema of services.toml (`dagstart schema`) |
 //! | [`app`] | one function per command, wiring the modules together |
 //! | [`error`] | the top-level error type and the exit-code table |
 //! | [`cli`] | the clap definitions |
@@ -48,6 +49,7 @@ pub mod process;
 pub mod report;
 pub mod run;
 pub mod scheduler;
+pub mod schema;
 pub mod sockets;
 pub mod synth;
 pub mod watch;

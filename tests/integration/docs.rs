@@ -60,3 +60,47 @@ fn completions_and_man_page_come_from_the_cli_definitions() {
         "{man}"
     );
 }
+
+#[test]
+fn the_schema_knows_exactly_the_keys_the_loader_accepts() {
+    let schema = dagstart::schema::schema();
+    let keys_of = |value: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> = value["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    let service = &schema["properties"]["services"]["additionalProperties"];
+    let tables = [
+        ("top level", &schema),
+        ("[settings]", &schema["properties"]["settings"]),
+        ("[services.NAME]", service),
+        (
+            "[components.NAME]",
+            &schema["properties"]["components"]["additionalProperties"],
+        ),
+        ("health", &service["properties"]["health"]),
+        ("liveness", &service["properties"]["liveness"]),
+    ];
+    for (table, node) in tables {
+        let (_, known) = dagstart::config::KNOWN_KEYS
+            .iter()
+            .find(|(t, _)| *t == table)
+            .unwrap();
+        let mut known: Vec<String> = known.iter().map(|k| (*k).to_owned()).collect();
+        known.sort();
+        assert_eq!(
+            keys_of(node),
+            known,
+            "schema and loader disagree on {table}"
+        );
+    }
+    let project = crate::harness::Project::new("");
+    let out = project.dagstart(&["schema"]).output().unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, schema);
+}

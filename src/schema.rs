@@ -1,0 +1,148 @@
+//! `dagstart schema`: a JSON Schema of services.toml, for editors (taplo / Even Better TOML)
+//! to complete and validate with. A test keeps it in step with the keys the loader accepts.
+
+use serde_json::{Value, json};
+
+fn duration(description: &str) -> Value {
+    json!({ "type": "string", "pattern": "^\\s*([0-9]+\\s*[a-zµ]+\\s*)+$", "description": description })
+}
+
+fn string_or_argv(description: &str) -> Value {
+    json!({ "description": description, "oneOf": [
+        { "type": "string" },
+        { "type": "array", "items": { "type": "string" }, "minItems": 1 }
+    ]})
+}
+
+fn probes() -> serde_json::Map<String, Value> {
+    let mut map = serde_json::Map::new();
+    map.insert("http".into(), json!({ "type": "string", "description": "a path (with `port`) or an http:// URL; any 2xx answer" }));
+    map.insert(
+        "tcp".into(),
+        json!({ "description": "a port, or host:port; a connect succeeds", "oneOf": [
+            { "type": "integer", "minimum": 0, "maximum": 65535 }, { "type": "string" }
+        ]}),
+    );
+    map.insert("exec".into(), string_or_argv("a command that exits 0"));
+    map
+}
+
+fn health() -> Value {
+    let mut properties = probes();
+    properties.insert(
+        "log".into(),
+        json!({ "type": "string", "description": "a regex matching a line of stdout or stderr" }),
+    );
+    properties.insert(
+        "notify".into(),
+        json!({ "const": true, "description": "READY=1 on NOTIFY_SOCKET" }),
+    );
+    properties.insert(
+        "ready_fd".into(),
+        json!({ "type": "integer", "minimum": 3, "description": "a write to this fd" }),
+    );
+    properties.insert(
+        "interval".into(),
+        duration("upper bound of the pause between attempts (default 1s)"),
+    );
+    properties.insert(
+        "timeout".into(),
+        duration("time limit of one attempt (default 2s)"),
+    );
+    properties.insert("retries".into(), json!({ "type": "integer", "minimum": 0, "description": "failures in a row that fail the start (default 3)" }));
+    properties.insert(
+        "start_period".into(),
+        duration("grace time after spawn (default 0s)"),
+    );
+    json!({ "type": "object", "additionalProperties": false, "properties": properties })
+}
+
+fn liveness() -> Value {
+    let mut properties = probes();
+    properties.insert(
+        "interval".into(),
+        duration("time between checks (default 5s)"),
+    );
+    properties.insert(
+        "timeout".into(),
+        duration("time limit of one check (default 2s)"),
+    );
+    properties.insert("failure_threshold".into(), json!({ "type": "integer", "minimum": 1, "description": "misses in a row that restart it (default 3)" }));
+    json!({ "type": "object", "additionalProperties": false, "properties": properties })
+}
+
+fn common_node_properties() -> serde_json::Map<String, Value> {
+    let env = json!({ "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } });
+    let conditions = ["started", "healthy", "completed", "listening"];
+    let properties = json!({
+        "command": string_or_argv("argv array, or one string split like a shell (no shell runs)"),
+        "shell": { "type": "boolean", "description": "run the command string through /bin/sh -c" },
+        "cwd": { "type": "string", "description": "working directory, relative to services.toml" },
+        "env": env,
+        "depends_on": { "oneOf": [
+            { "type": "array", "items": { "type": "string" } },
+            { "type": "object", "additionalProperties": { "enum": conditions } }
+        ]},
+        "startup_timeout": duration("from spawn to ready (default 60s; <NAME>_TIMEOUT overrides)"),
+        "retries": { "type": "integer", "minimum": 0, "description": "extra start attempts" },
+        "required": { "type": "boolean", "description": "false: its failure never blocks startup" },
+        "stop_signal": { "type": "string", "description": "e.g. SIGTERM, SIGINT" },
+        "stop_timeout": duration("grace before SIGKILL (default 10s)"),
+        "lazy": { "type": "boolean", "description": "start only when needed" },
+        "restart_with_dependency": { "type": "boolean", "description": "restart when a dependency restarts" },
+        "watch": { "type": "array", "items": { "type": "string" }, "description": "globs whose changes restart the node" },
+    });
+    match properties {
+        Value::Object(map) => map,
+        _ => unreachable!(),
+    }
+}
+
+fn service() -> Value {
+    let mut properties = common_node_properties();
+    let extra = json!({
+        "port": { "oneOf": [{ "type": "integer", "minimum": 0, "maximum": 65535 }, { "type": "string" }] },
+        "health": health(),
+        "watchdog": duration("longest gap between WATCHDOG=1 pings (with notify)"),
+        "sockets": { "type": "array", "items": { "type": ["string", "integer"] }, "description": "socket activation" },
+        "restart": { "enum": ["no", "on-failure", "always"] },
+        "restart_backoff": duration("pause before the first restart (default 500ms)"),
+        "restart_backoff_max": duration("cap of the restart pause (default 30s)"),
+        "max_restarts": { "type": "integer", "minimum": 0 },
+        "restart_window": duration("window of max_restarts (default 60s)"),
+        "liveness": liveness(),
+    });
+    if let Value::Object(extra) = extra {
+        properties.extend(extra);
+    }
+    json!({ "type": "object", "additionalProperties": false, "required": ["command"], "properties": properties })
+}
+
+fn component() -> Value {
+    json!({ "type": "object", "additionalProperties": false, "required": ["command"], "properties": common_node_properties() })
+}
+
+/// The whole schema.
+pub fn schema() -> Value {
+    let name = "^[A-Za-z0-9_-]+$";
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "dagstart services.toml",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "settings": { "type": "object", "additionalProperties": false, "properties": {
+                "max_workers": { "oneOf": [{ "type": "integer", "minimum": 1 }, { "enum": ["auto", "unlimited"] }] },
+                "startup_timeout": duration("budget for the whole startup (default 5m)"),
+                "parallel": { "type": "boolean" },
+                "parallel_health_checks": { "type": "boolean" },
+                "log_dir": { "type": "string" },
+                "shutdown_timeout": duration("budget for the whole shutdown (default 30s)"),
+                "env_file": { "type": "string" }
+            }},
+            "env": { "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } },
+            "services": { "type": "object", "propertyNames": { "pattern": name }, "additionalProperties": service() },
+            "components": { "type": "object", "propertyNames": { "pattern": name }, "additionalProperties": component() }
+        }
+    })
+}

@@ -24,6 +24,7 @@
 //! | [`history`] | the run history in `.dagstart/runs/`, for reports |
 //! | [`gantt`] | the SVG/HTML Gantt chart of a recorded startup |
 //! | [`schema`] | the JSON Schema of services.toml (`dagstart schema`) |
+//! | [`live`] | the live view on a terminal while starting (indicatif) |
 //! | [`app`] | one function per command, wiring the modules together |
 //! | [`error`] | the top-level error type and the exit-code table |
 //! | [`cli`] | the clap definitions |
@@ -40,6 +41,7 @@ pub mod graph;
 pub mod guardian;
 pub mod health;
 pub mod history;
+pub mod live;
 pub mod logs;
 pub mod notify;
 pub mod output;

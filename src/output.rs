@@ -30,6 +30,8 @@ pub struct Output {
     own_log: BufWriter<File>,
     /// `--output json`: the terminal gets one JSON object per event instead of text.
     json: bool,
+    /// The live view, on a terminal, until startup ends.
+    live: Option<crate::live::LiveView>,
     /// The run's events for the history (output lines left out), and when it started.
     history: Vec<serde_json::Value>,
     started: SystemTime,
@@ -61,6 +63,8 @@ impl Output {
             .unwrap_or(OWN_NAME.len());
         let colour =
             io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let live = (!json && io::stdout().is_terminal())
+            .then(|| crate::live::LiveView::new(&config, selected));
         Ok(Self {
             config,
             colour,
@@ -68,6 +72,7 @@ impl Output {
             terminal: BufWriter::new(io::stdout()),
             node_logs,
             own_log,
+            live,
             json,
             history: Vec::new(),
             started: SystemTime::now(),
@@ -159,10 +164,17 @@ impl Output {
                 let _ = writeln!(self.terminal, "{value}");
             }
         }
+        if let Some(live) = &mut self.live {
+            if !live.update(event) {
+                if let Some(live) = self.live.take() {
+                    live.close();
+                }
+            }
+        }
         if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
             if !self.json {
                 let prefix = self.prefix(&self.config.nodes[n].name, n);
-                let _ = writeln!(self.terminal, "{prefix} | {line}");
+                self.show(&format!("{prefix} | {line}"));
             }
             if let Some(Some(log)) = self.node_logs.get_mut(n) {
                 let _ = writeln!(log, "{line}");
@@ -185,7 +197,7 @@ impl Output {
             let at = format!("+{:.3}s", event.at.as_secs_f64());
             for (i, line) in text.lines().enumerate() {
                 let stamp = if i == 0 { at.as_str() } else { "" };
-                let _ = writeln!(self.terminal, "{prefix} | {stamp:>8} {line}");
+                self.show(&format!("{prefix} | {stamp:>8} {line}"));
             }
         }
     }
@@ -276,6 +288,16 @@ impl Output {
             object.extend(extra);
         }
         Some(value)
+    }
+
+    /// A line for the terminal: above the live view while there is one.
+    fn show(&mut self, line: &str) {
+        match &self.live {
+            Some(live) => live.println(line),
+            None => {
+                let _ = writeln!(self.terminal, "{line}");
+            }
+        }
     }
 
     /// Launches are only worth a line in the log file; the terminal shows the spawn.

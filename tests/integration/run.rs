@@ -45,6 +45,10 @@ fn nothing_starts_before_its_dependencies_meet_their_condition() {
     assert!(stdout.contains("startup complete: ready in"), "{stdout}");
     assert!(stdout.contains("critical path: db"), "{stdout}");
     assert!(stdout.contains("sequential estimate:"), "{stdout}");
+    assert!(
+        !stdout.contains('\x1b'),
+        "no escape codes when not on a terminal:\n{stdout}"
+    );
 }
 
 #[test]
@@ -658,4 +662,38 @@ fn output_json_gives_one_object_per_event() {
             .all(|w| w[0]["t"].as_f64() <= w[1]["t"].as_f64()),
         "in time order"
     );
+}
+
+#[test]
+fn on_a_terminal_a_live_view_shows_each_node_and_collapses_to_the_summary() {
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped: script(1) is not installed to provide a terminal");
+        return;
+    }
+    let p = project(|p| {
+        format!(
+            "[services.db]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n[services.api]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "db", "--delay 400ms"),
+            svc(p, "api", ""),
+        )
+    });
+    let command = format!("{} run -- true", env!("CARGO_BIN_EXE_dagstart"));
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(p.path())
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("waiting for db"),
+        "the live view shows what api waits for:\n{screen}"
+    );
+    assert!(screen.contains("probing (pid"), "{screen}");
+    assert!(screen.contains("startup complete: ready in"), "{screen}");
 }

@@ -279,6 +279,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub watch: bool,
 
+    /// Serve a live web dashboard and /metrics on this address (loopback; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<std::net::SocketAddr>,
+
     /// What the terminal shows: text, or one JSON object per event (docs/events.md).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

@@ -25,6 +25,7 @@
 //! | [`gantt`] | the SVG/HTML Gantt chart of a recorded startup |
 //! | [`schema`] | the JSON Schema of services.toml (`dagstart schema`) |
 //! | [`live`] | the live view on a terminal while starting (indicatif) |
+//! | [`dashboard`] | the web dashboard (SSE) and `/metrics`: a subscriber of the events |
 //! | [`app`] | one function per command, wiring the modules together |
 //! | [`error`] | the top-level error type and the exit-code table |
 //! | [`cli`] | the clap definitions |
@@ -34,6 +35,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dashboard;
 pub mod error;
 pub mod event;
 pub mod gantt;

@@ -30,6 +30,8 @@ pub struct Output {
     own_log: BufWriter<File>,
     /// `--output json`: the terminal gets one JSON object per event instead of text.
     json: bool,
+    /// The web dashboard, fed every event.
+    dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     /// The live view, on a terminal, until startup ends.
     live: Option<crate::live::LiveView>,
     /// The run's events for the history (output lines left out), and when it started.
@@ -73,6 +75,7 @@ impl Output {
             node_logs,
             own_log,
             live,
+            dashboard: None,
             json,
             history: Vec::new(),
             started: SystemTime::now(),
@@ -107,11 +110,21 @@ impl Output {
             .expect("spawn the output thread")
     }
 
+    /// Feeds every event to `dashboard` too.
+    pub fn with_dashboard(mut self, dashboard: Arc<crate::dashboard::Dashboard>) -> Self {
+        self.dashboard = Some(dashboard);
+        self
+    }
+
     /// Writes `event`; true when it is the run's last one (then the run is also recorded).
     fn write_last(&mut self, event: &Event) -> bool {
         self.write(event);
+        let json = self.event_json(event);
+        if let (Some(dashboard), Some(json)) = (&self.dashboard, &json) {
+            dashboard.observe(json);
+        }
         if !matches!(event.kind, EventKind::Output { .. }) {
-            self.history.extend(self.event_json(event));
+            self.history.extend(json);
         }
         let last = matches!(event.kind, EventKind::ShutdownComplete { .. });
         if last {

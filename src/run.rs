@@ -107,6 +107,21 @@ async fn run_graph(
             e,
         )
     })?;
+    let output = match args.dashboard {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| Error::io(format!("binding the dashboard to {address}"), e))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| Error::io("the dashboard address", e))?;
+            eprintln!("dagstart: dashboard on http://{bound}/ (metrics on /metrics)");
+            let dashboard = crate::dashboard::Dashboard::new(&config, &selected);
+            tokio::spawn(dashboard.clone().serve(listener));
+            output.with_dashboard(dashboard)
+        }
+        None => output,
+    };
     let (events, event_rx) = EventSink::new(tokio::time::Instant::now());
     let output_thread = output.spawn(event_rx);
     let (control_tx, control_rx) = mpsc::unbounded_channel();

@@ -5,6 +5,7 @@ mod harness;
 mod check;
 mod config_cmd;
 mod control;
+mod dashboard;
 mod diagnostics;
 mod docs;
 mod graph_cmd;

@@ -73,6 +73,9 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
                 std::fs::write(path, crate::gantt::html(&id, &record))
                     .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
             }
+            if let Some(address) = args.dashboard {
+                serve_recorded(address, &record)?;
+            }
             Ok(exit_code::OK)
         }
     }
@@ -240,4 +243,28 @@ pub(crate) fn print_out(text: &str) -> Result<(), Error> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.map_err(|e| Error::io("writing to stdout", e)),
     }
+}
+
+/// `report --dashboard`: the recorded run on the dashboard page, until Ctrl-C.
+fn serve_recorded(
+    address: std::net::SocketAddr,
+    record: &crate::history::RunRecord,
+) -> Result<(), Error> {
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| Error::io("starting the async runtime", e))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| Error::io(format!("binding the dashboard to {address}"), e))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::io("the dashboard address", e))?;
+        eprintln!("dagstart: dashboard on http://{bound}/ (Ctrl-C to stop)");
+        let dashboard = crate::dashboard::Dashboard::from_record(record);
+        tokio::select! {
+            () = dashboard.serve(listener) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
 }

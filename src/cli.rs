@@ -140,6 +140,10 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE")]
     pub html: Option<std::path::PathBuf>,
 
+    /// Serve the run on the web dashboard (the same page as `run --dashboard`) until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<std::net::SocketAddr>,
+
     /// Compare two runs instead: startup time and each node's start time, side by side.
     #[arg(long, num_args = 2, value_names = ["RUN_A", "RUN_B"], allow_hyphen_values = true, conflicts_with = "run")]
     pub compare: Option<Vec<String>>,

@@ -51,12 +51,33 @@ impl Dashboard {
             .filter(|(_, on)| **on)
             .map(|(n, _)| json!({ "name": n.name, "kind": n.kind, "depends_on": n.depends_on.iter().map(|d| &d.name).collect::<Vec<_>>() }))
             .collect();
+        Self::with_nodes(nodes)
+    }
+
+    fn with_nodes(nodes: Vec<Value>) -> Arc<Self> {
         let (live, _) = broadcast::channel(4096);
         Arc::new(Self {
             view: Mutex::default(),
             live,
             graph: json!({ "nodes": nodes }),
         })
+    }
+
+    /// The same page for a finished run from the history.
+    pub fn from_record(record: &crate::history::RunRecord) -> Arc<Self> {
+        let nodes = record
+            .nodes
+            .iter()
+            .map(|n| {
+                let deps: Vec<&String> = n.depends_on.iter().map(|(d, _)| d).collect();
+                json!({ "name": n.name, "kind": n.kind, "depends_on": deps })
+            })
+            .collect();
+        let dashboard = Self::with_nodes(nodes);
+        for event in &record.events {
+            dashboard.observe(event);
+        }
+        dashboard
     }
 
     /// Takes in one event in the shape of `--output json`.

@@ -27,6 +27,9 @@ pub struct RecordedNode {
     pub required: bool,
     /// (dependency, condition)
     pub depends_on: Vec<(String, String)>,
+    /// How its readiness was learnt: polled (`http`, `tcp`, `exec`) or pushed.
+    #[serde(default)]
+    pub polled: bool,
 }
 
 impl RunRecord {
@@ -43,6 +46,12 @@ impl RunRecord {
                     .iter()
                     .map(|d| (d.name.clone(), d.condition.as_str().to_owned()))
                     .collect(),
+                polled: matches!(
+                    n.health.probe,
+                    crate::config::Probe::Http { .. }
+                        | crate::config::Probe::Tcp { .. }
+                        | crate::config::Probe::Exec { .. }
+                ),
             })
             .collect();
         Self {

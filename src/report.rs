@@ -285,6 +285,26 @@ pub fn render_recorded(id: &str, record: &crate::history::RunRecord) -> String {
             sequential / ready.max(1.0)
         );
     }
+    let polled: Vec<&str> = run
+        .critical_path
+        .iter()
+        .filter(|n| record.nodes.iter().any(|r| &r.name == *n && r.polled))
+        .map(String::as_str)
+        .collect();
+    // Probing paces itself at 1/64 of the time waited (at least 250 µs): an upper bound of the
+    // time between a service being ready and a probe seeing it.
+    let probe_cost: f64 = polled
+        .iter()
+        .filter_map(|n| run.timings.get(*n)?.took)
+        .map(|took| took / 64.0 + 0.25)
+        .sum();
+    if !polled.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ntime lost to waiting on probes: at most {probe_cost:.0} ms of the critical chain ({} polled); none with notify, ready_fd or log readiness",
+            polled.join(", ")
+        );
+    }
     let hints = hints(record, &run);
     if !hints.is_empty() {
         let _ = writeln!(out, "\nhints:");

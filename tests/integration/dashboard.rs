@@ -117,3 +117,37 @@ fn the_dashboard_shows_node_states_changing_and_metrics() {
     assert!(p.dagstart(&["down"]).output().unwrap().status.success());
     assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
 }
+
+#[test]
+fn a_finished_run_is_served_on_the_same_page() {
+    let p = project(|p| {
+        format!(
+            "[components.once]\ncommand = {}\n",
+            svc(p, "once", "--oneshot")
+        )
+    });
+    crate::harness::assert_success(&crate::harness::run_with_command(&p, &["--", "true"]));
+    let mut child = p
+        .dagstart_std(&["report", "--dashboard", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect(&line)
+        .to_owned();
+    let events = http_get(&address, "/events?once");
+    assert!(
+        events.contains("\"event\":\"startup_complete\""),
+        "{events}"
+    );
+    assert!(http_get(&address, "/").contains("<title>dagstart</title>"));
+    crate::harness::interrupt(&child);
+    let _ = wait_exit(&mut child, RUN_LIMIT);
+}

@@ -253,13 +253,7 @@ fn serve_recorded(
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| Error::io("starting the async runtime", e))?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|e| Error::io(format!("binding the dashboard to {address}"), e))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::io("the dashboard address", e))?;
-        eprintln!("dagstart: dashboard on http://{bound}/ (Ctrl-C to stop)");
+        let listener = crate::dashboard::bind(address, "Ctrl-C to stop").await?;
         let dashboard = crate::dashboard::Dashboard::from_record(record);
         tokio::select! {
             () = dashboard.serve(listener) => {}

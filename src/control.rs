@@ -48,37 +48,11 @@ pub async fn reload(source: &ReloadSource, control: &mpsc::UnboundedSender<Contr
             };
         }
     };
-    let (reply, answer) = oneshot::channel();
-    if control
-        .send(Control::Reload {
-            config: Box::new(config),
-            reply,
-        })
-        .is_err()
-    {
-        return Response {
-            ok: false,
-            message: "dagstart is shutting down".into(),
-            nodes: Vec::new(),
-        };
-    }
-    match answer.await {
-        Ok(Ok(message)) => Response {
-            ok: true,
-            message,
-            nodes: Vec::new(),
-        },
-        Ok(Err(message)) => Response {
-            ok: false,
-            message,
-            nodes: Vec::new(),
-        },
-        Err(_) => Response {
-            ok: false,
-            message: "dagstart is shutting down".into(),
-            nodes: Vec::new(),
-        },
-    }
+    ask(control, |reply| Control::Reload {
+        config: Box::new(config),
+        reply,
+    })
+    .await
 }
 
 /// The answer to a request.
@@ -200,7 +174,7 @@ pub async fn serve(
 async fn answer(request: Request, control: &mpsc::UnboundedSender<Control>) -> Response {
     let gone = || Response {
         ok: false,
-        message: "dagstart is shutting down".into(),
+        message: SHUTTING_DOWN.into(),
         nodes: Vec::new(),
     };
     match request {
@@ -242,39 +216,39 @@ async fn act(
     action: NodeAction,
     names: Vec<String>,
 ) -> Response {
+    ask(control, |reply| Control::Nodes {
+        action,
+        names,
+        reply,
+    })
+    .await
+}
+
+/// Sends `request` to the scheduler and turns its answer into a response.
+async fn ask(
+    control: &mpsc::UnboundedSender<Control>,
+    request: impl FnOnce(oneshot::Sender<Result<String, String>>) -> Control,
+) -> Response {
     let (reply, answer) = oneshot::channel();
-    if control
-        .send(Control::Nodes {
-            action,
-            names,
-            reply,
-        })
-        .is_err()
-    {
-        return Response {
-            ok: false,
-            message: "dagstart is shutting down".into(),
-            nodes: Vec::new(),
-        };
-    }
-    match answer.await {
-        Ok(Ok(message)) => Response {
+    let answer = match control.send(request(reply)) {
+        Ok(()) => answer.await.unwrap_or_else(|_| Err(SHUTTING_DOWN.into())),
+        Err(_) => Err(SHUTTING_DOWN.into()),
+    };
+    match answer {
+        Ok(message) => Response {
             ok: true,
             message,
             nodes: Vec::new(),
         },
-        Ok(Err(message)) => Response {
+        Err(message) => Response {
             ok: false,
             message,
             nodes: Vec::new(),
         },
-        Err(_) => Response {
-            ok: false,
-            message: "dagstart is shutting down".into(),
-            nodes: Vec::new(),
-        },
     }
 }
+
+const SHUTTING_DOWN: &str = "dagstart is shutting down";
 
 /// Sends one request to the dagstart running for `project_dir` (the client side).
 pub fn request(project_dir: &Path, request: &Request) -> Result<Response, ControlError> {

@@ -22,6 +22,21 @@ const PAGE: &str = include_str!("dashboard.html");
 /// Recent output lines kept per node for the page.
 const LINES: usize = 30;
 
+/// Binds the dashboard's address and says where it is.
+pub async fn bind(
+    address: std::net::SocketAddr,
+    note: &str,
+) -> Result<tokio::net::TcpListener, crate::Error> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| crate::Error::io(format!("binding the dashboard to {address}"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| crate::Error::io("the dashboard address", e))?;
+    eprintln!("dagstart: dashboard on http://{bound}/ ({note})");
+    Ok(listener)
+}
+
 /// What the dashboard knows, built only from events.
 #[derive(Debug, Default)]
 struct View {

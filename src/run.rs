@@ -109,13 +109,7 @@ async fn run_graph(
     })?;
     let output = match args.dashboard {
         Some(address) => {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|e| Error::io(format!("binding the dashboard to {address}"), e))?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| Error::io("the dashboard address", e))?;
-            eprintln!("dagstart: dashboard on http://{bound}/ (metrics on /metrics)");
+            let listener = crate::dashboard::bind(address, "metrics on /metrics").await?;
             let dashboard = crate::dashboard::Dashboard::new(&config, &selected);
             tokio::spawn(dashboard.clone().serve(listener));
             output.with_dashboard(dashboard)

@@ -119,12 +119,16 @@ impl Output {
     /// Writes `event`; true when it is the run's last one (then the run is also recorded).
     fn write_last(&mut self, event: &Event) -> bool {
         self.write(event);
-        let json = self.event_json(event);
-        if let (Some(dashboard), Some(json)) = (&self.dashboard, &json) {
-            dashboard.observe(json);
-        }
-        if !matches!(event.kind, EventKind::Output { .. }) {
-            self.history.extend(json);
+        let is_output = matches!(event.kind, EventKind::Output { .. });
+        // Output lines are the bulk of the events: only the dashboard needs them as JSON.
+        if !is_output || self.dashboard.is_some() {
+            let json = self.event_json(event);
+            if let (Some(dashboard), Some(json)) = (&self.dashboard, &json) {
+                dashboard.observe(json);
+            }
+            if !is_output {
+                self.history.extend(json);
+            }
         }
         let last = matches!(event.kind, EventKind::ShutdownComplete { .. });
         if last {

@@ -1,10 +1,9 @@
 //! Steering a running dagstart from another terminal: status, start, stop, restart, logs,
 //! down; a second run refused; a stale socket replaced.
 
-use std::process::Stdio;
-
 use crate::harness::{
-    Project, RUN_LIMIT, alive, project, stderr_of, stdout_of, svc, wait_exit, wait_until,
+    Project, RUN_LIMIT, alive, project, start_in_background, stderr_of, stdout_of, svc, wait_exit,
+    wait_until,
 };
 
 fn stack() -> Project {
@@ -20,20 +19,6 @@ fn stack() -> Project {
             svc(p, "other", ""),
         )
     })
-}
-
-fn start_run(p: &Project) -> std::process::Child {
-    let child = p
-        .dagstart_std(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(RUN_LIMIT, "startup", || {
-        std::fs::read_to_string(p.path().join("logs/dagstart.log"))
-            .is_ok_and(|l| l.contains("startup complete"))
-    });
-    child
 }
 
 fn status_json(p: &Project) -> Vec<serde_json::Value> {
@@ -56,7 +41,7 @@ fn pid(status: &[serde_json::Value], name: &str) -> Option<i32> {
 #[test]
 fn status_stop_start_restart_and_down() {
     let p = stack();
-    let mut child = start_run(&p);
+    let mut child = start_in_background(&p, &["run"]);
 
     let table = stdout_of(&p.dagstart(&["status"]).output().unwrap());
     assert!(table.starts_with("node "), "{table}");
@@ -158,7 +143,7 @@ fn a_second_run_is_refused_and_a_stale_socket_is_replaced() {
     // A socket file left by a killed run: bound once, nobody listening any more.
     std::fs::create_dir_all(p.path().join(".dagstart")).unwrap();
     drop(std::os::unix::net::UnixListener::bind(p.path().join(".dagstart/control.sock")).unwrap());
-    let mut child = start_run(&p);
+    let mut child = start_in_background(&p, &["run"]);
     let second = p.dagstart(&["run"]).timeout(RUN_LIMIT).output().unwrap();
     assert_eq!(second.status.code(), Some(6));
     assert!(
@@ -181,7 +166,7 @@ fn a_second_run_is_refused_and_a_stale_socket_is_replaced() {
 #[test]
 fn reload_applies_additions_removals_and_changes_and_leaves_the_rest_alone() {
     let p = stack();
-    let mut child = start_run(&p);
+    let mut child = start_in_background(&p, &["run"]);
     let before = status_json(&p);
     let text = std::fs::read_to_string(p.path().join("services.toml")).unwrap();
 
@@ -263,16 +248,7 @@ fn reload_applies_additions_removals_and_changes_and_leaves_the_rest_alone() {
 #[test]
 fn run_watch_reloads_when_the_file_changes() {
     let p = stack();
-    let mut child = p
-        .dagstart_std(&["run", "--watch"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(RUN_LIMIT, "startup", || {
-        std::fs::read_to_string(p.path().join("logs/dagstart.log"))
-            .is_ok_and(|l| l.contains("startup complete"))
-    });
+    let mut child = start_in_background(&p, &["run", "--watch"]);
     let before = status_json(&p);
     let text = std::fs::read_to_string(p.path().join("services.toml")).unwrap();
     p.file(
@@ -304,7 +280,7 @@ fn a_change_to_a_watched_file_restarts_the_node() {
         )
     });
     p.file("src/app.py", "print('v1')\n");
-    let mut child = start_run(&p);
+    let mut child = start_in_background(&p, &["run"]);
     let before = status_json(&p);
     p.file("src/unrelated.txt", "not watched\n");
     p.file("src/app.py", "print('v2')\n");

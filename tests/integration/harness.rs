@@ -222,3 +222,18 @@ pub(crate) fn interrupt(child: &std::process::Child) {
 pub(crate) fn assert_success(out: &std::process::Output) {
     assert!(out.status.success(), "{}{}", stdout_of(out), stderr_of(out));
 }
+
+/// `dagstart ARGS...` in the background (output discarded), once its startup has completed.
+pub(crate) fn start_in_background(p: &Project, args: &[&str]) -> std::process::Child {
+    let child = p
+        .dagstart_std(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = p.path().join("logs/dagstart.log");
+    wait_until(RUN_LIMIT, "startup to complete", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("startup complete"))
+    });
+    child
+}

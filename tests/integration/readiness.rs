@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::harness::{
     RUN_LIMIT, assert_success, at, free_port, interrupt, project, records, run_with_command,
-    stderr_of, stdout_of, svc, wait_exit, wait_until,
+    start_in_background, stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
 
 fn log_of(p: &crate::harness::Project, file: &str) -> String {
@@ -218,15 +218,7 @@ fn socket_activation_hands_over_the_socket_and_listening_dependents_start_at_onc
             svc(p, "web", ""),
         )
     });
-    let mut child = p
-        .dagstart_std(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(RUN_LIMIT, "startup", || {
-        log_of(&p, "dagstart.log").contains("startup complete")
-    });
+    let mut child = start_in_background(&p, &["run"]);
     assert!(http_get(port).starts_with("HTTP/1.1 200 OK"));
     interrupt(&child);
     assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
@@ -249,15 +241,7 @@ fn a_lazy_socket_service_starts_on_its_first_connection_and_serves_it() {
             svc(p, "other", ""),
         )
     });
-    let mut child = p
-        .dagstart_std(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(RUN_LIMIT, "startup", || {
-        log_of(&p, "dagstart.log").contains("startup complete")
-    });
+    let mut child = start_in_background(&p, &["run"]);
     assert!(
         !records(&p.path().join("rec"))
             .iter()

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::harness::{
     Project, RUN_LIMIT, alive, assert_success, at, demo_svc, free_port, interrupt, project,
-    records, run_with_command, stderr_of, stdout_of, svc, wait_exit, wait_until,
+    records, run_with_command, start_in_background, stderr_of, stdout_of, svc, wait_exit,
+    wait_until,
 };
 
 #[test]
@@ -397,16 +398,7 @@ fn sigterm_stops_everything_in_reverse_order_and_leaves_no_process() {
             p.path().join("escapee.pid").display(),
         )
     });
-    let mut child = p
-        .dagstart_std(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let log = p.path().join("logs/dagstart.log");
-    wait_until(RUN_LIMIT, "startup to complete", || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("startup complete"))
-    });
+    let mut child = start_in_background(&p, &["run"]);
     let grandchild: i32 = std::fs::read_to_string(p.path().join("grandchild.pid"))
         .unwrap()
         .trim()
@@ -425,7 +417,7 @@ fn sigterm_stops_everything_in_reverse_order_and_leaves_no_process() {
     for (name, pid) in pids {
         assert!(!alive(pid), "{name} (pid {pid}) survived dagstart");
     }
-    let log = std::fs::read_to_string(&log).unwrap();
+    let log = std::fs::read_to_string(p.path().join("logs/dagstart.log")).unwrap();
     let base_stop = log.find("base: stopping").expect("base stopped");
     for dependent in ["stubborn: did not stop in time", "forker: stopped"] {
         assert!(
@@ -552,16 +544,7 @@ fn sigkill_of_dagstart_leaves_nothing_running_grandchildren_and_escapees_include
             p.path().join("rec").display(),
         )
     });
-    let mut child = p
-        .dagstart_std(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let log = p.path().join("logs/dagstart.log");
-    wait_until(RUN_LIMIT, "startup to complete", || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("startup complete"))
-    });
+    let mut child = start_in_background(&p, &["run"]);
     let pids = all_recorded_pids(&p, &["grandchild.pid", "escapee.pid"]);
     assert!(pids.iter().all(|&(_, pid)| alive(pid)), "{pids:?}");
     child.kill().unwrap(); // SIGKILL: no handler, no cleanup code in dagstart runs.

@@ -223,8 +223,34 @@ pub(crate) fn assert_success(out: &std::process::Output) {
     assert!(out.status.success(), "{}{}", stdout_of(out), stderr_of(out));
 }
 
+/// A dagstart running in the background; killed if the test ends without stopping it (a failed
+/// assertion must not leave a stack running on the machine).
+pub(crate) struct Running(std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill(); // SIGKILL: dagstart's guardian takes the stack down with it
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `dagstart ARGS...` in the background (output discarded), once its startup has completed.
-pub(crate) fn start_in_background(p: &Project, args: &[&str]) -> std::process::Child {
+pub(crate) fn start_in_background(p: &Project, args: &[&str]) -> Running {
     let child = p
         .dagstart_std(args)
         .stdout(std::process::Stdio::null())
@@ -232,6 +258,7 @@ pub(crate) fn start_in_background(p: &Project, args: &[&str]) -> std::process::C
         .spawn()
         .unwrap();
     let log = p.path().join("logs/dagstart.log");
+    let child = Running(child);
     wait_until(RUN_LIMIT, "startup to complete", || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("startup complete"))
     });

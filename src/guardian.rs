@@ -83,6 +83,10 @@ pub fn run_guardian(run_id: &str) -> i32 {
         let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
     }
     kill_marked(run_id);
+    // A killed dagstart could not remove its runtime directory (named after its pid).
+    if let Some(pid) = run_id.split('-').next().filter(|p| !p.is_empty()) {
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("dagstart-{pid}")));
+    }
     0
 }
 

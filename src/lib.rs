@@ -26,6 +26,7 @@
 //! | [`schema`] | the JSON Schema of services.toml (`dagstart schema`) |
 //! | [`live`] | the live view on a terminal while starting (indicatif) |
 //! | [`dashboard`] | the web dashboard (SSE) and `/metrics`: a subscriber of the events |
+//! | [`demo`] | demo-svc, the configurable fake service of the demo stack and the tests |
 //! | [`app`] | one function per command, wiring the modules together |
 //! | [`error`] | the top-level error type and the exit-code table |
 //! | [`cli`] | the clap definitions |
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dashboard;
+pub mod demo;
 pub mod error;
 pub mod event;
 pub mod gantt;

@@ -21,14 +21,17 @@ fn main() {
     std::process::exit(code);
 }
 
-/// dagstart re-executes itself for two internal steps; they run before anything else can open
-/// a descriptor, and never return.
+/// dagstart re-executes itself for two internal steps, and plays the demo service; these run
+/// before anything else can open a descriptor, and never return.
 fn run_hidden_step() {
     let mut args = std::env::args_os();
     match args.nth(1) {
         Some(step) if step == dagstart::process::LISTEN_EXEC => {
             let argv: Vec<_> = args.collect();
             std::process::exit(dagstart::process::exec_with_listen_pid(&argv));
+        }
+        Some(step) if step == dagstart::demo::DEMO_STEP => {
+            dagstart::demo::main(std::iter::once("demo-svc".into()).chain(args));
         }
         Some(step) if step == dagstart::guardian::GUARDIAN => {
             let run_id = args.next().unwrap_or_default();

@@ -19,12 +19,12 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Graph(args) => graph_command(&cli.file, &env, &args),
         Command::Config(args) => config_command(&cli.file, &env, &args),
         Command::Run(args) => crate::run::run(&cli.file, &env, args),
-        Command::Status(args) => status(&cli.file, &env, args.format),
-        Command::Start(args) => act(&cli.file, &env, Request::Start { nodes: args.nodes }),
-        Command::Stop(args) => act(&cli.file, &env, Request::Stop { nodes: args.nodes }),
-        Command::Restart(args) => act(&cli.file, &env, Request::Restart { nodes: args.nodes }),
-        Command::Down => act(&cli.file, &env, Request::Down),
-        Command::Reload => act(&cli.file, &env, Request::Reload),
+        Command::Status(args) => status(&cli.file, args.format),
+        Command::Start(args) => act(&cli.file, Request::Start { nodes: args.nodes }),
+        Command::Stop(args) => act(&cli.file, Request::Stop { nodes: args.nodes }),
+        Command::Restart(args) => act(&cli.file, Request::Restart { nodes: args.nodes }),
+        Command::Down => act(&cli.file, Request::Down),
+        Command::Reload => act(&cli.file, Request::Reload),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
@@ -49,7 +49,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             compare: Some(runs),
             ..
         }) => {
-            let dir = project_dir(&cli.file, &env)?;
+            let dir = project_dir(&cli.file)?;
             let (a, record_a) =
                 crate::history::load(&dir, Some(&runs[0])).map_err(Error::History)?;
             let (b, record_b) =
@@ -61,9 +61,8 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             Ok(exit_code::OK)
         }
         Command::Report(args) => {
-            let (id, record) =
-                crate::history::load(&project_dir(&cli.file, &env)?, args.run.as_deref())
-                    .map_err(Error::History)?;
+            let (id, record) = crate::history::load(&project_dir(&cli.file)?, args.run.as_deref())
+                .map_err(Error::History)?;
             print_out(&crate::report::render_recorded(&id, &record))?;
             if let Some(path) = &args.svg {
                 std::fs::write(path, crate::gantt::svg(&record))
@@ -83,7 +82,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
 
 /// The directory of the project whose dagstart we talk to: where services.toml is. Found from
 /// the path alone, so that `down` and `status` work even while the file is broken.
-fn project_dir(path: &std::path::Path, _env: &Environment) -> Result<std::path::PathBuf, Error> {
+fn project_dir(path: &std::path::Path) -> Result<std::path::PathBuf, Error> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => std::path::PathBuf::from("."),
@@ -93,8 +92,8 @@ fn project_dir(path: &std::path::Path, _env: &Environment) -> Result<std::path::
     Ok(absolute.components().collect())
 }
 
-fn status(path: &std::path::Path, env: &Environment, format: CheckFormat) -> Result<i32, Error> {
-    let response = control::request(&project_dir(path, env)?, &Request::Status)?;
+fn status(path: &std::path::Path, format: CheckFormat) -> Result<i32, Error> {
+    let response = control::request(&project_dir(path)?, &Request::Status)?;
     if !response.ok {
         return Err(Error::Refused(response.message));
     }
@@ -127,8 +126,8 @@ fn status_table(nodes: &[crate::scheduler::NodeStatus]) -> String {
     out
 }
 
-fn act(path: &std::path::Path, env: &Environment, request: Request) -> Result<i32, Error> {
-    let response = control::request(&project_dir(path, env)?, &request)?;
+fn act(path: &std::path::Path, request: Request) -> Result<i32, Error> {
+    let response = control::request(&project_dir(path)?, &request)?;
     if !response.ok {
         return Err(Error::Refused(response.message));
     }

@@ -103,7 +103,7 @@ fn status_stop_start_restart_and_down() {
     let now = status_json(&p);
     assert_ne!(pid(&now, "api"), Some(api2));
     assert_eq!(pid(&now, "other"), Some(other));
-    let log = std::fs::read_to_string(p.path().join("logs/dagstart.log")).unwrap();
+    let log = p.own_log();
     let restart_at = log.find("db: stopping").unwrap();
     assert!(
         log[..restart_at].rfind("web: stopped").is_some()

@@ -7,6 +7,28 @@ use crate::harness::{RUN_LIMIT, project, svc, wait_exit, wait_until};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// `dagstart ARGS...` with a dashboard on a free port: the process and the address it printed.
+fn with_dashboard(p: &crate::harness::Project, args: &[&str]) -> (std::process::Child, String) {
+    let mut child = p
+        .dagstart_std(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    stderr.read_line(&mut line).unwrap();
+    // Keep the pipe open: a closed stderr would make dagstart's later messages fail.
+    child.stderr = Some(stderr.into_inner());
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect(&line)
+        .to_owned();
+    (child, address)
+}
+
 /// The page's DOM once it has applied the run so far (`?once`: the event stream ends).
 fn page(address: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
@@ -62,25 +84,10 @@ fn the_dashboard_shows_node_states_changing_and_metrics() {
             svc(p, "slow", "--delay 4s"),
         )
     });
-    let mut child = p
-        .dagstart_std(&["run", "--dashboard", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let address = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect(&line)
-        .to_owned();
+    let (mut child, address) = with_dashboard(&p, &["run", "--dashboard", "127.0.0.1:0"]);
 
     wait_until(RUN_LIMIT, "slow to be spawned", || {
-        std::fs::read_to_string(p.path().join("logs/dagstart.log"))
-            .is_ok_and(|l| l.contains("slow: spawned"))
+        p.own_log().contains("slow: spawned")
     });
     let before = page(&address);
     assert_eq!(
@@ -95,8 +102,7 @@ fn the_dashboard_shows_node_states_changing_and_metrics() {
     );
 
     wait_until(RUN_LIMIT, "startup to complete", || {
-        std::fs::read_to_string(p.path().join("logs/dagstart.log"))
-            .is_ok_and(|l| l.contains("startup complete"))
+        p.own_log().contains("startup complete")
     });
     let after = page(&address);
     assert_eq!(
@@ -127,21 +133,7 @@ fn a_finished_run_is_served_on_the_same_page() {
         )
     });
     crate::harness::assert_success(&crate::harness::run_with_command(&p, &["--", "true"]));
-    let mut child = p
-        .dagstart_std(&["report", "--dashboard", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let address = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect(&line)
-        .to_owned();
+    let (mut child, address) = with_dashboard(&p, &["report", "--dashboard", "127.0.0.1:0"]);
     let events = http_get(&address, "/events?once");
     assert!(
         events.contains("\"event\":\"startup_complete\""),

@@ -25,6 +25,11 @@ impl Project {
         self.dir.path()
     }
 
+    /// dagstart's own log of the run (empty until it exists).
+    pub(crate) fn own_log(&self) -> String {
+        std::fs::read_to_string(self.path().join("logs/dagstart.log")).unwrap_or_default()
+    }
+
     pub(crate) fn file(&self, name: &str, contents: &str) -> &Self {
         let path = self.dir.path().join(name);
         if let Some(parent) = path.parent() {
@@ -249,18 +254,22 @@ impl Drop for Running {
     }
 }
 
-/// `dagstart ARGS...` in the background (output discarded), once its startup has completed.
-pub(crate) fn start_in_background(p: &Project, args: &[&str]) -> Running {
+/// `dagstart ARGS...` in the background, output discarded.
+pub(crate) fn spawn_in_background(p: &Project, args: &[&str]) -> Running {
     let child = p
         .dagstart_std(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let log = p.path().join("logs/dagstart.log");
-    let child = Running(child);
+    Running(child)
+}
+
+/// `dagstart ARGS...` in the background (output discarded), once its startup has completed.
+pub(crate) fn start_in_background(p: &Project, args: &[&str]) -> Running {
+    let child = spawn_in_background(p, args);
     wait_until(RUN_LIMIT, "startup to complete", || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("startup complete"))
+        p.own_log().contains("startup complete")
     });
     child
 }

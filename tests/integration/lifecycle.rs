@@ -1,28 +1,20 @@
 //! Keeping the stack up, with real processes: restart policies with backoff, the crash-loop
 //! limit, liveness checks, and dependents bound to a restarting dependency.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::{Project, RUN_LIMIT, free_port, interrupt, project, records, svc, wait_exit};
-
-fn own_log(p: &Project) -> String {
-    std::fs::read_to_string(p.path().join("logs/dagstart.log")).unwrap_or_default()
-}
+use crate::harness::{
+    Project, RUN_LIMIT, free_port, interrupt, project, records, spawn_in_background, svc, wait_exit,
+};
 
 /// Runs dagstart until `done` holds for its own log, then stops it with Ctrl-C.
 fn run_until(p: &Project, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let mut child = p
-        .dagstart_std(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_in_background(p, &["run"]);
     let deadline = std::time::Instant::now() + RUN_LIMIT;
-    while !done(&own_log(p)) {
+    while !done(&p.own_log()) {
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("timed out waiting for {what}:\n{}", own_log(p));
+            panic!("timed out waiting for {what}:\n{}", p.own_log());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -31,9 +23,9 @@ fn run_until(p: &Project, what: &str, done: impl Fn(&str) -> bool) -> String {
         wait_exit(&mut child, RUN_LIMIT).code(),
         Some(0),
         "{}",
-        own_log(p)
+        p.own_log()
     );
-    own_log(p)
+    p.own_log()
 }
 
 fn starts(p: &Project, name: &str) -> Vec<u128> {

@@ -3,12 +3,11 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::{
     RUN_LIMIT, assert_success, at, free_port, interrupt, project, records, run_with_command,
-    start_in_background, stderr_of, stdout_of, svc, wait_exit, wait_until,
+    spawn_in_background, start_in_background, stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
 
 fn log_of(p: &crate::harness::Project, file: &str) -> String {
@@ -77,21 +76,17 @@ fn a_missed_watchdog_kills_the_service_and_a_pinging_one_lives() {
             svc(p, "lively", "--notify"),
         )
     });
-    let mut child = p
-        .dagstart_std(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_in_background(&p, &["run"]);
     wait_until(RUN_LIMIT, "the watchdog to fire", || {
-        log_of(&p, "dagstart.log").contains("quiet: exited (killed: no WATCHDOG=1 for 400ms)")
+        p.own_log()
+            .contains("quiet: exited (killed: no WATCHDOG=1 for 400ms)")
     });
     // Three watchdog periods later the pinging service is still up.
     std::thread::sleep(Duration::from_millis(1200));
     interrupt(&child);
     let code = wait_exit(&mut child, RUN_LIMIT).code();
-    assert_eq!(code, Some(0), "{}", log_of(&p, "dagstart.log"));
-    let log = log_of(&p, "dagstart.log");
+    assert_eq!(code, Some(0), "{}", p.own_log());
+    let log = p.own_log();
     assert!(!log.contains("lively: exited"), "{log}");
     assert!(log.contains("lively: stopped"), "{log}");
 }
@@ -104,12 +99,7 @@ fn notify_messages_from_other_processes_are_dropped() {
             svc(p, "waiting", "--hang --print-env NOTIFY_SOCKET"),
         )
     });
-    let mut child = p
-        .dagstart_std(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_in_background(&p, &["run"]);
     let prefix = "waiting: NOTIFY_SOCKET=";
     wait_until(RUN_LIMIT, "the service to print its NOTIFY_SOCKET", || {
         log_of(&p, "waiting.log").contains(prefix)
@@ -130,7 +120,7 @@ fn notify_messages_from_other_processes_are_dropped() {
         Some(4),
         "a foreign READY=1 must not make the node ready"
     );
-    let own = log_of(&p, "dagstart.log");
+    let own = p.own_log();
     assert!(
         own.contains(&format!(
             "ignored a notify message from pid {}",
@@ -254,7 +244,7 @@ fn a_lazy_socket_service_starts_on_its_first_connection_and_serves_it() {
     );
     interrupt(&child);
     assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
-    assert!(log_of(&p, "dagstart.log").contains("api: first connection, starting"));
+    assert!(p.own_log().contains("api: first connection, starting"));
 }
 
 #[test]

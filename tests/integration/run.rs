@@ -1,14 +1,12 @@
 //! `dagstart run` with real processes: ordering, overlap, failures, retries, timeouts,
 //! readiness kinds, sequential mode, the `--` command, and cleanup.
 
-use std::process::Stdio;
-
 use std::time::Duration;
 
 use crate::harness::{
     Project, RUN_LIMIT, alive, assert_success, at, demo_svc, free_port, interrupt, project,
-    records, run_with_command, start_in_background, stderr_of, stdout_of, svc, wait_exit,
-    wait_until,
+    records, run_with_command, spawn_in_background, start_in_background, stderr_of, stdout_of, svc,
+    wait_exit, wait_until,
 };
 
 #[test]
@@ -141,12 +139,7 @@ fn optional_failure_skips_exactly_its_dependents() {
         )
     });
     // Without `--`, so the run lasts until the optional failure has played out.
-    let mut child = p
-        .dagstart_std(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_in_background(&p, &["run"]);
     let log_path = p.path().join("logs/dagstart.log");
     wait_until(RUN_LIMIT, "vision to be skipped", || {
         std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("vision: skipped"))
@@ -377,7 +370,7 @@ fn every_output_line_reaches_the_terminal_and_the_log_file() {
     }
     let stdout = stdout_of(&out);
     assert_eq!(stdout.matches("talker | talker: chatter line").count(), 500);
-    let own = std::fs::read_to_string(p.path().join("logs/dagstart.log")).unwrap();
+    let own = p.own_log();
     assert!(own.contains("talker: completed after"), "{own}");
 }
 
@@ -417,7 +410,7 @@ fn sigterm_stops_everything_in_reverse_order_and_leaves_no_process() {
     for (name, pid) in pids {
         assert!(!alive(pid), "{name} (pid {pid}) survived dagstart");
     }
-    let log = std::fs::read_to_string(p.path().join("logs/dagstart.log")).unwrap();
+    let log = p.own_log();
     let base_stop = log.find("base: stopping").expect("base stopped");
     for dependent in ["stubborn: did not stop in time", "forker: stopped"] {
         assert!(
@@ -439,12 +432,7 @@ fn interrupt_before_ready_exits_130_and_cleans_up() {
             svc(p, "slow", "--hang")
         )
     });
-    let mut child = p
-        .dagstart_std(&["run"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_in_background(&p, &["run"]);
     let rec = p.path().join("rec");
     wait_until(RUN_LIMIT, "the service to start", || {
         !records(&rec).is_empty()

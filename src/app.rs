@@ -105,7 +105,7 @@ fn status(path: &std::path::Path, format: CheckFormat) -> Result<i32, Error> {
     Ok(exit_code::OK)
 }
 
-fn status_table(nodes: &[crate::scheduler::NodeStatus]) -> String {
+fn status_table(nodes: &[crate::lifecycle::NodeStatus]) -> String {
     let width = nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
     let mut out = format!(
         "{:width$}  {:9}  {:11}  {:>7}  {:>9}  {:>8}  last\n",

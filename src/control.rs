@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::scheduler::{Control, NodeAction, NodeStatus};
+use crate::lifecycle::{Control, NodeAction, NodeStatus};
 
 /// What a client can ask.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -21,6 +21,10 @@ pub mod exit_code {
     pub const NOT_RUNNING: i32 = 5;
     /// `run` found a dagstart already running for the same services.toml.
     pub const ALREADY_RUNNING: i32 = 6;
+    /// After startup, a required node failed for good (a crash loop, a failed restart, or an
+    /// exit with an error and no restart policy); what needed it was stopped. Reported when
+    /// the run ends.
+    pub const DEGRADED: i32 = 7;
     /// Interrupted (Ctrl-C / SIGTERM) before startup completed.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -49,7 +53,7 @@ pub enum Error {
 
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Startup(#[from] crate::scheduler::StartupError),
+    Startup(#[from] crate::lifecycle::StartupError),
 
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -65,6 +69,13 @@ pub enum Error {
         help("every `dagstart run` is recorded in .dagstart/runs/ beside services.toml")
     )]
     History(String),
+
+    #[error("required nodes failed after startup: {}", .0.join("; "))]
+    #[diagnostic(
+        code(dagstart::degraded),
+        help("see logs/dagstart.log and `dagstart report` for what happened before")
+    )]
+    Degraded(Vec<String>),
 
     #[error("interrupted before startup completed")]
     #[diagnostic(code(dagstart::interrupted))]
@@ -87,6 +98,7 @@ impl Error {
             Error::Preflight(_) => exit_code::PREFLIGHT,
             Error::Startup(_) => exit_code::STARTUP,
             Error::Interrupted => exit_code::INTERRUPTED,
+            Error::Degraded(_) => exit_code::DEGRADED,
             Error::Control(crate::control::ControlError::NotRunning { .. }) => {
                 exit_code::NOT_RUNNING
             }

@@ -100,6 +100,11 @@ impl EventSink {
         (Self { tx, epoch }, rx)
     }
 
+    /// The instant run times are measured from.
+    pub fn epoch(&self) -> tokio::time::Instant {
+        self.epoch
+    }
+
     pub fn elapsed(&self) -> Duration {
         self.epoch.elapsed()
     }

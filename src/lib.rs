@@ -7,7 +7,7 @@
 //! | [`config`] | services.toml: parsing, validation, diagnostics, resolved model |
 //! | [`graph`] | the dependency graph: cycles, levels, selection, renderings |
 //! | [`preflight`] | the environment check before anything is spawned |
-//! | [`scheduler`] | the executor: owns node state, launches, supervises, shuts down |
+//! | [`lifecycle`] | the one typed node lifecycle: a pure core and the async shell that runs it |
 //! | [`process`] | a node's process group: spawn, output lines, graceful stop |
 //! | [`health`] | probe attempts and the adaptive wait for readiness |
 //! | [`guardian`] | no orphans: subreaper, run marker sweep, and the guardian process |
@@ -45,6 +45,7 @@ pub mod graph;
 pub mod guardian;
 pub mod health;
 pub mod history;
+pub mod lifecycle;
 pub mod live;
 pub mod logs;
 pub mod notify;
@@ -54,7 +55,6 @@ pub mod pressure;
 pub mod process;
 pub mod report;
 pub mod run;
-pub mod scheduler;
 pub mod schema;
 pub mod sockets;
 pub mod synth;

@@ -25,6 +25,12 @@ use crate::config::Node;
 pub struct ProcessGroup(Pid);
 
 impl ProcessGroup {
+    /// The group a node's process leads: nodes are spawned with `process_group(0)`, so the
+    /// group's id is its leader's pid.
+    pub fn led_by(pid: u32) -> Self {
+        Self(Pid::from_raw(pid as i32))
+    }
+
     pub fn id(self) -> i32 {
         self.0.as_raw()
     }

@@ -13,9 +13,9 @@ use crate::config::{Config, Environment, MaxWorkers, Probe};
 use crate::error::{Error, exit_code};
 use crate::event::EventSink;
 use crate::graph::Graph;
+use crate::lifecycle::{Control, Options, Outcome, RunSetup, Scheduler, Startup};
 use crate::notify::NotifyHub;
 use crate::output::Output;
-use crate::scheduler::{Control, Options, Outcome, RunSetup, Scheduler, Startup};
 use crate::sockets::BoundSockets;
 
 /// A private directory for the run's sockets (mode 0700), removed when the run ends. It lives
@@ -195,6 +195,7 @@ async fn run_graph(
         (_, Some(code)) => Ok(code),
         (Outcome::Stopped, None) => Ok(exit_code::OK),
         (Outcome::Interrupted, None) => Err(Error::Interrupted),
+        (Outcome::Degraded(failed), None) => Err(Error::Degraded(failed)),
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::control::ReloadSource;
 use crate::event::{EventKind, EventSink};
-use crate::scheduler::{Control, NodeAction};
+use crate::lifecycle::{Control, NodeAction};
 
 const POLL: Duration = Duration::from_millis(250);
 const SETTLE: Duration = Duration::from_millis(200);

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::Report;
 use crate::config::{Config, NodeKind, Probe};
 use crate::event::{EventKind, EventSink};
 use crate::health::{self, ProbeContext};
 use crate::notify::{NotifyHub, NotifyMessage, Subscription};
-use crate::process::{self, LineSink, LogWatch, ProcessGroup, SpawnExtras, Spawned, StopReport};
+use crate::process::{self, LineSink, LogWatch, SpawnExtras, Spawned, StopReport};
 use crate::sockets::BoundSockets;
 
 /// Lines of output kept per node for failure reports.
@@ -30,54 +31,12 @@ pub(crate) enum NodeControl {
     Stop,
 }
 
-/// What a runner reports. `Failed`, `Completed`, `Exited` and `Stopped` are its last message.
+/// A runner's report on its instance, as it travels to the shell.
 #[derive(Debug)]
-pub(crate) enum RunnerMsg {
-    Spawned {
-        pid: u32,
-        group: ProcessGroup,
-        attempt: u32,
-    },
-    Ready,
-    Retrying {
-        attempt: u32,
-        reason: String,
-        delay: Duration,
-    },
-    Failed {
-        reason: String,
-        tail: Vec<String>,
-    },
-    /// A component exited 0.
-    Completed,
-    /// A service ended on its own after it was ready, or was killed for missing its watchdog.
-    Exited {
-        status: String,
-        /// Exit status 0: not a failure for `restart = "on-failure"`.
-        success: bool,
-        tail: Vec<String>,
-    },
-    Stopped {
-        report: StopReport,
-    },
-    /// What the service says about itself (STATUS=).
-    Status(String),
-    /// A failed liveness check that did not (yet) end the service.
-    Health(String),
-    /// Not from a runner: a first connection arrived on a lazy node's sockets.
-    Activated,
-}
-
-impl RunnerMsg {
-    pub(crate) fn is_last(&self) -> bool {
-        matches!(
-            self,
-            RunnerMsg::Failed { .. }
-                | RunnerMsg::Completed
-                | RunnerMsg::Exited { .. }
-                | RunnerMsg::Stopped { .. }
-        )
-    }
+pub(crate) struct RunnerMsg {
+    pub node: usize,
+    pub instance: u64,
+    pub report: Report,
 }
 
 /// Everything a runner needs, cloned into its task.
@@ -85,18 +44,23 @@ impl RunnerMsg {
 pub(crate) struct RunnerContext {
     pub config: Arc<Config>,
     pub node: usize,
+    pub instance: u64,
     pub parallel_health_checks: bool,
     pub http: reqwest::Client,
     pub events: EventSink,
-    pub to_scheduler: mpsc::UnboundedSender<(usize, RunnerMsg)>,
+    pub to_shell: mpsc::UnboundedSender<RunnerMsg>,
     pub notify: Option<NotifyHub>,
     pub sockets: Arc<BoundSockets>,
     pub run_id: String,
 }
 
 impl RunnerContext {
-    fn report(&self, msg: RunnerMsg) {
-        let _ = self.to_scheduler.send((self.node, msg));
+    fn report(&self, report: Report) {
+        let _ = self.to_shell.send(RunnerMsg {
+            node: self.node,
+            instance: self.instance,
+            report,
+        });
     }
 }
 
@@ -126,9 +90,8 @@ pub(crate) async fn run(ctx: RunnerContext, mut control: mpsc::UnboundedReceiver
     for attempt in 1..=attempts {
         let reason = match spawn(&ctx, &tail) {
             Ok((mut spawned, signals)) => {
-                ctx.report(RunnerMsg::Spawned {
+                ctx.report(Report::Spawned {
                     pid: spawned.pid,
-                    group: spawned.group,
                     attempt,
                 });
                 let (end, notify) = tokio::select! {
@@ -138,15 +101,15 @@ pub(crate) async fn run(ctx: RunnerContext, mut control: mpsc::UnboundedReceiver
                 match end {
                     AttemptEnd::Ready if node.kind == NodeKind::Component => {
                         drain(&mut spawned).await;
-                        return ctx.report(RunnerMsg::Completed);
+                        return ctx.report(Report::Completed);
                     }
                     AttemptEnd::Ready => {
-                        ctx.report(RunnerMsg::Ready);
+                        ctx.report(Report::Ready);
                         return supervise(&ctx, spawned, notify, &tail, &mut control).await;
                     }
                     AttemptEnd::Told(NodeControl::Stop) => {
                         let report = stop(&ctx, &mut spawned).await;
-                        return ctx.report(RunnerMsg::Stopped { report });
+                        return ctx.report(stopped(report));
                     }
                     AttemptEnd::Failed(reason) => {
                         process::kill(&mut spawned.child, spawned.group).await;
@@ -158,7 +121,7 @@ pub(crate) async fn run(ctx: RunnerContext, mut control: mpsc::UnboundedReceiver
             Err(reason) => reason,
         };
         if attempt == attempts {
-            return ctx.report(RunnerMsg::Failed {
+            return ctx.report(Report::Failed {
                 reason,
                 tail: tail_lines(&tail),
             });
@@ -167,10 +130,18 @@ pub(crate) async fn run(ctx: RunnerContext, mut control: mpsc::UnboundedReceiver
             .await
             .is_err()
         {
-            return ctx.report(RunnerMsg::Stopped {
-                report: not_running(),
-            });
+            return ctx.report(stopped(not_running()));
         }
+    }
+}
+
+fn stopped(report: StopReport) -> Report {
+    Report::Stopped {
+        status: report
+            .status
+            .map_or_else(|| "not running".to_owned(), process::describe_status),
+        killed: report.killed,
+        took: report.took,
     }
 }
 
@@ -192,7 +163,7 @@ async fn wait_backoff(
 ) -> Result<(), ()> {
     let delay = *backoff;
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
-    ctx.report(RunnerMsg::Retrying {
+    ctx.report(Report::Retrying {
         attempt,
         reason,
         delay,
@@ -382,7 +353,7 @@ fn tell(ctx: &RunnerContext, message: NotifyMessage) {
     let name = &ctx.config.nodes[ctx.node].name;
     match message {
         // Through the scheduler, which keeps it for `dagstart status`.
-        NotifyMessage::Status(text) => ctx.report(RunnerMsg::Status(text)),
+        NotifyMessage::Status(text) => ctx.report(Report::Status(text)),
         NotifyMessage::MainPid(pid) => ctx.events.node(
             ctx.node,
             EventKind::Note(format!("{name}: main pid is {pid}")),
@@ -433,7 +404,7 @@ async fn supervise(
             },
             Some(NodeControl::Stop) = control.recv() => {
                 let report = stop(ctx, &mut spawned).await;
-                return ctx.report(RunnerMsg::Stopped { report });
+                return ctx.report(stopped(report));
             }
             Some(message) = next_message(&mut notify) => match message {
                 NotifyMessage::Watchdog => {
@@ -441,7 +412,7 @@ async fn supervise(
                 }
                 other => tell(ctx, other),
             },
-            () = super::sleep_until_opt(watchdog_deadline) => {
+            () = super::shell::sleep_until_opt(watchdog_deadline) => {
                 process::kill(&mut spawned.child, spawned.group).await;
                 let silence = humantime::format_duration(watchdog.unwrap_or_default());
                 break (format!("killed: no WATCHDOG=1 for {silence}"), false);
@@ -455,7 +426,7 @@ async fn supervise(
     // Whatever the leader left behind in its group must not outlive it.
     let _ = spawned.group.signal(nix::sys::signal::Signal::SIGKILL);
     drain(&mut spawned).await;
-    ctx.report(RunnerMsg::Exited {
+    ctx.report(Report::Exited {
         status,
         success,
         tail: tail_lines(tail),
@@ -477,7 +448,7 @@ async fn liveness_failure(ctx: &RunnerContext) -> String {
             Ok(()) => misses = 0,
             Err(error) => {
                 misses += 1;
-                ctx.report(RunnerMsg::Health(format!(
+                ctx.report(Report::Health(format!(
                     "liveness check failed ({misses}/{}): {error}",
                     liveness.failure_threshold
                 )));

@@ -1,0 +1,116 @@
+//! The lifecycle of every node of a run: one typed state per node, changed in one place.
+//!
+//! ```text
+//!  runner reports ─┐                       ┌─► Launch / Stop / KillAll ──► runners, groups
+//!  timers ─────────┤   ┌──────────────┐    ├─► Verify ──► verification task ──┐
+//!  start/stop/...  ├──►│ Core::on     │───►┤                                  │
+//!  reload ─────────┤   │ (pure, no IO)│    ├─► Publish ──► event stream       │
+//!  signals ────────┘   └──────────────┘    └─► Answer / Startup ─► requesters │
+//!         ▲                                                                   │
+//!         └──────────────────────── Input::Verified ◄─────────────────────────┘
+//! ```
+//!
+//! - [`state`]: [`NodeState`], the one enum a node's state lives in.
+//! - [`core`]: [`Core`], the pure transitions: `on(Input, now) -> Vec<Effect>`.
+//! - [`input`], [`effect`]: what goes in and what comes out.
+//! - [`timers`]: the deadline queue (startup, shutdown, restart backoffs).
+//! - [`reload`]: mapping an edited services.toml onto the running one.
+//! - [`shell`]: the async loop that feeds the core and performs its effects.
+//! - `runner`: one task per started instance: spawn, readiness, supervision, stop.
+
+mod core;
+mod effect;
+mod input;
+mod reload;
+mod runner;
+mod shell;
+mod state;
+mod timers;
+
+#[cfg(test)]
+mod sim;
+
+use std::time::Duration;
+
+pub use self::core::Core;
+pub use effect::Effect;
+pub use input::{Input, NodeAction, Report, VerifyFailure};
+pub use shell::{Control, RunSetup, Scheduler};
+pub use state::{AfterStop, Live, NodeState};
+
+/// How to run the graph.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Nodes in their start phase at once.
+    pub max_workers: usize,
+    /// Adapt the number of nodes starting at once to the CPU pressure (`max_workers = "auto"`).
+    pub auto_workers: bool,
+    pub sequential: bool,
+    pub parallel_health_checks: bool,
+    pub startup_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// One node as `dagstart status` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub kind: String,
+    /// [`NodeState::name`].
+    pub state: String,
+    pub required: bool,
+    pub pid: Option<u32>,
+    /// Milliseconds since the node became ready, while it is.
+    pub uptime_ms: Option<u64>,
+    pub restarts: u32,
+    /// The last thing worth knowing: its STATUS, or why it failed, exited or was skipped.
+    pub last: Option<String>,
+}
+
+/// Where startup stands, for whoever waits on it (the `--` command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    Pending,
+    Ready,
+    Failed,
+}
+
+/// How a run ended, after everything was stopped.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Startup completed, every required node was fine (or stopped by the user) to the end.
+    Stopped,
+    /// Startup completed, but these required nodes failed for good later on.
+    Degraded(Vec<String>),
+    /// Shut down on request before startup completed.
+    Interrupted,
+    Failed(StartupError),
+}
+
+/// Why startup failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum StartupError {
+    #[error("required {kind} `{node}` failed: {reason}")]
+    #[diagnostic(code(dagstart::startup::failed))]
+    NodeFailed {
+        node: String,
+        kind: &'static str,
+        reason: String,
+        #[help]
+        last_output: Option<String>,
+    },
+    #[error("required {kind} `{node}` was skipped: {reason}")]
+    #[diagnostic(code(dagstart::startup::skipped))]
+    Skipped {
+        node: String,
+        kind: &'static str,
+        reason: String,
+    },
+    #[error("startup did not complete within {budget}")]
+    #[diagnostic(
+        code(dagstart::startup::timeout),
+        help("{waiting}\nraise settings.startup_timeout or STARTUP_TIMEOUT if this is expected")
+    )]
+    Timeout { budget: String, waiting: String },
+}

@@ -4,18 +4,23 @@
 
 use std::fmt::Write as _;
 
-/// A small deterministic generator (xorshift64*), so a seed always gives the same graph.
-struct Rng(u64);
+/// A small deterministic generator (xorshift64*), so a seed always gives the same graph (and
+/// the simulation tests the same schedule).
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
@@ -23,7 +28,7 @@ impl Rng {
 /// A services.toml with `nodes` services, each depending on up to `degree` earlier ones
 /// (chosen mostly among near neighbours so the graph is deep as well as wide).
 pub fn random_dag(nodes: usize, degree: usize, seed: u64) -> String {
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng::new(seed);
     let mut out = String::with_capacity(nodes * 80);
     for i in 0..nodes {
         let _ = write!(out, "[services.n{i}]\ncommand = \"true\"\n");

@@ -344,6 +344,43 @@ impl Core {
         &self.config.nodes[n].name
     }
 
+    /// The counters and worker count agree with the node states (simulation invariant 6).
+    #[cfg(test)]
+    pub(super) fn assert_consistent(&self) {
+        let mut counters = Counters::default();
+        let mut holding = 0;
+        for n in 0..self.nodes.len() {
+            counters.add(self.contribution(n, &self.nodes[n].state));
+            if self.nodes[n].holds_worker {
+                holding += 1;
+                assert!(
+                    matches!(
+                        self.nodes[n].state,
+                        NodeState::Starting(_) | NodeState::Stopping { .. }
+                    ),
+                    "`{}` holds a worker while {}",
+                    self.name(n),
+                    self.nodes[n].state.name()
+                );
+            }
+        }
+        assert_eq!(
+            (
+                counters.live,
+                counters.keeping_alive,
+                counters.required_unready
+            ),
+            (
+                self.counters.live,
+                self.counters.keeping_alive,
+                self.counters.required_unready
+            ),
+            "counters (live, keeping alive, required unready) drifted from the states"
+        );
+        assert_eq!(holding, self.busy_workers, "busy workers drifted");
+        assert!(self.dirty.is_empty(), "nodes left unexamined after a step");
+    }
+
     // ----- the one place a state changes -------------------------------------------------------
 
     fn contribution(&self, n: usize, state: &NodeState) -> Contribution {
@@ -1311,7 +1348,7 @@ impl Core {
                 NodeState::Starting(_) | NodeState::Ready { .. } | NodeState::Stopping { .. } => {
                     self.request_stop(n, AfterStop::Hold);
                 }
-                NodeState::Completed => {}
+                // A completed component counts as stopped too: `start` runs it again.
                 _ => self.set(n, NodeState::Held),
             }
         }

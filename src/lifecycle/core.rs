@@ -143,6 +143,8 @@ pub struct Core {
     queued: Vec<bool>,
     next_instance: u64,
     effects: Vec<Effect>,
+    /// How many times a node was examined, to show that work follows what changed.
+    examined: u64,
 }
 
 impl Core {
@@ -186,6 +188,7 @@ impl Core {
             queued: Vec::new(),
             next_instance: 1,
             effects: Vec::new(),
+            examined: 0,
         };
         core.recount();
         core.timers
@@ -261,6 +264,11 @@ impl Core {
     /// Nodes could start but the worker limit holds them back (for `max_workers = "auto"`).
     pub fn held_back(&self) -> bool {
         !self.ready.is_empty() && self.busy_workers >= self.worker_limit
+    }
+
+    /// How many times a node was examined so far: work follows what changed.
+    pub fn examined(&self) -> u64 {
+        self.examined
     }
 
     pub fn busy_workers(&self) -> usize {
@@ -506,6 +514,7 @@ impl Core {
     }
 
     fn examine(&mut self, n: usize) {
+        self.examined += 1;
         match self.nodes[n].state.clone() {
             NodeState::Waiting { demanded: true } if self.shutdown.is_none() => {
                 match self.dependencies_state(n) {

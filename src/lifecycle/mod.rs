@@ -29,6 +29,8 @@ mod timers;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

@@ -21,6 +21,9 @@ use tokio_stream::StreamExt as _;
 const PAGE: &str = include_str!("dashboard.html");
 /// Recent output lines kept per node for the page.
 const LINES: usize = 30;
+/// Events kept for replay after startup; those of the startup itself are all kept (a few per
+/// node), so the Gantt chart is whole however long the run goes on restarting.
+const LATER_EVENTS: usize = 2000;
 
 /// Binds the dashboard's address and says where it is.
 pub async fn bind(
@@ -40,13 +43,29 @@ pub async fn bind(
 /// What the dashboard knows, built only from events.
 #[derive(Debug, Default)]
 struct View {
-    /// Every event so far but output lines (those are in `lines`), for replay.
+    /// The startup's events but output lines (those are in `lines`), for replay.
     events: Vec<Value>,
+    /// The latest events since startup ended, for replay.
+    later: VecDeque<Value>,
+    startup_over: bool,
     lines: BTreeMap<String, VecDeque<Value>>,
     states: BTreeMap<String, String>,
     ready_seconds: BTreeMap<String, f64>,
     restarts: BTreeMap<String, u64>,
     startup_seconds: Option<f64>,
+}
+
+impl View {
+    /// Keeps an event for replay: all of the startup's, then a ring of the latest.
+    fn keep(&mut self, event: &Value) {
+        if !self.startup_over {
+            return self.events.push(event.clone());
+        }
+        if self.later.len() == LATER_EVENTS {
+            self.later.pop_front();
+        }
+        self.later.push_back(event.clone());
+    }
 }
 
 #[derive(Debug)]
@@ -119,13 +138,18 @@ impl Dashboard {
                 if kind == "restarting" {
                     *view.restarts.entry(node.clone()).or_default() += 1;
                 }
-                view.events.push(event.clone());
+                view.keep(event);
             }
             ("startup_complete", None) => {
                 view.startup_seconds = event["ready_ms"].as_f64().map(|ms| ms / 1000.0);
-                view.events.push(event.clone());
+                view.keep(event);
+                view.startup_over = true;
             }
-            _ => view.events.push(event.clone()),
+            ("startup_failed", None) => {
+                view.keep(event);
+                view.startup_over = true;
+            }
+            _ => view.keep(event),
         }
         drop(view);
         let _ = self.live.send(event.to_string());
@@ -147,6 +171,7 @@ impl Dashboard {
         let mut all: Vec<&Value> = view
             .events
             .iter()
+            .chain(&view.later)
             .chain(view.lines.values().flatten())
             .collect();
         all.sort_by(|a, b| {

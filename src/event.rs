@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::process::Stream;
 use crate::report::Summary;
@@ -87,17 +89,39 @@ pub enum EventKind {
     Note(String),
 }
 
+/// Bytes of output lines that may be on their way to the log files at once. A service that
+/// prints faster than the disk takes it waits (its pipe fills); nothing else ever does.
+pub const LINE_BUDGET: usize = 4 << 20;
+
 /// The sending side of the event stream.
+///
+/// Lifecycle events are few (a handful per start, stop or restart) and never wait. Output lines
+/// are the bulk: each takes its length from [`LINE_BUDGET`] before it is queued and gives it
+/// back when the log thread receives it, so what is queued stays bounded however fast services
+/// print, and the reader of a fast service simply waits for the budget.
 #[derive(Debug, Clone)]
 pub struct EventSink {
     tx: mpsc::UnboundedSender<Event>,
     epoch: tokio::time::Instant,
+    budget: Arc<Semaphore>,
+}
+
+/// The receiving side: the log thread.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<Event>,
+    budget: Arc<Semaphore>,
 }
 
 impl EventSink {
-    pub fn new(epoch: tokio::time::Instant) -> (Self, mpsc::UnboundedReceiver<Event>) {
+    pub fn new(epoch: tokio::time::Instant) -> (Self, EventStream) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx, epoch }, rx)
+        let budget = Arc::new(Semaphore::new(LINE_BUDGET));
+        let stream = EventStream {
+            rx,
+            budget: budget.clone(),
+        };
+        (Self { tx, epoch, budget }, stream)
     }
 
     /// The instant run times are measured from.
@@ -121,4 +145,39 @@ impl EventSink {
     pub fn node(&self, node: usize, kind: EventKind) {
         self.send(Some(node), kind);
     }
+
+    /// Queues one output line of `node`, waiting while the lines already queued use up the
+    /// budget.
+    pub async fn line(&self, node: usize, stream: Stream, line: String) {
+        if let Ok(permit) = self.budget.acquire_many(line_cost(&line)).await {
+            permit.forget();
+        }
+        self.node(node, EventKind::Output { stream, line });
+    }
+}
+
+impl EventStream {
+    /// The next event; `None` once every sender is gone. Blocks: for the log thread only.
+    pub fn blocking_recv(&mut self) -> Option<Event> {
+        let event = self.rx.blocking_recv()?;
+        Some(self.received(event))
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        let event = self.rx.try_recv().ok()?;
+        Some(self.received(event))
+    }
+
+    fn received(&self, event: Event) -> Event {
+        if let EventKind::Output { line, .. } = &event.kind {
+            self.budget.add_permits(line_cost(line) as usize);
+        }
+        event
+    }
+}
+
+/// What a line takes from the budget: its length (an empty line still counts one).
+fn line_cost(line: &str) -> u32 {
+    line.len().clamp(1, LINE_BUDGET) as u32
 }

@@ -1,7 +1,16 @@
 //! The run history: every run's events (without output lines) kept in `.dagstart/runs/`
 //! beside services.toml, the last `KEEP` runs, for `dagstart report` and `graph --timings`.
+//!
+//! A run is recorded as it happens, one JSON object per line (`<start ms>.jsonl`): first the
+//! run's start and its nodes, then each event in the shape of `--output json`, then the nodes
+//! again after each reload. A run that was killed leaves a record up to its last event, and
+//! `report` reads it like any other. Records of earlier versions (`<id>.json`, one object)
+//! are still read.
 
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +18,8 @@ use crate::config::Config;
 
 /// How many runs are kept.
 pub const KEEP: usize = 20;
+/// Events recorded per run at most; a run that goes on restarting for days keeps its start.
+pub const MAX_EVENTS: usize = 200_000;
 
 /// One run as it is stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,51 +43,84 @@ pub struct RecordedNode {
     pub polled: bool,
 }
 
-impl RunRecord {
-    pub fn new(started: String, config: &Config, events: Vec<serde_json::Value>) -> Self {
-        let nodes = config
-            .nodes
-            .iter()
-            .map(|n| RecordedNode {
-                name: n.name.clone(),
-                kind: n.kind.as_str().to_owned(),
-                required: n.required,
-                depends_on: n
-                    .depends_on
-                    .iter()
-                    .map(|d| (d.name.clone(), d.condition.as_str().to_owned()))
-                    .collect(),
-                polled: matches!(
-                    n.health.probe,
-                    crate::config::Probe::Http { .. }
-                        | crate::config::Probe::Tcp { .. }
-                        | crate::config::Probe::Exec { .. }
-                ),
-            })
-            .collect();
-        Self {
-            started,
-            nodes,
-            events,
-        }
-    }
+fn recorded_nodes(config: &Config) -> Vec<RecordedNode> {
+    config
+        .nodes
+        .iter()
+        .map(|n| RecordedNode {
+            name: n.name.clone(),
+            kind: n.kind.as_str().to_owned(),
+            required: n.required,
+            depends_on: n
+                .depends_on
+                .iter()
+                .map(|d| (d.name.clone(), d.condition.as_str().to_owned()))
+                .collect(),
+            polled: matches!(
+                n.health.probe,
+                crate::config::Probe::Http { .. }
+                    | crate::config::Probe::Tcp { .. }
+                    | crate::config::Probe::Exec { .. }
+            ),
+        })
+        .collect()
 }
 
 pub fn runs_dir(project_dir: &Path) -> PathBuf {
     project_dir.join(".dagstart").join("runs")
 }
 
-/// Stores a run and prunes the history to the last `KEEP` runs.
-pub fn save(project_dir: &Path, id: &str, record: &RunRecord) -> std::io::Result<()> {
-    let dir = runs_dir(project_dir);
-    std::fs::create_dir_all(&dir)?;
-    let text = serde_json::to_string(record).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join(format!("{id}.json")), text)?;
-    let runs = list(project_dir);
-    for old in runs.iter().take(runs.len().saturating_sub(KEEP)) {
-        let _ = std::fs::remove_file(dir.join(format!("{old}.json")));
+/// Appends a run's events to its record as they happen.
+#[derive(Debug)]
+pub struct Recorder {
+    file: BufWriter<File>,
+    events: usize,
+}
+
+impl Recorder {
+    /// Starts the record of a run that started at `started`, pruning the history to make room.
+    pub fn create(config: &Config, started: SystemTime) -> std::io::Result<Self> {
+        let dir = runs_dir(&config.base_dir);
+        std::fs::create_dir_all(&dir)?;
+        let runs = list(&config.base_dir);
+        for old in runs.iter().take((runs.len() + 1).saturating_sub(KEEP)) {
+            for ext in ["jsonl", "json"] {
+                let _ = std::fs::remove_file(dir.join(format!("{old}.{ext}")));
+            }
+        }
+        let id = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut file = BufWriter::new(File::create(dir.join(format!("{id}.jsonl")))?);
+        let header = serde_json::json!({
+            "started": humantime::format_rfc3339_millis(started).to_string(),
+            "nodes": recorded_nodes(config),
+        });
+        writeln!(file, "{header}")?;
+        file.flush()?;
+        Ok(Self { file, events: 0 })
     }
-    Ok(())
+
+    /// One event, in the shape of `--output json`.
+    pub fn event(&mut self, event: &serde_json::Value) {
+        self.events += 1;
+        if self.events <= MAX_EVENTS {
+            let _ = writeln!(self.file, "{event}");
+        } else if self.events == MAX_EVENTS + 1 {
+            let note = serde_json::json!({ "event": "note", "node": null, "text": "the record ends here: too many events" });
+            let _ = writeln!(self.file, "{note}");
+        }
+    }
+
+    /// The nodes after a reload.
+    pub fn nodes(&mut self, config: &Config) {
+        let nodes = serde_json::json!({ "nodes": recorded_nodes(config) });
+        let _ = writeln!(self.file, "{nodes}");
+    }
+
+    pub fn flush(&mut self) {
+        let _ = self.file.flush();
+    }
 }
 
 /// The stored run ids, oldest first.
@@ -86,16 +130,45 @@ pub fn list(project_dir: &Path) -> Vec<String> {
             entries
                 .flatten()
                 .filter_map(|e| {
-                    e.file_name()
-                        .to_str()?
-                        .strip_suffix(".json")
+                    let name = e.file_name();
+                    let name = name.to_str()?;
+                    name.strip_suffix(".jsonl")
+                        .or_else(|| name.strip_suffix(".json"))
                         .map(str::to_owned)
                 })
                 .collect()
         })
         .unwrap_or_default();
     ids.sort();
+    ids.dedup();
     ids
+}
+
+/// Reads a record written by [`Recorder`], however far it got.
+fn parse_lines(id: &str, text: &str) -> Result<RunRecord, String> {
+    let mut lines = text.lines();
+    let header: serde_json::Value = lines
+        .next()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("run {id} cannot be read: no header"))?;
+    let mut record = RunRecord {
+        started: header["started"].as_str().unwrap_or_default().to_owned(),
+        nodes: serde_json::from_value(header["nodes"].clone())
+            .map_err(|e| format!("run {id} cannot be read: {e}"))?,
+        events: Vec::new(),
+    };
+    for line in lines {
+        // A run killed mid-write may end with half a line.
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if value.get("event").is_some() {
+            record.events.push(value);
+        } else if let Ok(nodes) = serde_json::from_value(value["nodes"].clone()) {
+            record.nodes = nodes;
+        }
+    }
+    Ok(record)
 }
 
 /// A run by id (or `last`, or a 1-based number from the oldest, or a negative one from the
@@ -127,8 +200,12 @@ pub fn load(project_dir: &Path, which: Option<&str>) -> Result<(String, RunRecor
             ids.join(", ")
         )
     })?;
-    let text = std::fs::read_to_string(runs_dir(project_dir).join(format!("{id}.json")))
-        .map_err(|e| e.to_string())?;
+    let dir = runs_dir(project_dir);
+    if let Ok(text) = std::fs::read_to_string(dir.join(format!("{id}.jsonl"))) {
+        return Ok((id.clone(), parse_lines(&id, &text)?));
+    }
+    let text =
+        std::fs::read_to_string(dir.join(format!("{id}.json"))).map_err(|e| e.to_string())?;
     let record =
         serde_json::from_str(&text).map_err(|e| format!("run {id} cannot be read: {e}"))?;
     Ok((id, record))

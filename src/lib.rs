@@ -14,7 +14,8 @@
 //! | [`notify`] | systemd's notify protocol: the run's NOTIFY_SOCKET and its routing |
 //! | [`sockets`] | socket activation: listening sockets bound before anything starts |
 //! | [`event`] | the event stream the scheduler publishes |
-//! | [`output`] | terminal and log files: a subscriber of the events |
+//! | [`output`] | the log thread: log files, run record, dashboard feed, then the terminal |
+//! | [`terminal`] | the terminal thread: lines, live view, JSON; drops and counts when behind |
 //! | [`report`] | the startup summary: timings, critical path, sequential estimate |
 //! | [`run`] | `dagstart run`: signals, the `--` command, exit codes |
 //! | [`control`] | the control socket: steering a running dagstart from another terminal |
@@ -58,6 +59,7 @@ pub mod run;
 pub mod schema;
 pub mod sockets;
 pub mod synth;
+pub mod terminal;
 pub mod watch;
 
 pub use error::{Error, exit_code};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -57,8 +57,16 @@ pub enum Stream {
     Stderr,
 }
 
-/// Where a node's output lines go. Called from the reader tasks, in order per stream.
-pub type LineSink = std::sync::Arc<dyn Fn(Stream, String) + Send + Sync>;
+/// Where a node's output lines go. Called from the reader tasks, in order per stream; the
+/// reader waits for the returned future, so a sink that is full slows the reader (and, through
+/// its pipe, the service) instead of growing a queue.
+pub type LineSink = std::sync::Arc<
+    dyn Fn(Stream, String) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// The longest line kept whole; a longer one is passed on in pieces of this size, so a service
+/// that prints without newlines cannot make dagstart's memory grow.
+pub const MAX_LINE: usize = 64 << 10;
 
 /// Watches the output for a line matching a pattern (the `log` health probe).
 #[derive(Debug, Clone)]
@@ -237,7 +245,8 @@ fn read_lines<R: AsyncRead + Unpin + Send + 'static>(
         let mut buf = Vec::with_capacity(256);
         loop {
             buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
+            let mut piece = (&mut reader).take(MAX_LINE as u64);
+            match piece.read_until(b'\n', &mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     while matches!(buf.last(), Some(b'\n' | b'\r')) {
@@ -249,7 +258,7 @@ fn read_lines<R: AsyncRead + Unpin + Send + 'static>(
                             watch.matched.send_replace(true);
                         }
                     }
-                    sink(stream, line);
+                    sink(stream, line).await;
                 }
             }
         }

@@ -117,7 +117,9 @@ async fn run_graph(
         None => output,
     };
     let (events, event_rx) = EventSink::new(tokio::time::Instant::now());
-    let output_thread = output.spawn(event_rx);
+    let output_threads = output
+        .spawn(event_rx)
+        .map_err(|e| Error::io("starting the output threads", e))?;
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let command_pid = Arc::new(AtomicU32::new(0));
     forward_signals(control_tx.clone(), command_pid.clone())?;
@@ -189,7 +191,7 @@ async fn run_graph(
     };
     let outcome = scheduler.await.unwrap_or(Outcome::Interrupted);
     drop(events);
-    let _ = output_thread.join();
+    output_threads.join();
     match (outcome, command_status) {
         (Outcome::Failed(error), _) => Err(error.into()),
         (_, Some(code)) => Ok(code),

@@ -248,7 +248,8 @@ fn line_sink(ctx: &RunnerContext, tail: Tail) -> LineSink {
             }
             tail.push_back(line.clone());
         }
-        events.node(node, EventKind::Output { stream, line });
+        let events = events.clone();
+        Box::pin(async move { events.line(node, stream, line).await })
     })
 }
 

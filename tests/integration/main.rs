@@ -8,6 +8,7 @@ mod control;
 mod dashboard;
 mod diagnostics;
 mod docs;
+mod engine;
 mod graph_cmd;
 mod lifecycle;
 mod loader_fuzz;

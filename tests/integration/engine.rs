@@ -1,0 +1,214 @@
+//! The engine-core defects, seen from outside with real processes: a stop during a restart
+//! backoff, a node added back by a reload, a stack of lazy socket services, a crash-looping
+//! dependency, a terminal that stops reading, a run that is SIGKILLed.
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use crate::harness::{
+    Project, RUN_LIMIT, alive, free_port, project, records, start_in_background, stderr_of,
+    stdout_of, svc, wait_exit, wait_until,
+};
+
+fn status(p: &Project) -> Vec<serde_json::Value> {
+    let out = p
+        .dagstart(&["status", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn state_of(p: &Project, name: &str) -> Option<String> {
+    status(p)
+        .iter()
+        .find(|n| n["name"] == name)
+        .map(|n| n["state"].as_str().unwrap_or_default().to_owned())
+}
+
+fn down(p: &Project, child: &mut std::process::Child) -> std::process::ExitStatus {
+    let out = p.dagstart(&["down"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_exit(child, RUN_LIMIT)
+}
+
+#[test]
+fn a_service_stopped_during_its_restart_backoff_stays_down() {
+    let p = project(|p| {
+        format!(
+            "[services.flaky]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\
+             restart = \"always\"\nrestart_backoff = \"1s\"\n\n\
+             [services.other]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "flaky", "--exit-after 300ms --exit-code 1"),
+            svc(p, "other", ""),
+        )
+    });
+    let mut child = start_in_background(&p, &["run"]);
+    wait_until(RUN_LIMIT, "the restart backoff", || {
+        p.own_log().contains("flaky: restarting in")
+    });
+    let out = p.dagstart(&["stop", "flaky"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // Longer than the backoff: a wrong scheduler starts it again meanwhile.
+    std::thread::sleep(Duration::from_millis(2500));
+    let starts = records(&p.path().join("rec"))
+        .iter()
+        .filter(|r| r.name == "flaky" && r.event == "start")
+        .count();
+    assert_eq!(starts, 1, "started again after `dagstart stop`");
+    assert_eq!(state_of(&p, "flaky").as_deref(), Some("stopped"));
+    assert!(down(&p, &mut child).success());
+}
+
+#[test]
+fn a_node_removed_by_a_reload_and_added_back_starts_again() {
+    let mut text = String::new();
+    let p = project(|p| {
+        text = format!(
+            "[services.a]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.b]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "a", ""),
+            svc(p, "b", ""),
+        );
+        text.clone()
+    });
+    let mut child = start_in_background(&p, &["run"]);
+    let without_b = text[..text.find("[services.b]").unwrap()].to_owned();
+    p.file("services.toml", &without_b);
+    let out = p.dagstart(&["reload"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_until(RUN_LIMIT, "b to be removed", || state_of(&p, "b").is_none());
+    p.file("services.toml", &text);
+    let out = p.dagstart(&["reload"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("added: b"), "{}", stdout_of(&out));
+    wait_until(RUN_LIMIT, "b to be ready again", || {
+        state_of(&p, "b").as_deref() == Some("ready")
+    });
+    assert!(down(&p, &mut child).success());
+}
+
+#[test]
+fn a_stack_of_lazy_socket_services_waits_for_its_first_connection() {
+    let port = free_port();
+    let p = project(|p| {
+        format!(
+            "[services.api]\ncommand = {}\nsockets = [{port}]\nlazy = true\n\
+             health = {{ log = \"ready\" }}\n",
+            svc(p, "api", "--socket-activated"),
+        )
+    });
+    let mut child = start_in_background(&p, &["run"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "dagstart ended before any connection:\n{}",
+        p.own_log()
+    );
+    let _connection = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    wait_until(RUN_LIMIT, "api to start on its first connection", || {
+        state_of(&p, "api").as_deref() == Some("ready")
+    });
+    assert!(down(&p, &mut child).success());
+}
+
+#[test]
+fn a_crash_looping_required_dependency_stops_what_needs_it_and_the_run_exits_7() {
+    let p = project(|p| {
+        format!(
+            "[services.db]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\
+             restart = \"always\"\nrestart_backoff = \"100ms\"\nmax_restarts = 1\n\n\
+             [services.app]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "db", "--exit-after 700ms --exit-code 1"),
+            svc(p, "app", ""),
+        )
+    });
+    let out = p
+        .dagstart(&["run"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .expect("dagstart runs");
+    let log = p.own_log();
+    assert_eq!(out.status.code(), Some(7), "{}\n{log}", stderr_of(&out));
+    assert!(log.contains("db: FAILED: crash loop"), "{log}");
+    assert!(log.contains("stopping app: needs `db`"), "{log}");
+    assert!(stderr_of(&out).contains("db"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_terminal_that_stops_reading_loses_no_log_line_and_does_not_hold_up_sigterm() {
+    const LINES: usize = 300_000;
+    let p = Project::new(&format!(
+        "[services.flood]\ncommand = \"seq 1 {LINES}; exec sleep 600\"\nshell = true\n"
+    ));
+    // stdout is a pipe nobody reads, like `dagstart run | less` left paused.
+    let mut child = p
+        .dagstart_std(&["run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = p.path().join("logs/flood.log");
+    wait_until(RUN_LIMIT, "every line in flood.log", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == LINES)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .enumerate()
+            .all(|(i, l)| l == (i + 1).to_string())
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_exit(&mut child, RUN_LIMIT);
+    assert_eq!(status.code(), Some(0), "{}", p.own_log());
+    assert!(
+        p.own_log().contains("the terminal did not keep up"),
+        "{}",
+        p.own_log()
+    );
+    // What the terminal got still ends well: no half-written lines.
+    let mut shown = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut shown)
+        .unwrap();
+    assert!(
+        shown.starts_with("dagstart |"),
+        "{}",
+        &shown[..200.min(shown.len())]
+    );
+}
+
+#[test]
+fn a_killed_run_leaves_its_record_for_report() {
+    let p = project(|p| {
+        format!(
+            "[services.db]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.api]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "db", "--delay 100ms"),
+            svc(p, "api", "--delay 100ms"),
+        )
+    });
+    let mut child = start_in_background(&p, &["run"]);
+    let api = records(&p.path().join("rec"))
+        .iter()
+        .find(|r| r.name == "api")
+        .unwrap()
+        .pid;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = p.dagstart(&["report"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let report = stdout_of(&out);
+    assert!(report.contains("api") && report.contains("db"), "{report}");
+    assert!(report.contains("critical"), "{report}");
+    wait_until(RUN_LIMIT, "the guardian to take the stack down", || {
+        !alive(api)
+    });
+}

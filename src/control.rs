@@ -36,9 +36,19 @@ pub struct ReloadSource {
 /// Re-reads the run's services.toml and hands it to the scheduler. An invalid file is answered
 /// with its diagnostics and the running stack is not touched.
 pub async fn reload(source: &ReloadSource, control: &mpsc::UnboundedSender<Control>) -> Response {
-    let config = match crate::config::load(&source.path, &source.env) {
-        Ok(config) => config,
-        Err(error) => {
+    // Reading and validating a file blocks: not on the async threads.
+    let (path, env) = (source.path.clone(), source.env.clone());
+    let loaded = tokio::task::spawn_blocking(move || crate::config::load(&path, &env)).await;
+    let config = match loaded {
+        Ok(Ok(config)) => config,
+        Err(panic) => {
+            return Response {
+                ok: false,
+                message: format!("reload refused: reading services.toml failed ({panic})"),
+                nodes: Vec::new(),
+            };
+        }
+        Ok(Err(error)) => {
             let error = crate::error::Error::from(error);
             let message = crate::error::render(&error, &crate::error::plain_handler());
             return Response {

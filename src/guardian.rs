@@ -28,11 +28,13 @@ pub const GUARDIAN: &str = "__guardian";
 /// The environment variable that marks every process of a run.
 pub const RUN_MARKER: &str = "DAGSTART_RUN";
 
-/// dagstart's end of the guardian.
+/// dagstart's end of the guardian. New process groups are written to its pipe by a thread
+/// of their own, so a guardian that reads slowly never blocks the scheduler.
 #[derive(Debug)]
 pub struct Guardian {
     child: Child,
-    pipe: Option<std::process::ChildStdin>,
+    groups: Option<std::sync::mpsc::Sender<i32>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Guardian {
@@ -46,8 +48,23 @@ impl Guardian {
             // Its own group: a Ctrl-C on the terminal must not take the guardian down early.
             .process_group(0)
             .spawn()?;
-        let pipe = child.stdin.take();
-        Ok(Self { child, pipe })
+        let mut pipe = child.stdin.take().expect("the guardian's stdin is piped");
+        let (groups, rx) = std::sync::mpsc::channel::<i32>();
+        let writer = std::thread::Builder::new()
+            .name("dagstart-guardian".into())
+            .spawn(move || {
+                for group in rx {
+                    if writeln!(pipe, "{group}").is_err() {
+                        break;
+                    }
+                }
+                // Dropping the pipe here is the guardian's cue to sweep and exit.
+            })?;
+        Ok(Self {
+            child,
+            groups: Some(groups),
+            writer: Some(writer),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -56,8 +73,8 @@ impl Guardian {
 
     /// Tells the guardian about a new process group.
     pub fn watch(&mut self, group: ProcessGroup) {
-        if let Some(pipe) = &mut self.pipe {
-            let _ = writeln!(pipe, "{}", group.id());
+        if let Some(groups) = &self.groups {
+            let _ = groups.send(group.id());
         }
     }
 }
@@ -65,7 +82,10 @@ impl Guardian {
 impl Drop for Guardian {
     fn drop(&mut self) {
         // Closing the pipe is the guardian's cue; after a clean sweep it finds nothing left.
-        drop(self.pipe.take());
+        drop(self.groups.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
         let _ = self.child.wait();
     }
 }

@@ -92,7 +92,8 @@ async fn attempt_unbounded(probe: &Probe, ctx: &ProbeContext) -> Result<(), Stri
 }
 
 /// The addresses a host stands for; `localhost` is both loopbacks, whatever /etc/hosts says.
-fn addresses(host: &str, port: u16) -> Vec<SocketAddr> {
+/// Names are resolved on tokio's blocking pool, never on the async threads.
+async fn addresses(host: &str, port: u16) -> Vec<SocketAddr> {
     if host == "localhost" {
         return vec![
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
@@ -101,7 +102,8 @@ fn addresses(host: &str, port: u16) -> Vec<SocketAddr> {
     }
     match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
             .map(Iterator::collect)
             .unwrap_or_default(),
     }
@@ -109,7 +111,7 @@ fn addresses(host: &str, port: u16) -> Vec<SocketAddr> {
 
 /// Succeeds when any of the host's addresses accepts a connection.
 async fn tcp(host: &str, port: u16) -> Result<(), String> {
-    let addrs = addresses(host, port);
+    let addrs = addresses(host, port).await;
     if addrs.is_empty() {
         return Err(format!("cannot resolve {host}"));
     }

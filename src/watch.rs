@@ -22,14 +22,14 @@ pub async fn config_file(
     control: mpsc::UnboundedSender<Control>,
     events: EventSink,
 ) {
-    let modified = || {
-        std::fs::metadata(&source.path)
-            .and_then(|m| m.modified())
-            .ok()
+    let path = source.path.clone();
+    let modified = move || {
+        let path = path.clone();
+        blocking(move || std::fs::metadata(&path).and_then(|m| m.modified()).ok())
     };
-    let mut seen = modified();
+    let mut seen = modified().await;
     while !control.is_closed() {
-        settled_change(&mut seen, modified).await;
+        settled_change(&mut seen, &modified).await;
         let response = crate::control::reload(&source, &control).await;
         if !response.ok {
             events.send(None, EventKind::Note(response.message));
@@ -46,9 +46,13 @@ pub async fn node_files(
     control: mpsc::UnboundedSender<Control>,
     events: EventSink,
 ) {
-    let mut seen = snapshot(&patterns);
+    let look = move || {
+        let patterns = patterns.clone();
+        blocking(move || snapshot(&patterns))
+    };
+    let mut seen = look().await;
     while !control.is_closed() {
-        settled_change(&mut seen, || snapshot(&patterns)).await;
+        settled_change(&mut seen, &look).await;
         events.send(
             None,
             EventKind::Note(format!("{name}: watched files changed, restarting")),
@@ -73,21 +77,26 @@ pub async fn node_files(
 
 /// Returns once `look()` differs from `seen` and has then held still for a moment; `seen`
 /// becomes the new state.
-async fn settled_change<T: PartialEq>(seen: &mut T, look: impl Fn() -> T) {
+async fn settled_change<T: PartialEq, F: Future<Output = T>>(seen: &mut T, look: impl Fn() -> F) {
     loop {
         tokio::time::sleep(POLL).await;
-        let now = look();
+        let now = look().await;
         if now == *seen {
             continue;
         }
         tokio::time::sleep(SETTLE).await;
-        let again = look();
+        let again = look().await;
         let settled = again == now;
         *seen = again;
         if settled {
             return;
         }
     }
+}
+
+/// Runs file-system work on tokio's blocking pool: glob walks and metadata calls block.
+async fn blocking<T: Send + 'static + Default>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.unwrap_or_default()
 }
 
 /// Every matching path with its modification time, in a stable order.

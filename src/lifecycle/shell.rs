@@ -183,6 +183,10 @@ impl Scheduler {
             self.perform(effects);
         }
         self.sweep_groups().await;
+        // Closing the guardian waits for its sweep: a blocking wait, off the async threads.
+        if let Some(guardian) = self.guardian.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(guardian)).await;
+        }
         let took = self.core.shutdown_took();
         self.events.send(None, EventKind::ShutdownComplete { took });
         self.core.outcome()

@@ -67,7 +67,11 @@ impl Summary {
 /// Walks back from the required node that was ready last, each time to the dependency whose
 /// condition was met last: the chain that the startup time is made of.
 fn critical_path(config: &Config, graph: &Graph, timings: &[NodeTiming]) -> Vec<usize> {
-    let by_node = |n: usize| timings.iter().find(|t| t.node == n);
+    let mut index = vec![None; config.nodes.len()];
+    for t in timings {
+        index[t.node] = Some(t);
+    }
+    let by_node = |n: usize| index.get(n).copied().flatten();
     let last = timings
         .iter()
         .filter(|t| config.nodes[t.node].required && t.ready_at.is_some())

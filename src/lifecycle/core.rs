@@ -12,7 +12,7 @@
 //! and deadlines wait in a timer queue.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +65,10 @@ struct NodeRecord {
     holds_worker: bool,
     /// Has been ready or completed at least once: a failed start is then a failed restart.
     ever_ready: bool,
+    /// Down after a stop that was sent once nothing depending on it ran any more: nothing that
+    /// depends on it runs now (and nothing can start while it is down), so the stop order need
+    /// not look past it.
+    quiet: bool,
 }
 
 impl NodeRecord {
@@ -80,6 +84,7 @@ impl NodeRecord {
             },
             holds_worker: false,
             ever_ready: false,
+            quiet: false,
         }
     }
 }
@@ -426,6 +431,7 @@ impl Core {
         self.counters.remove(before);
         self.counters.add(after);
         self.nodes[n].state = state;
+        self.nodes[n].quiet = false;
         self.mark(n);
         let graph = self.graph.clone();
         for d in graph.dependents(n) {
@@ -451,16 +457,15 @@ impl Core {
 
     fn mark_upstream(&mut self, n: usize) {
         let graph = self.graph.clone();
-        let mut seen = vec![n];
+        let mut seen = HashSet::from([n]);
         let mut stack = vec![n];
         while let Some(x) = stack.pop() {
             for (d, _) in graph.dependencies(x) {
-                if seen.contains(&d) {
+                if !seen.insert(d) {
                     continue;
                 }
-                seen.push(d);
                 self.mark(d);
-                if !self.nodes[d].state.is_live() {
+                if self.passes_through(d) {
                     stack.push(d);
                 }
             }
@@ -703,18 +708,16 @@ impl Core {
     /// Whether any node that depends on `n`, directly or through nodes without an instance
     /// (a completed component, a failed optional node), still has a live instance.
     fn dependents_live(&self, n: usize) -> bool {
-        let mut seen = vec![n];
+        let mut seen = HashSet::from([n]);
         let mut stack = vec![n];
         while let Some(x) = stack.pop() {
             for d in self.graph.dependents(x) {
-                if seen.contains(&d) {
-                    continue;
-                }
                 if self.nodes[d].state.is_live() {
                     return true;
                 }
-                seen.push(d);
-                stack.push(d);
+                if self.passes_through(d) && seen.insert(d) {
+                    stack.push(d);
+                }
             }
         }
         false
@@ -1227,10 +1230,12 @@ impl Core {
 
     /// The instance of `n` has ended while it was being stopped (or during a shutdown).
     fn finish_stop(&mut self, n: usize) {
-        let then = match &self.nodes[n].state {
-            NodeState::Stopping { then, .. } => then.clone(),
-            _ if self.shutdown.is_some() => AfterStop::Shutdown,
-            _ => AfterStop::Hold,
+        let (then, signalled) = match &self.nodes[n].state {
+            NodeState::Stopping {
+                then, signalled, ..
+            } => (then.clone(), *signalled),
+            _ if self.shutdown.is_some() => (AfterStop::Shutdown, false),
+            _ => (AfterStop::Hold, false),
         };
         let state = match then {
             AfterStop::Hold => NodeState::Held,
@@ -1242,7 +1247,16 @@ impl Core {
                 NodeState::Stopped
             }
         };
+        let quiet = signalled && !matches!(state, NodeState::Waiting { .. });
         self.set(n, state);
+        self.nodes[n].quiet = quiet;
+    }
+
+    /// Whether node `n`, without an instance, can stand between a live dependent and a
+    /// dependency, so that the stop order must look past it (a completed migration between an
+    /// app and its database). A quiet node cannot.
+    fn passes_through(&self, n: usize) -> bool {
+        !self.nodes[n].state.is_live() && !self.nodes[n].quiet
     }
 
     fn begin_shutdown(&mut self, reason: &str) {

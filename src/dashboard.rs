@@ -128,7 +128,9 @@ impl Dashboard {
                 lines.push_back(event.clone());
             }
             (_, Some(node)) => {
-                if let Some(state) = state_after(kind) {
+                // The core's own state name; records of older runs only have the kind.
+                let state = event["state"].as_str().or_else(|| state_after(kind));
+                if let Some(state) = state {
                     view.states.insert(node.clone(), state.to_owned());
                 }
                 if kind == "ready" {
@@ -184,7 +186,8 @@ impl Dashboard {
     }
 }
 
-/// The state a node is in after an event of this kind.
+/// The state a node is in after an event of this kind, for records written before events
+/// carried the state.
 fn state_after(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "launched" => "starting",

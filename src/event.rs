@@ -1,4 +1,4 @@
-//! What the scheduler publishes: every change of a node's state, every output line, and the
+//! What the lifecycle core publishes: every change of a node's state, every output line, and the
 //! milestones of a run. Subscribers (terminal, log files, reports) only ever read these.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::process::Stream;
-use crate::report::Summary;
+use crate::timing::Summary;
 
 /// One thing that happened, `at` this long after the run started.
 #[derive(Debug, Clone)]
@@ -16,6 +16,10 @@ pub struct Event {
     pub at: Duration,
     /// Index into `Config::nodes`; `None` for run-wide events.
     pub node: Option<usize>,
+    /// The node's state once the core handled what this event tells
+    /// ([`NodeState::name`](crate::lifecycle::NodeState::name)); `None` for run-wide events
+    /// and output lines.
+    pub state: Option<&'static str>,
     pub kind: EventKind,
 }
 
@@ -134,10 +138,21 @@ impl EventSink {
     }
 
     pub fn send(&self, node: Option<usize>, kind: EventKind) {
+        self.send_with_state(node, None, kind);
+    }
+
+    /// An event about `node` together with the state the node is in after it.
+    pub fn send_with_state(
+        &self,
+        node: Option<usize>,
+        state: Option<&'static str>,
+        kind: EventKind,
+    ) {
         // A closed stream means the run is being torn down; nothing is left to tell.
         let _ = self.tx.send(Event {
             at: self.elapsed(),
             node,
+            state,
             kind,
         });
     }

@@ -16,7 +16,8 @@
 //! | [`event`] | the event stream the scheduler publishes |
 //! | [`output`] | the log thread: log files, run record, dashboard feed, then the terminal |
 //! | [`terminal`] | the terminal thread: lines, live view, JSON; drops and counts when behind |
-//! | [`report`] | the startup summary: timings, critical path, sequential estimate |
+//! | [`timing`] | a run's timeline: critical path, sequential estimate (computed by the core) |
+//! | [`report`] | rendering timings: the startup summary, `dagstart report` of recorded runs |
 //! | [`run`] | `dagstart run`: signals, the `--` command, exit codes |
 //! | [`control`] | the control socket: steering a running dagstart from another terminal |
 //! | [`logs`] | `dagstart logs`: the nodes' log files, tailed and followed |
@@ -60,6 +61,7 @@ pub mod schema;
 pub mod sockets;
 pub mod synth;
 pub mod terminal;
+pub mod timing;
 pub mod watch;
 
 pub use error::{Error, exit_code};

@@ -23,7 +23,7 @@ const TERMINAL_GRACE: Duration = Duration::from_secs(2);
 /// Writes events until the stream closes.
 pub struct Output {
     config: Arc<Config>,
-    node_logs: Vec<Option<BufWriter<File>>>,
+    node_logs: NodeLogs,
     own_log: BufWriter<File>,
     /// The web dashboard, fed every event.
     dashboard: Option<Arc<crate::dashboard::Dashboard>>,
@@ -54,15 +54,7 @@ impl Output {
     pub fn open(config: Arc<Config>, selected: &[bool], json: bool) -> io::Result<Self> {
         let dir = &config.settings.log_dir;
         std::fs::create_dir_all(dir)?;
-        let node_logs = config
-            .nodes
-            .iter()
-            .zip(selected)
-            .map(|(node, &on)| {
-                on.then(|| create(&dir.join(format!("{}.log", node.name))))
-                    .transpose()
-            })
-            .collect::<io::Result<Vec<_>>>()?;
+        let node_logs = NodeLogs::create(&config, selected)?;
         let mut own_log = create(&dir.join("dagstart.log"))?;
         let recorder = crate::history::Recorder::create(&config, SystemTime::now())
             .inspect_err(|e| {
@@ -138,7 +130,7 @@ impl Output {
 
 struct LogThread {
     config: Arc<Config>,
-    node_logs: Vec<Option<BufWriter<File>>>,
+    node_logs: NodeLogs,
     own_log: BufWriter<File>,
     dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     recorder: Option<crate::history::Recorder>,
@@ -171,9 +163,7 @@ impl LogThread {
 
     fn flush(&mut self) {
         let _ = self.own_log.flush();
-        for log in self.node_logs.iter_mut().flatten() {
-            let _ = log.flush();
-        }
+        self.node_logs.flush();
         if let Some(recorder) = &mut self.recorder {
             recorder.flush();
         }
@@ -194,10 +184,7 @@ impl LogThread {
 
     /// After a reload: the new names, and log files for the nodes that were added.
     fn apply_reload(&mut self, config: &Arc<Config>) {
-        for node in config.nodes.iter().skip(self.node_logs.len()) {
-            let file = create(&config.settings.log_dir.join(format!("{}.log", node.name))).ok();
-            self.node_logs.push(file);
-        }
+        self.node_logs.add(config);
         if let Some(recorder) = &mut self.recorder {
             recorder.nodes(config);
         }
@@ -209,9 +196,7 @@ impl LogThread {
             return self.apply_reload(config);
         }
         if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
-            if let Some(Some(log)) = self.node_logs.get_mut(n) {
-                let _ = writeln!(log, "{line}");
-            }
+            self.node_logs.write(n, line);
             return;
         }
         let Some(text) = describe(&self.config, event) else {
@@ -306,6 +291,9 @@ pub fn event_json(config: &Config, event: &Event) -> Option<serde_json::Value> {
         "event": name,
         "node": event.node.map(|n| config.nodes[n].name.as_str()),
     });
+    if let (Some(state), Some(object)) = (event.state, value.as_object_mut()) {
+        object.insert("state".into(), json!(state));
+    }
     if let (Some(object), serde_json::Value::Object(extra)) = (value.as_object_mut(), fields) {
         object.extend(extra);
     }
@@ -390,6 +378,80 @@ pub fn describe(config: &Config, event: &Event) -> Option<String> {
         EventKind::Reloaded(_) => return None,
     };
     Some(text)
+}
+
+/// The `<node>.log` files. Each is created (truncated) when the run starts; at most
+/// `OPEN_LOGS` stay open at once, the one opened longest ago is closed to make room and opened
+/// again for appending when its node prints again, so a stack of thousands of services does
+/// not spend a descriptor per node on its log.
+struct NodeLogs {
+    paths: Vec<Option<std::path::PathBuf>>,
+    open: std::collections::HashMap<usize, BufWriter<File>>,
+    /// Open files, oldest first.
+    order: std::collections::VecDeque<usize>,
+}
+
+const OPEN_LOGS: usize = 256;
+
+impl NodeLogs {
+    fn create(config: &Config, selected: &[bool]) -> io::Result<Self> {
+        let mut logs = Self {
+            paths: Vec::new(),
+            open: std::collections::HashMap::new(),
+            order: std::collections::VecDeque::new(),
+        };
+        for (node, &on) in config.nodes.iter().zip(selected) {
+            logs.push(config, node, on)?;
+        }
+        Ok(logs)
+    }
+
+    fn push(&mut self, config: &Config, node: &crate::config::Node, on: bool) -> io::Result<()> {
+        let path = on.then(|| config.settings.log_dir.join(format!("{}.log", node.name)));
+        if let Some(path) = &path {
+            File::create(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+        self.paths.push(path);
+        Ok(())
+    }
+
+    /// After a reload: log files for the nodes that were added.
+    fn add(&mut self, config: &Config) {
+        for node in config.nodes.iter().skip(self.paths.len()) {
+            if self.push(config, node, true).is_err() {
+                self.paths.push(None);
+            }
+        }
+    }
+
+    fn write(&mut self, n: usize, line: &str) {
+        if !self.open.contains_key(&n) {
+            let Some(Some(path)) = self.paths.get(n) else {
+                return;
+            };
+            let Ok(file) = File::options().append(true).open(path) else {
+                return;
+            };
+            if self.order.len() == OPEN_LOGS {
+                if let Some(mut oldest) = self.order.pop_front().and_then(|o| self.open.remove(&o))
+                {
+                    let _ = oldest.flush();
+                }
+            }
+            self.open.insert(n, BufWriter::new(file));
+            self.order.push_back(n);
+        }
+        if let Some(log) = self.open.get_mut(&n) {
+            let _ = writeln!(log, "{line}");
+        }
+    }
+
+    fn flush(&mut self) {
+        for log in self.open.values_mut() {
+            let _ = log.flush();
+        }
+    }
 }
 
 fn secs(d: Duration) -> String {

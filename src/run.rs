@@ -48,6 +48,7 @@ pub fn run(path: &Path, env: &Environment, args: RunArgs) -> Result<i32, Error> 
     let selected = graph.select(&config, &args.nodes)?;
     // The control socket doubles as the lock that refuses a second run of the same project.
     let (control_listener, _control_file) = crate::control::bind(&config.base_dir)?;
+    raise_open_files_limit(selected.iter().filter(|&&on| on).count());
     crate::preflight::check(&config, &selected)?;
     // Bound before anything starts, so `listening` dependents can start at once.
     let sockets = Arc::new(BoundSockets::bind(&config, &selected)?);
@@ -68,6 +69,39 @@ pub fn run(path: &Path, env: &Environment, args: RunArgs) -> Result<i32, Error> 
     // Reader tasks of processes that escaped their group may still hold a pipe; do not wait.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     result
+}
+
+/// Descriptors a node holds at most while it runs (its two output pipes, a readiness pipe,
+/// a pidfd or notify subscription), plus dagstart's own.
+const FDS_PER_NODE: u64 = 4;
+const OWN_FDS: u64 = 256;
+
+/// Raises the soft limit of open files to the hard limit (as systemd and Go programs do), and,
+/// as root, the hard limit too when the nodes need more (up to `fs.nr_open`): at the usual
+/// default of 1,024 only about 250 services would fit.
+fn raise_open_files_limit(nodes: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let needed = nodes as u64 * FDS_PER_NODE + OWN_FDS;
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    if hard < needed
+        && setrlimit(
+            Resource::RLIMIT_NOFILE,
+            needed.min(ceiling),
+            needed.min(ceiling),
+        )
+        .is_ok()
+    {
+        return;
+    }
+    if soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 fn options(config: &Config, sequential: bool) -> Options {

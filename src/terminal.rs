@@ -53,7 +53,7 @@ impl TerminalFeed {
         let msg = if self.backlog.is_empty() {
             match self.try_send(msg) {
                 Ok(()) => return,
-                Err(msg) => msg,
+                Err(msg) => *msg,
             }
         } else {
             msg
@@ -83,14 +83,14 @@ impl TerminalFeed {
     pub fn flush_backlog(&mut self) {
         while let Some(msg) = self.backlog.pop_front() {
             if let Err(msg) = self.try_send(msg) {
-                self.backlog.push_front(msg);
+                self.backlog.push_front(*msg);
                 return;
             }
         }
     }
 
     /// Sends `msg`, after telling what was dropped before it; gives it back when full.
-    fn try_send(&mut self, msg: ToTerminal) -> Result<(), ToTerminal> {
+    fn try_send(&mut self, msg: ToTerminal) -> Result<(), Box<ToTerminal>> {
         if self.dropped_lines + self.dropped_events > 0 {
             let notice = ToTerminal::Dropped {
                 lines: self.dropped_lines,
@@ -98,13 +98,13 @@ impl TerminalFeed {
             };
             match self.tx.try_send(notice) {
                 Ok(()) => (self.dropped_lines, self.dropped_events) = (0, 0),
-                Err(TrySendError::Full(_)) => return Err(msg),
+                Err(TrySendError::Full(_)) => return Err(Box::new(msg)),
                 Err(TrySendError::Disconnected(_)) => return Ok(()),
             }
         }
         match self.tx.try_send(msg) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => Ok(()),
-            Err(TrySendError::Full(msg)) => Err(msg),
+            Err(TrySendError::Full(msg)) => Err(Box::new(msg)),
         }
     }
 
@@ -127,6 +127,8 @@ pub struct Terminal {
     json: bool,
     /// The live view, on a terminal, until startup ends.
     live: Option<crate::live::LiveView>,
+    /// Run time of the last event shown, for the `dropped` notice.
+    last_at: std::time::Duration,
 }
 
 impl Terminal {
@@ -151,6 +153,7 @@ impl Terminal {
             out: BufWriter::new(io::stdout()),
             json,
             live,
+            last_at: std::time::Duration::ZERO,
         }
     }
 
@@ -209,6 +212,7 @@ impl Terminal {
     }
 
     fn show_event(&mut self, event: &Event, json: Option<Value>) {
+        self.last_at = event.at;
         if let EventKind::Reloaded(config) = &event.kind {
             self.width = config
                 .nodes

@@ -25,7 +25,7 @@ use super::{NodeStatus, Options, Outcome, Startup, StartupError};
 use crate::config::{Condition, Config, NodeKind, RestartPolicy};
 use crate::event::EventKind;
 use crate::graph::Graph;
-use crate::report::{NodeTiming, Summary};
+use crate::timing::{NodeTiming, Summary};
 
 /// Whether a dependency condition holds.
 #[derive(Debug, PartialEq, Eq)]
@@ -215,7 +215,24 @@ impl Core {
             },
         );
         self.settle();
-        std::mem::take(&mut self.effects)
+        self.take_effects()
+    }
+
+    /// The effects of the step, each event stamped with its node's state after the step: the
+    /// one state `status`, the events, the dashboard and `/metrics` all show.
+    fn take_effects(&mut self) -> Vec<Effect> {
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in &mut effects {
+            if let Effect::Publish {
+                node: Some(n),
+                state,
+                ..
+            } = effect
+            {
+                *state = Some(self.nodes[*n].state.name());
+            }
+        }
+        effects
     }
 
     /// Reacts to one input at run time `now` and returns what to carry out.
@@ -244,7 +261,7 @@ impl Core {
         }
         self.fire_due_timers();
         self.settle();
-        std::mem::take(&mut self.effects)
+        self.take_effects()
     }
 
     // ----- queries -----------------------------------------------------------------------------
@@ -489,7 +506,11 @@ impl Core {
     }
 
     fn publish(&mut self, node: Option<usize>, kind: EventKind) {
-        self.effects.push(Effect::Publish { node, kind });
+        self.effects.push(Effect::Publish {
+            node,
+            state: None,
+            kind,
+        });
     }
 
     fn note(&mut self, n: usize, text: String) {

@@ -13,9 +13,10 @@ pub enum Effect {
     KillAll,
     /// Probe these required services once more and answer with `Input::Verified`.
     Verify(Vec<usize>),
-    /// Publish an event.
+    /// Publish an event; `state` is the node's state once the input was handled.
     Publish {
         node: Option<usize>,
+        state: Option<&'static str>,
         kind: EventKind,
     },
     /// Startup is over, one way or the other (for the `--` command).

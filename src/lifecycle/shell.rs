@@ -308,7 +308,9 @@ impl Scheduler {
                     }
                 }
                 Effect::Verify(nodes) => self.verify(nodes),
-                Effect::Publish { node, kind } => self.events.send(node, kind),
+                Effect::Publish { node, state, kind } => {
+                    self.events.send_with_state(node, state, kind);
+                }
                 Effect::Startup(state) => {
                     self.startup_tx.send_replace(state);
                 }

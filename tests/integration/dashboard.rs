@@ -97,7 +97,7 @@ fn the_dashboard_shows_node_states_changing_and_metrics() {
     );
     assert_eq!(
         state_of(&before, "slow").as_deref(),
-        Some("probing"),
+        Some("starting"),
         "{before}"
     );
 

@@ -18,7 +18,18 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Check(args) => check(&cli.file, &env, args.format),
         Command::Graph(args) => graph_command(&cli.file, &env, &args),
         Command::Config(args) => config_command(&cli.file, &env, &args),
-        Command::Run(args) => crate::run::run(&cli.file, &env, args),
+        Command::Run(args) => {
+            let config = load_config(&cli.file, &env)?;
+            let request = crate::run::RunRequest {
+                nodes: args.nodes,
+                sequential: args.sequential,
+                watch: args.watch,
+                dashboard: args.dashboard,
+                json: args.output == crate::cli::OutputFormat::Json,
+                command: args.command,
+            };
+            crate::run::run(config, &env, request)
+        }
         Command::Status(args) => status(&cli.file, args.format),
         Command::Start(args) => act(&cli.file, Request::Start { nodes: args.nodes }),
         Command::Stop(args) => act(&cli.file, Request::Stop { nodes: args.nodes }),

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::cli::RunArgs;
 use crate::config::{Config, Environment, MaxWorkers, Probe};
 use crate::error::{Error, exit_code};
 use crate::event::EventSink;
@@ -42,8 +41,25 @@ impl Drop for RuntimeDir {
     }
 }
 
-pub fn run(path: &Path, env: &Environment, args: RunArgs) -> Result<i32, Error> {
-    let config = crate::app::load_config(path, env)?;
+/// What `dagstart run` was asked for, in the engine's terms (the command line builds it).
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Run only these nodes and what they need; all when empty.
+    pub nodes: Vec<String>,
+    pub sequential: bool,
+    /// Reload when services.toml changes.
+    pub watch: bool,
+    /// Serve the web dashboard here.
+    pub dashboard: Option<std::net::SocketAddr>,
+    /// One JSON object per event on stdout instead of text.
+    pub json: bool,
+    /// Run this once startup is complete, then stop everything and exit with its status.
+    pub command: Vec<String>,
+}
+
+/// Starts the graph of `config` (loaded and validated) and supervises it until the run ends;
+/// returns the exit code.
+pub fn run(config: Config, env: &Environment, args: RunRequest) -> Result<i32, Error> {
     let graph = Graph::build(&config);
     let selected = graph.select(&config, &args.nodes)?;
     // The control socket doubles as the lock that refuses a second run of the same project.
@@ -129,9 +145,9 @@ async fn run_graph(
     selected: Vec<bool>,
     sockets: Arc<BoundSockets>,
     env: Environment,
-    args: RunArgs,
+    args: RunRequest,
 ) -> Result<i32, Error> {
-    let json = args.output == crate::cli::OutputFormat::Json;
+    let json = args.json;
     let output = Output::open(config.clone(), &selected, json).map_err(|e| {
         Error::io(
             format!(
@@ -161,17 +177,11 @@ async fn run_graph(
         path: config.path.clone(),
         env,
     };
-    tokio::spawn(crate::control::serve(
-        control_listener,
-        control_tx.clone(),
-        source.clone(),
-    ));
+    let server = crate::control::serve(control_listener, control_tx.clone(), source.clone());
+    supervise(&events, "the control socket", server);
     if args.watch {
-        tokio::spawn(crate::watch::config_file(
-            source,
-            control_tx.clone(),
-            events.clone(),
-        ));
+        let watcher = crate::watch::config_file(source, control_tx.clone(), events.clone());
+        supervise(&events, "the services.toml watcher", watcher);
     }
     for (n, node) in config
         .nodes
@@ -186,7 +196,7 @@ async fn run_graph(
                 control_tx.clone(),
                 events.clone(),
             );
-            tokio::spawn(task);
+            supervise(&events, "a `watch` watcher", task);
         }
     }
     let opts = options(&config, args.sequential);
@@ -233,6 +243,29 @@ async fn run_graph(
         (Outcome::Interrupted, None) => Err(Error::Interrupted),
         (Outcome::Degraded(failed), None) => Err(Error::Degraded(failed)),
     }
+}
+
+/// Runs a helper task (control socket, watcher) whose panic must not pass unseen: it is told
+/// in the log, and the run goes on without it.
+fn supervise(
+    events: &EventSink,
+    what: &'static str,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
+    let handle = tokio::spawn(task);
+    let events = events.clone();
+    tokio::spawn(async move {
+        if let Err(error) = handle.await {
+            if error.is_panic() {
+                events.send(
+                    None,
+                    crate::event::EventKind::Note(format!(
+                        "internal error: {what} stopped unexpectedly; the run goes on without it"
+                    )),
+                );
+            }
+        }
+    });
 }
 
 /// SIGINT/SIGTERM become a graceful shutdown; a second one kills everything at once.

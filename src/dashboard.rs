@@ -15,6 +15,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use serde_json::{Value, json};
+
+use crate::record::{EventRecord, What};
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt as _;
 
@@ -44,11 +46,11 @@ pub async fn bind(
 #[derive(Debug, Default)]
 struct View {
     /// The startup's events but output lines (those are in `lines`), for replay.
-    events: Vec<Value>,
+    events: Vec<EventRecord>,
     /// The latest events since startup ended, for replay.
-    later: VecDeque<Value>,
+    later: VecDeque<EventRecord>,
     startup_over: bool,
-    lines: BTreeMap<String, VecDeque<Value>>,
+    lines: BTreeMap<String, VecDeque<EventRecord>>,
     states: BTreeMap<String, String>,
     ready_seconds: BTreeMap<String, f64>,
     restarts: BTreeMap<String, u64>,
@@ -57,7 +59,7 @@ struct View {
 
 impl View {
     /// Keeps an event for replay: all of the startup's, then a ring of the latest.
-    fn keep(&mut self, event: &Value) {
+    fn keep(&mut self, event: &EventRecord) {
         if !self.startup_over {
             return self.events.push(event.clone());
         }
@@ -114,47 +116,45 @@ impl Dashboard {
         dashboard
     }
 
-    /// Takes in one event in the shape of `--output json`.
-    pub fn observe(&self, event: &Value) {
+    /// Takes in one event.
+    pub fn observe(&self, event: &EventRecord) {
         let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
-        let node = event["node"].as_str().map(str::to_owned);
-        let kind = event["event"].as_str().unwrap_or("");
-        match (kind, &node) {
-            ("output", Some(node)) => {
+        match (&event.what, &event.node) {
+            (What::Output { .. }, Some(node)) => {
                 let lines = view.lines.entry(node.clone()).or_default();
                 if lines.len() == LINES {
                     lines.pop_front();
                 }
                 lines.push_back(event.clone());
             }
-            (_, Some(node)) => {
+            (what, Some(node)) => {
                 // The core's own state name; records of older runs only have the kind.
-                let state = event["state"].as_str().or_else(|| state_after(kind));
+                let state = event.state.as_deref().or_else(|| state_after(what));
                 if let Some(state) = state {
                     view.states.insert(node.clone(), state.to_owned());
                 }
-                if kind == "ready" {
-                    let took = event["took_ms"].as_f64().unwrap_or(0.0) / 1000.0;
-                    view.ready_seconds.insert(node.clone(), took);
+                if let What::Ready { took_ms } = what {
+                    view.ready_seconds
+                        .insert(node.clone(), *took_ms as f64 / 1000.0);
                 }
-                if kind == "restarting" {
+                if let What::Restarting { .. } = what {
                     *view.restarts.entry(node.clone()).or_default() += 1;
                 }
                 view.keep(event);
             }
-            ("startup_complete", None) => {
-                view.startup_seconds = event["ready_ms"].as_f64().map(|ms| ms / 1000.0);
+            (What::StartupComplete { ready_ms, .. }, None) => {
+                view.startup_seconds = Some(*ready_ms as f64 / 1000.0);
                 view.keep(event);
                 view.startup_over = true;
             }
-            ("startup_failed", None) => {
+            (What::StartupFailed { .. }, None) => {
                 view.keep(event);
                 view.startup_over = true;
             }
             _ => view.keep(event),
         }
         drop(view);
-        let _ = self.live.send(event.to_string());
+        let _ = self.live.send(event.to_json());
     }
 
     /// Serves the page, `/events`, `/graph` and `/metrics` until the runtime ends.
@@ -170,35 +170,29 @@ impl Dashboard {
 
     fn replay(&self) -> Vec<String> {
         let view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut all: Vec<&Value> = view
+        let mut all: Vec<&EventRecord> = view
             .events
             .iter()
             .chain(&view.later)
             .chain(view.lines.values().flatten())
             .collect();
-        all.sort_by(|a, b| {
-            a["t"]
-                .as_f64()
-                .unwrap_or(0.0)
-                .total_cmp(&b["t"].as_f64().unwrap_or(0.0))
-        });
-        all.into_iter().map(Value::to_string).collect()
+        all.sort_by(|a, b| a.t.total_cmp(&b.t));
+        all.into_iter().map(EventRecord::to_json).collect()
     }
 }
 
 /// The state a node is in after an event of this kind, for records written before events
 /// carried the state.
-fn state_after(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "launched" => "starting",
-        "spawned" => "probing",
-        "ready" => "ready",
-        "failed" => "failed",
-        "skipped" => "skipped",
-        "exited" => "exited",
-        "restarting" => "restarting",
-        "stopping" => "stopping",
-        "stopped" => "stopped",
+fn state_after(what: &What) -> Option<&'static str> {
+    Some(match what {
+        What::Launched | What::Spawned { .. } => "starting",
+        What::Ready { .. } => "ready",
+        What::Failed { .. } => "failed",
+        What::Skipped { .. } => "skipped",
+        What::Exited { .. } => "exited",
+        What::Restarting { .. } => "restarting",
+        What::Stopping => "stopping",
+        What::Stopped { .. } => "stopped",
         _ => return None,
     })
 }

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::record::{EventRecord, What};
 
 /// How many runs are kept.
 pub const KEEP: usize = 20;
@@ -28,7 +29,7 @@ pub struct RunRecord {
     pub started: String,
     pub nodes: Vec<RecordedNode>,
     /// The events of `--output json` (docs/events.md), output lines left out.
-    pub events: Vec<serde_json::Value>,
+    pub events: Vec<EventRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,13 +103,20 @@ impl Recorder {
     }
 
     /// One event, in the shape of `--output json`.
-    pub fn event(&mut self, event: &serde_json::Value) {
+    pub fn event(&mut self, event: &EventRecord) {
         self.events += 1;
         if self.events <= MAX_EVENTS {
-            let _ = writeln!(self.file, "{event}");
+            let _ = writeln!(self.file, "{}", event.to_json());
         } else if self.events == MAX_EVENTS + 1 {
-            let note = serde_json::json!({ "event": "note", "node": null, "text": "the record ends here: too many events" });
-            let _ = writeln!(self.file, "{note}");
+            let note = EventRecord {
+                what: What::Note {
+                    text: "the record ends here: too many events".into(),
+                },
+                node: None,
+                state: None,
+                ..event.clone()
+            };
+            let _ = writeln!(self.file, "{}", note.to_json());
         }
     }
 
@@ -157,15 +165,16 @@ fn parse_lines(id: &str, text: &str) -> Result<RunRecord, String> {
             .map_err(|e| format!("run {id} cannot be read: {e}"))?,
         events: Vec::new(),
     };
+    #[derive(Deserialize)]
+    struct NodesLine {
+        nodes: Vec<RecordedNode>,
+    }
     for line in lines {
-        // A run killed mid-write may end with half a line.
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if value.get("event").is_some() {
-            record.events.push(value);
-        } else if let Ok(nodes) = serde_json::from_value(value["nodes"].clone()) {
-            record.nodes = nodes;
+        // A run killed mid-write may end with half a line; it is skipped.
+        if let Ok(event) = serde_json::from_str::<EventRecord>(line) {
+            record.events.push(event);
+        } else if let Ok(after_reload) = serde_json::from_str::<NodesLine>(line) {
+            record.nodes = after_reload.nodes;
         }
     }
     Ok(record)

@@ -13,7 +13,8 @@
 //! | [`guardian`] | no orphans: subreaper, run marker sweep, and the guardian process |
 //! | [`notify`] | systemd's notify protocol: the run's NOTIFY_SOCKET and its routing |
 //! | [`sockets`] | socket activation: listening sockets bound before anything starts |
-//! | [`event`] | the event stream the scheduler publishes |
+//! | [`event`] | the event stream the lifecycle core publishes |
+//! | [`record`] | `EventRecord`: the one serde form of an event (JSON output, run record, report, dashboard) |
 //! | [`output`] | the log thread: log files, run record, dashboard feed, then the terminal |
 //! | [`terminal`] | the terminal thread: lines, live view, JSON; drops and counts when behind |
 //! | [`timing`] | a run's timeline: critical path, sequential estimate (computed by the core) |
@@ -55,6 +56,7 @@ pub mod output;
 pub mod preflight;
 pub mod pressure;
 pub mod process;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod schema;

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, NodeKind};
 use crate::event::{Event, EventKind, EventStream};
+use crate::record::EventRecord;
 use crate::report;
 use crate::terminal::{Terminal, TerminalFeed, ToTerminal};
 
@@ -144,20 +145,20 @@ impl LogThread {
         self.write(&event);
         let is_output = matches!(event.kind, EventKind::Output { .. });
         // Output lines are the bulk of the events: only the dashboard (and the terminal with
-        // `--output json`) need them as JSON.
-        let json = if !is_output || self.dashboard.is_some() || self.json {
-            event_json(&self.config, &event)
+        // `--output json`) need them as records.
+        let record = if !is_output || self.dashboard.is_some() || self.json {
+            EventRecord::of(&self.config, &event)
         } else {
             None
         };
-        if let (Some(dashboard), Some(json)) = (&self.dashboard, &json) {
-            dashboard.observe(json);
+        if let (Some(dashboard), Some(record)) = (&self.dashboard, &record) {
+            dashboard.observe(record);
         }
-        if let (false, Some(recorder), Some(json)) = (is_output, &mut self.recorder, &json) {
-            recorder.event(json);
+        if let (false, Some(recorder), Some(record)) = (is_output, &mut self.recorder, &record) {
+            recorder.event(record);
         }
         let last = matches!(event.kind, EventKind::ShutdownComplete { .. });
-        self.feed.offer(ToTerminal::Event(event, json));
+        self.feed.offer(ToTerminal::Event(event, record));
         last
     }
 
@@ -211,93 +212,6 @@ impl LogThread {
             );
         }
     }
-}
-
-/// `--output json`: one object per event, for scripts. The shape is documented in
-/// docs/events.md and kept stable.
-pub fn event_json(config: &Config, event: &Event) -> Option<serde_json::Value> {
-    use serde_json::json;
-    let ms = |d: &std::time::Duration| d.as_millis() as u64;
-    let (name, fields) = match &event.kind {
-        EventKind::Plan {
-            nodes,
-            sequential,
-            max_workers,
-        } => (
-            "plan",
-            json!({ "nodes": nodes, "sequential": sequential, "max_workers": max_workers }),
-        ),
-        EventKind::Launched => ("launched", json!({})),
-        EventKind::Spawned { pid, attempt } => {
-            ("spawned", json!({ "pid": pid, "attempt": attempt }))
-        }
-        EventKind::Ready { took } => ("ready", json!({ "took_ms": ms(took) })),
-        EventKind::Retrying {
-            attempt,
-            reason,
-            delay,
-        } => (
-            "retrying",
-            json!({ "attempt": attempt, "reason": reason, "delay_ms": ms(delay) }),
-        ),
-        EventKind::Failed { reason } => ("failed", json!({ "reason": reason })),
-        EventKind::Skipped { reason } => ("skipped", json!({ "reason": reason })),
-        EventKind::Restarting {
-            delay,
-            restart,
-            reason,
-        } => (
-            "restarting",
-            json!({ "delay_ms": ms(delay), "restart": restart, "reason": reason }),
-        ),
-        EventKind::Exited { status } => ("exited", json!({ "status": status })),
-        EventKind::Output { stream, line } => ("output", json!({ "stream": stream, "line": line })),
-        EventKind::Status { text } => ("status", json!({ "text": text })),
-        EventKind::StartupComplete(summary) => {
-            let names = |list: &[usize]| {
-                list.iter()
-                    .map(|&n| config.nodes[n].name.clone())
-                    .collect::<Vec<_>>()
-            };
-            (
-                "startup_complete",
-                json!({
-                    "ready_ms": ms(&summary.ready_after),
-                    "critical_path": names(&summary.critical_path),
-                    "sequential_estimate_ms": ms(&summary.sequential_estimate),
-                    "pending_optional": names(&summary.pending_optional),
-                }),
-            )
-        }
-        EventKind::StartupFailed { reason } => ("startup_failed", json!({ "reason": reason })),
-        EventKind::ShutdownStarted { reason } => ("shutdown_started", json!({ "reason": reason })),
-        EventKind::Stopping => ("stopping", json!({})),
-        EventKind::Stopped {
-            status,
-            killed,
-            took,
-        } => (
-            "stopped",
-            json!({ "status": status, "killed": killed, "took_ms": ms(took) }),
-        ),
-        EventKind::ShutdownComplete { took } => {
-            ("shutdown_complete", json!({ "took_ms": ms(took) }))
-        }
-        EventKind::Note(text) => ("note", json!({ "text": text })),
-        EventKind::Reloaded(_) => return None,
-    };
-    let mut value = json!({
-        "t": (event.at.as_secs_f64() * 1000.0).round() / 1000.0,
-        "event": name,
-        "node": event.node.map(|n| config.nodes[n].name.as_str()),
-    });
-    if let (Some(state), Some(object)) = (event.state, value.as_object_mut()) {
-        object.insert("state".into(), json!(state));
-    }
-    if let (Some(object), serde_json::Value::Object(extra)) = (value.as_object_mut(), fields) {
-        object.extend(extra);
-    }
-    Some(value)
 }
 
 /// The text of an event for people: the terminal and dagstart.log.

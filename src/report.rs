@@ -99,36 +99,37 @@ pub struct RecordedRun {
 
 impl RecordedRun {
     pub fn from_record(record: &crate::history::RunRecord) -> Self {
+        use crate::record::What;
         let mut run = Self::default();
         for event in &record.events {
-            let t = event["t"].as_f64().unwrap_or(0.0) * 1000.0;
-            let kind = event["event"].as_str().unwrap_or("");
-            if kind == "startup_complete" {
-                run.ready_ms = event["ready_ms"].as_f64();
-                run.sequential_estimate_ms = event["sequential_estimate_ms"].as_f64();
-                run.critical_path = event["critical_path"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|n| n.as_str().map(str::to_owned))
-                    .collect();
+            let t = event.millis();
+            if let What::StartupComplete {
+                ready_ms,
+                critical_path,
+                sequential_estimate_ms,
+                ..
+            } = &event.what
+            {
+                run.ready_ms = Some(*ready_ms as f64);
+                run.sequential_estimate_ms = Some(*sequential_estimate_ms as f64);
+                run.critical_path.clone_from(critical_path);
                 continue;
             }
-            let Some(node) = event["node"].as_str() else {
+            let Some(node) = &event.node else {
                 continue;
             };
-            let timing = run.timings.entry(node.to_owned()).or_default();
-            match kind {
-                "launched" => {
+            let timing = run.timings.entry(node.clone()).or_default();
+            match &event.what {
+                What::Launched => {
                     timing.launched.get_or_insert(t);
                 }
-                "spawned" => {
+                What::Spawned { attempt, .. } => {
                     timing.spawned.get_or_insert(t);
-                    timing.attempts = timing.attempts.max(event["attempt"].as_u64().unwrap_or(1));
+                    timing.attempts = timing.attempts.max(u64::from(*attempt));
                 }
-                "ready" if timing.ready.is_none() => {
+                What::Ready { took_ms } if timing.ready.is_none() => {
                     timing.ready = Some(t);
-                    timing.took = event["took_ms"].as_f64();
+                    timing.took = Some(*took_ms as f64);
                 }
                 _ => {}
             }

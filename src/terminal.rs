@@ -12,10 +12,9 @@ use std::io::{self, BufWriter, IsTerminal as _, Write};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
-use serde_json::Value;
-
 use crate::config::Config;
 use crate::event::{Event, EventKind};
+use crate::record::{EventRecord, What};
 
 /// Messages queued for the terminal at most.
 const QUEUE: usize = 1024;
@@ -28,8 +27,8 @@ pub(crate) const OWN_NAME: &str = "dagstart";
 /// What the log thread hands the terminal.
 #[derive(Debug)]
 pub enum ToTerminal {
-    /// An event, with its `--output json` form when that was computed already.
-    Event(Event, Option<Value>),
+    /// An event, with its record when that was made already.
+    Event(Event, Option<EventRecord>),
     /// The terminal could not keep up: this much was not shown.
     Dropped { lines: u64, events: u64 },
 }
@@ -192,9 +191,13 @@ impl Terminal {
             ToTerminal::Event(event, json) => self.show_event(&event, json),
             ToTerminal::Dropped { lines, events } => {
                 if self.json {
-                    let value =
-                        serde_json::json!({ "event": "dropped", "lines": lines, "events": events });
-                    let _ = writeln!(self.out, "{value}");
+                    let record = EventRecord {
+                        t: crate::record::seconds(self.last_at),
+                        what: What::Dropped { lines, events },
+                        node: None,
+                        state: None,
+                    };
+                    let _ = writeln!(self.out, "{}", record.to_json());
                 } else {
                     let prefix = self.prefix(OWN_NAME, usize::MAX);
                     let what = if events > 0 {
@@ -211,7 +214,7 @@ impl Terminal {
         }
     }
 
-    fn show_event(&mut self, event: &Event, json: Option<Value>) {
+    fn show_event(&mut self, event: &Event, record: Option<EventRecord>) {
         self.last_at = event.at;
         if let EventKind::Reloaded(config) = &event.kind {
             self.width = config
@@ -223,8 +226,8 @@ impl Terminal {
             return;
         }
         if self.json {
-            if let Some(value) = json.or_else(|| crate::output::event_json(&self.config, event)) {
-                let _ = writeln!(self.out, "{value}");
+            if let Some(record) = record.or_else(|| EventRecord::of(&self.config, event)) {
+                let _ = writeln!(self.out, "{}", record.to_json());
             }
         }
         if let Some(live) = &mut self.live {

@@ -18,9 +18,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dagstart::config::Environment;
-use dagstart::graph::Graph;
-use dagstart::lifecycle::{Core, Effect, Input, Options, Report};
+use dagstart::engine::config::Environment;
+use dagstart::engine::graph::Graph;
+use dagstart::engine::lifecycle::{Core, Effect, Input, Options, Report};
 
 const DAGSTART: &str = env!("CARGO_BIN_EXE_dagstart");
 
@@ -59,8 +59,8 @@ fn chain(n: usize) -> String {
     text
 }
 
-fn load(text: String) -> dagstart::config::Config {
-    dagstart::config::load_str(
+fn load(text: String) -> dagstart::engine::config::Config {
+    dagstart::engine::config::load_str(
         Path::new("/bench/services.toml"),
         text,
         &Environment::from_pairs::<&str, &str>([]),

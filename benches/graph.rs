@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dagstart::config::{Environment, load_str};
-use dagstart::graph::{Graph, render_json};
+use dagstart::engine::config::{Environment, load_str};
+use dagstart::engine::graph::Graph;
+use dagstart::views::graph_render::render_json;
 
 // The binary uses mimalloc; measure with the same allocator.
 #[global_allocator]

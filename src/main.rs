@@ -9,12 +9,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     run_hidden_step();
     init_tracing();
-    let cli = dagstart::cli::Cli::parse();
-    let code = match dagstart::app::execute(cli) {
+    let cli = dagstart::cli::args::Cli::parse();
+    let code = match dagstart::cli::commands::execute(cli) {
         Ok(code) => code,
         Err(error) => {
-            let handler = dagstart::error::terminal_handler();
-            eprint!("{}", dagstart::error::render(&error, &handler));
+            let handler = dagstart::cli::error::terminal_handler();
+            eprint!("{}", dagstart::cli::error::render(&error, &handler));
             error.exit_code()
         }
     };
@@ -26,16 +26,18 @@ fn main() {
 fn run_hidden_step() {
     let mut args = std::env::args_os();
     match args.nth(1) {
-        Some(step) if step == dagstart::process::LISTEN_EXEC => {
+        Some(step) if step == dagstart::engine::process::LISTEN_EXEC => {
             let argv: Vec<_> = args.collect();
-            std::process::exit(dagstart::process::exec_with_listen_pid(&argv));
+            std::process::exit(dagstart::engine::process::exec_with_listen_pid(&argv));
         }
         Some(step) if step == dagstart::demo::DEMO_STEP => {
             dagstart::demo::main(std::iter::once("demo-svc".into()).chain(args));
         }
-        Some(step) if step == dagstart::guardian::GUARDIAN => {
+        Some(step) if step == dagstart::engine::guardian::GUARDIAN => {
             let run_id = args.next().unwrap_or_default();
-            std::process::exit(dagstart::guardian::run_guardian(&run_id.to_string_lossy()));
+            std::process::exit(dagstart::engine::guardian::run_guardian(
+                &run_id.to_string_lossy(),
+            ));
         }
         _ => {}
     }

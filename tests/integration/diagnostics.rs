@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use dagstart::config::{Environment, load_str};
-use dagstart::error::{Error, plain_handler, render};
+use dagstart::cli::error::{Error, plain_handler, render};
+use dagstart::engine::config::{Environment, load_str};
 
 /// Loads `text` and returns the codes of its problems and their rendering.
 fn diagnose_with(text: &str, env: &[(&str, &str)]) -> (Vec<&'static str>, String) {
@@ -193,7 +193,11 @@ fn required_variable_that_is_set_is_expanded() {
     .expect("valid");
     assert_eq!(
         config.nodes[0].command,
-        dagstart::config::Command::Argv(vec!["./api".into(), "--db".into(), "postgres://x".into()])
+        dagstart::engine::config::Command::Argv(vec![
+            "./api".into(),
+            "--db".into(),
+            "postgres://x".into()
+        ])
     );
 }
 

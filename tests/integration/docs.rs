@@ -8,7 +8,7 @@ fn every_key_is_in_the_configuration_reference() {
     ))
     .unwrap();
     let mut missing = Vec::new();
-    for (table, keys) in dagstart::config::KNOWN_KEYS {
+    for (table, keys) in dagstart::engine::config::KNOWN_KEYS {
         for key in *keys {
             if !docs.contains(&format!("`{key}`"))
                 && !docs.contains(&format!("{key} ="))
@@ -28,7 +28,7 @@ fn every_key_is_in_the_configuration_reference() {
 fn every_command_is_in_the_readme() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let cli = <dagstart::cli::Cli as clap::CommandFactory>::command();
+    let cli = <dagstart::cli::args::Cli as clap::CommandFactory>::command();
     let missing: Vec<&str> = cli
         .get_subcommands()
         .map(clap::Command::get_name)
@@ -63,7 +63,7 @@ fn completions_and_man_page_come_from_the_cli_definitions() {
 
 #[test]
 fn the_schema_knows_exactly_the_keys_the_loader_accepts() {
-    let schema = dagstart::schema::schema();
+    let schema = dagstart::cli::schema::schema();
     let keys_of = |value: &serde_json::Value| -> Vec<String> {
         let mut keys: Vec<String> = value["properties"]
             .as_object()
@@ -87,7 +87,7 @@ fn the_schema_knows_exactly_the_keys_the_loader_accepts() {
         ("liveness", &service["properties"]["liveness"]),
     ];
     for (table, node) in tables {
-        let (_, known) = dagstart::config::KNOWN_KEYS
+        let (_, known) = dagstart::engine::config::KNOWN_KEYS
             .iter()
             .find(|(t, _)| *t == table)
             .unwrap();

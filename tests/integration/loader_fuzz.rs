@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use dagstart::config::{Environment, load_str};
+use dagstart::engine::config::{Environment, load_str};
 use proptest::prelude::*;
 
 const KEYS: &[&str] = &[
@@ -97,15 +97,15 @@ fn load(text: String) {
     let env = Environment::from_pairs([("X", "x")]);
     match load_str(Path::new("services.toml"), text, &env) {
         Ok(config) => {
-            let graph = dagstart::graph::Graph::build(&config);
+            let graph = dagstart::engine::graph::Graph::build(&config);
             let all = vec![true; graph.len()];
-            let _ = dagstart::graph::render_text(&config, &graph, &all, None);
-            let _ = dagstart::config::render_toml(&config);
+            let _ = dagstart::views::graph_render::render_text(&config, &graph, &all, None);
+            let _ = dagstart::engine::config::render_toml(&config);
         }
         Err(error) => {
-            let _ = dagstart::error::render(
+            let _ = dagstart::cli::error::render(
                 &dagstart::Error::Config(error.clone()),
-                &dagstart::error::plain_handler(),
+                &dagstart::cli::error::plain_handler(),
             );
             let _ = error.to_json();
         }

@@ -1,0 +1,297 @@
+//! The command line: clap definitions only. `main.rs` parses them and hands them to [`crate::cli::commands`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Bring a stack of services up as fast as its dependency graph allows, and keep it up.
+///
+/// dagstart reads services.toml, checks the dependency graph, and starts every service and
+/// component the moment its dependencies are ready: no fixed sleeps, no level barriers.
+///
+/// Examples:
+///   dagstart check                 validate services.toml
+///   dagstart graph                 show the startup order
+///   dagstart run                   start everything, stop it all on Ctrl-C
+///   dagstart run -- cargo test     start, run the tests, stop, exit with their status
+///   dagstart status                what the running dagstart is doing (from another terminal)
+#[derive(Debug, Parser)]
+#[command(name = "dagstart", version, verbatim_doc_comment, max_term_width = 100)]
+pub struct Cli {
+    /// The configuration file to read. Goes before the command: `dagstart -f dev.toml run`
+    /// (after `logs`, `-f` means `--follow`).
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "services.toml",
+        env = "DAGSTART_FILE"
+    )]
+    pub file: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Check(CheckArgs),
+    Graph(GraphArgs),
+    Config(ConfigArgs),
+    Run(RunArgs),
+    Status(StatusArgs),
+    Start(NodesArgs),
+    Stop(NodesArgs),
+    Restart(NodesArgs),
+    Logs(LogsArgs),
+    Report(ReportArgs),
+    /// Apply an edited services.toml to the running dagstart without a full restart.
+    ///
+    /// Removed nodes stop; added nodes start once their dependencies are ready; changed nodes
+    /// restart together with the running nodes that need them; untouched nodes keep running
+    /// with the same pid. An invalid file is rejected with its diagnostics and nothing changes.
+    ///
+    /// Example:
+    ///   dagstart reload
+    #[command(verbatim_doc_comment)]
+    Reload,
+    /// Print a shell completion script.
+    ///
+    /// Examples:
+    ///   dagstart completions bash > /etc/bash_completion.d/dagstart
+    ///   dagstart completions zsh > ~/.zfunc/_dagstart
+    #[command(verbatim_doc_comment)]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print a JSON Schema of services.toml, for editors that complete and validate TOML.
+    ///
+    /// Example (taplo / Even Better TOML): save it and point `#:schema` at it:
+    ///   dagstart schema > services.schema.json
+    #[command(verbatim_doc_comment)]
+    Schema,
+    /// Print the man page (roff), made from the same definitions as --help.
+    ///
+    /// Example:
+    ///   dagstart man > /usr/local/share/man/man1/dagstart.1
+    #[command(verbatim_doc_comment)]
+    Man,
+    /// Stop the running dagstart gracefully, as Ctrl-C in its terminal would.
+    ///
+    /// Example:
+    ///   dagstart down
+    #[command(verbatim_doc_comment)]
+    Down,
+}
+
+/// Show the state of every node of the running dagstart.
+///
+/// A table of node, kind, state, pid, uptime, restarts and the last thing worth knowing (its
+/// STATUS, or why it failed, exited or was skipped). Exits 5 when no dagstart is running here.
+///
+/// Examples:
+///   dagstart status
+///   dagstart status --format json | jq '.[] | select(.state != "ready")'
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
+}
+
+/// Start, stop or restart nodes of the running dagstart.
+///
+/// `stop` stops the nodes and everything that depends on them (dependents first); they stay
+/// stopped until `start`. `start` starts the nodes and whatever they need. `restart` stops the
+/// nodes and their running dependents, dependents first, then starts them all again in order.
+///
+/// Examples:
+///   dagstart restart backend
+///   dagstart stop vision voice
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct NodesArgs {
+    #[arg(value_name = "NODE", required = true)]
+    pub nodes: Vec<String>,
+}
+
+/// Where startup time went, from the run history (systemd-analyze style).
+///
+/// Blame (nodes by time from spawn to ready, slowest first), the critical chain (when each
+/// node on it was launched, how long it took, what it waited for), parallel against sequential,
+/// and hints. Every run is recorded in .dagstart/runs/ beside services.toml (the last 20).
+///
+/// Examples:
+///   dagstart report            the last run
+///   dagstart report -2         the run before it
+///   dagstart report --compare -2 -1
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ReportArgs {
+    /// Which run: `last` (default), a run id, N (the N-th oldest) or -N (N-th newest).
+    #[arg(allow_hyphen_values = true)]
+    pub run: Option<String>,
+
+    /// Also write a self-contained SVG Gantt chart of the startup to this file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
+
+    /// Also write an HTML page with the chart and this report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
+
+    /// Serve the run on the web dashboard (the same page as `run --dashboard`) until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<std::net::SocketAddr>,
+
+    /// Compare two runs instead: startup time and each node's start time, side by side.
+    #[arg(long, num_args = 2, value_names = ["RUN_A", "RUN_B"], allow_hyphen_values = true, conflicts_with = "run")]
+    pub compare: Option<Vec<String>>,
+}
+
+/// Show the output of nodes, from their log files.
+///
+/// Prints the last lines of each node's log (all nodes when none are named), prefixed with the
+/// node's name; `-f` keeps printing new lines as they are written. Works without a running
+/// dagstart too: then it shows the last run's logs and says so.
+///
+/// Examples:
+///   dagstart logs backend --tail 50
+///   dagstart logs -f
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct LogsArgs {
+    #[arg(value_name = "NODE")]
+    pub nodes: Vec<String>,
+    /// Keep printing new lines until interrupted.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many of the last lines of each log to print.
+    #[arg(long, default_value_t = 20)]
+    pub tail: usize,
+}
+
+/// Validate services.toml without starting anything.
+///
+/// Reports every problem in the file at once, each pointing at the exact place, with a
+/// suggestion where there is one. Exits 0 when the file is valid (warnings allowed), 2 when not.
+///
+/// Example:
+///   dagstart check --format json
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct CheckArgs {
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+}
+
+/// Print the startup order as levels.
+///
+/// A node's level is the length of the longest dependency chain below it: level 0 needs
+/// nothing, level 1 needs only level-0 nodes, and so on. Nodes start as soon as their own
+/// dependencies are ready, not level by level; levels are a way to read the graph.
+///
+/// Examples:
+///   dagstart graph                       the whole graph
+///   dagstart graph backend               backend and everything it needs
+///   dagstart graph --format dot | dot -Tsvg > graph.svg
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct GraphArgs {
+    /// Show only these nodes and everything they need.
+    #[arg(value_name = "NODE")]
+    pub nodes: Vec<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+    pub format: GraphFormat,
+
+    /// Annotate with the last run's start times and mark its critical path (text and dot).
+    #[arg(long)]
+    pub timings: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+    Json,
+}
+
+/// Print the fully resolved configuration.
+///
+/// Defaults are filled in, `${VAR}` is expanded, and environment overrides
+/// (STARTUP_TIMEOUT, <NODE>_TIMEOUT, ...) are applied; each value that came from the
+/// environment is marked with the variable it came from.
+///
+/// Example:
+///   STARTUP_TIMEOUT=2m dagstart config
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ConfigArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ConfigFormat::Toml)]
+    pub format: ConfigFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigFormat {
+    Toml,
+    Json,
+}
+
+/// Start the graph and supervise it until Ctrl-C.
+///
+/// Every node starts the moment its dependencies meet their condition. Output of each node is
+/// shown prefixed with its name and written to <log_dir>/<node>.log. Ctrl-C or SIGTERM stops
+/// everything in reverse dependency order; a second Ctrl-C kills at once.
+///
+/// With `-- CMD ARGS...`, dagstart starts the graph, waits until it is ready, runs CMD, then
+/// stops everything and exits with CMD's exit status.
+///
+/// Examples:
+///   dagstart run                        start everything
+///   dagstart run backend                backend and what it needs
+///   dagstart run --sequential           one node at a time (legacy mode), for comparison
+///   dagstart run -- curl -f localhost:8010/health
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct RunArgs {
+    /// Start only these nodes and everything they need.
+    #[arg(value_name = "NODE")]
+    pub nodes: Vec<String>,
+
+    /// Start one node at a time in topological order (same as USE_PARALLEL_STARTUP=false).
+    #[arg(long)]
+    pub sequential: bool,
+
+    /// Reload when services.toml changes, as `dagstart reload` does.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// Serve a live web dashboard and /metrics on this address (loopback; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<std::net::SocketAddr>,
+
+    /// What the terminal shows: text, or one JSON object per event (docs/events.md).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Run this command once the graph is ready, then stop everything and exit with its status.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,282 @@
+//! The commands: each loads what it needs through the library and prints its result.
+//! Errors are returned typed; `main.rs` renders them once.
+
+use std::io::Write as _;
+
+use crate::cli::args::{
+    CheckFormat, Cli, Command, ConfigArgs, ConfigFormat, GraphArgs, GraphFormat, ReportArgs,
+};
+use crate::cli::error::{Error, exit_code};
+use crate::engine::config::{self, Config, Environment, NodeKind};
+use crate::engine::control::{self, Request};
+use crate::engine::graph::Graph;
+
+/// Runs one command line; the `Ok` value is the process exit code.
+pub fn execute(cli: Cli) -> Result<i32, Error> {
+    let env = Environment::from_process();
+    match cli.command {
+        Command::Check(args) => check(&cli.file, &env, args.format),
+        Command::Graph(args) => graph_command(&cli.file, &env, &args),
+        Command::Config(args) => config_command(&cli.file, &env, &args),
+        Command::Run(args) => {
+            let config = load_config(&cli.file, &env)?;
+            let request = crate::cli::run::RunRequest {
+                nodes: args.nodes,
+                sequential: args.sequential,
+                watch: args.watch,
+                dashboard: args.dashboard,
+                json: args.output == crate::cli::args::OutputFormat::Json,
+                command: args.command,
+            };
+            crate::cli::run::run(config, &env, request)
+        }
+        Command::Status(args) => status(&cli.file, args.format),
+        Command::Start(args) => act(&cli.file, Request::Start { nodes: args.nodes }),
+        Command::Stop(args) => act(&cli.file, Request::Stop { nodes: args.nodes }),
+        Command::Restart(args) => act(&cli.file, Request::Restart { nodes: args.nodes }),
+        Command::Down => act(&cli.file, Request::Down),
+        Command::Reload => act(&cli.file, Request::Reload),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "dagstart", &mut out);
+            print_out(&String::from_utf8_lossy(&out))?;
+            Ok(exit_code::OK)
+        }
+        Command::Schema => {
+            print_out(&serde_json::to_string_pretty(&crate::cli::schema::schema()).expect("json"))?;
+            Ok(exit_code::OK)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .map_err(|e| Error::io("rendering the man page", e))?;
+            print_out(&String::from_utf8_lossy(&out))?;
+            Ok(exit_code::OK)
+        }
+        Command::Logs(args) => crate::cli::logs::show(&cli.file, &env, &args),
+        Command::Report(ReportArgs {
+            compare: Some(runs),
+            ..
+        }) => {
+            let dir = project_dir(&cli.file)?;
+            let (a, record_a) =
+                crate::views::history::load(&dir, Some(&runs[0])).map_err(Error::History)?;
+            let (b, record_b) =
+                crate::views::history::load(&dir, Some(&runs[1])).map_err(Error::History)?;
+            print_out(&crate::views::report::render_comparison(
+                (&a, &record_a),
+                (&b, &record_b),
+            ))?;
+            Ok(exit_code::OK)
+        }
+        Command::Report(args) => {
+            let (id, record) =
+                crate::views::history::load(&project_dir(&cli.file)?, args.run.as_deref())
+                    .map_err(Error::History)?;
+            print_out(&crate::views::report::render_recorded(&id, &record))?;
+            if let Some(path) = &args.svg {
+                std::fs::write(path, crate::views::gantt::svg(&record))
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            }
+            if let Some(path) = &args.html {
+                std::fs::write(path, crate::views::gantt::html(&id, &record))
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            }
+            if let Some(address) = args.dashboard {
+                serve_recorded(address, &record)?;
+            }
+            Ok(exit_code::OK)
+        }
+    }
+}
+
+/// The directory of the project whose dagstart we talk to: where services.toml is. Found from
+/// the path alone, so that `down` and `status` work even while the file is broken.
+fn project_dir(path: &std::path::Path) -> Result<std::path::PathBuf, Error> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let absolute =
+        std::path::absolute(&dir).map_err(|e| Error::io("finding the project directory", e))?;
+    Ok(absolute.components().collect())
+}
+
+fn status(path: &std::path::Path, format: CheckFormat) -> Result<i32, Error> {
+    let response = control::request(&project_dir(path)?, &Request::Status)?;
+    if !response.ok {
+        return Err(Error::Refused(response.message));
+    }
+    let text = match format {
+        CheckFormat::Json => serde_json::to_string_pretty(&response.nodes).expect("json"),
+        CheckFormat::Text => status_table(&response.nodes),
+    };
+    print_out(&text)?;
+    Ok(exit_code::OK)
+}
+
+fn status_table(nodes: &[crate::engine::lifecycle::NodeStatus]) -> String {
+    let width = nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!(
+        "{:width$}  {:9}  {:11}  {:>7}  {:>9}  {:>8}  last\n",
+        "node", "kind", "state", "pid", "uptime", "restarts"
+    );
+    for n in nodes {
+        let pid = n.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let uptime = n.uptime_ms.map_or_else(
+            || "-".to_owned(),
+            |ms| humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string(),
+        );
+        let last = n.last.as_deref().unwrap_or("");
+        out.push_str(&format!(
+            "{:width$}  {:9}  {:11}  {pid:>7}  {uptime:>9}  {:>8}  {last}\n",
+            n.name, n.kind, n.state, n.restarts
+        ));
+    }
+    out
+}
+
+fn act(path: &std::path::Path, request: Request) -> Result<i32, Error> {
+    let response = control::request(&project_dir(path)?, &request)?;
+    if !response.ok {
+        return Err(Error::Refused(response.message));
+    }
+    print_out(&response.message)?;
+    Ok(exit_code::OK)
+}
+
+/// Loads and validates the configuration, printing its warnings on stderr.
+pub fn load_config(path: &std::path::Path, env: &Environment) -> Result<Config, Error> {
+    let config = config::load(path, env)?;
+    print_warnings(&config);
+    Ok(config)
+}
+
+fn print_warnings(config: &Config) {
+    let handler = crate::cli::error::terminal_handler();
+    for warning in &config.warnings {
+        let report = miette::Report::new(warning.clone()).with_source_code(config.source.clone());
+        let mut out = String::new();
+        let _ = handler.render_report(&mut out, report.as_ref());
+        eprint!("{out}");
+    }
+}
+
+fn check(path: &std::path::Path, env: &Environment, format: CheckFormat) -> Result<i32, Error> {
+    if format == CheckFormat::Text {
+        let config = load_config(path, env)?;
+        let graph = Graph::build(&config);
+        println!(
+            "ok: {} services, {} components, depth {}",
+            config.count(NodeKind::Service),
+            config.count(NodeKind::Component),
+            graph.depth()
+        );
+        return Ok(exit_code::OK);
+    }
+    let (ok, problems, summary) = match config::load(path, env) {
+        Ok(config) => {
+            let graph = Graph::build(&config);
+            let problems = config::ConfigError {
+                file: config.source.clone(),
+                problems: config.warnings.clone(),
+            }
+            .to_json();
+            let summary = serde_json::json!({
+                "services": config.count(NodeKind::Service),
+                "components": config.count(NodeKind::Component),
+                "depth": graph.depth(),
+            });
+            (true, problems, summary)
+        }
+        Err(config::LoadError::Invalid(e)) => (false, e.to_json(), serde_json::Value::Null),
+        Err(e) => return Err(e.into()),
+    };
+    let doc = serde_json::json!({ "ok": ok, "summary": summary, "diagnostics": problems });
+    print_out(&serde_json::to_string_pretty(&doc).expect("json"))?;
+    Ok(if ok { exit_code::OK } else { exit_code::CONFIG })
+}
+
+fn graph_command(
+    path: &std::path::Path,
+    env: &Environment,
+    args: &GraphArgs,
+) -> Result<i32, Error> {
+    let config = load_config(path, env)?;
+    let graph = Graph::build(&config);
+    let selected = graph.select(&config, &args.nodes)?;
+    let timings = if args.timings {
+        let (_, record) =
+            crate::views::history::load(&config.base_dir, None).map_err(Error::History)?;
+        Some(crate::views::report::RecordedRun::from_record(&record))
+    } else {
+        None
+    };
+    let text = match args.format {
+        GraphFormat::Text => {
+            crate::views::graph_render::render_text(&config, &graph, &selected, timings.as_ref())
+        }
+        GraphFormat::Dot => {
+            crate::views::graph_render::render_dot(&config, &graph, &selected, timings.as_ref())
+        }
+        GraphFormat::Mermaid => {
+            crate::views::graph_render::render_mermaid(&config, &graph, &selected)
+        }
+        GraphFormat::Json => crate::views::graph_render::render_json(&config, &graph, &selected),
+    };
+    print_out(&text)?;
+    Ok(exit_code::OK)
+}
+
+fn config_command(
+    path: &std::path::Path,
+    env: &Environment,
+    args: &ConfigArgs,
+) -> Result<i32, Error> {
+    let config = load_config(path, env)?;
+    let text = match args.format {
+        ConfigFormat::Toml => config::render_toml(&config),
+        ConfigFormat::Json => config::render_json(&config),
+    };
+    print_out(&text)?;
+    Ok(exit_code::OK)
+}
+
+/// Writes to stdout; a closed pipe (`dagstart graph | head`) is not an error.
+pub(crate) fn print_out(text: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    let result = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| {
+            if text.ends_with('\n') {
+                Ok(())
+            } else {
+                stdout.write_all(b"\n")
+            }
+        })
+        .and_then(|()| stdout.flush());
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| Error::io("writing to stdout", e)),
+    }
+}
+
+/// `report --dashboard`: the recorded run on the dashboard page, until Ctrl-C.
+fn serve_recorded(
+    address: std::net::SocketAddr,
+    record: &crate::views::history::RunRecord,
+) -> Result<(), Error> {
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| Error::io("starting the async runtime", e))?;
+    runtime.block_on(async {
+        let listener = crate::views::dashboard::bind(address, "Ctrl-C to stop").await?;
+        let dashboard = crate::views::dashboard::Dashboard::from_record(record);
+        tokio::select! {
+            () = dashboard.serve(listener) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,114 @@
+//! `dagstart logs`: the nodes' log files, last lines first, optionally followed.
+
+use std::collections::VecDeque;
+use std::io::{BufRead as _, Seek as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::args::LogsArgs;
+use crate::cli::error::{Error, exit_code};
+use crate::engine::config::Environment;
+
+pub fn show(path: &Path, env: &Environment, args: &LogsArgs) -> Result<i32, Error> {
+    let config = crate::engine::config::load(path, env)?;
+    let graph = crate::engine::graph::Graph::build(&config);
+    let selected = graph.select(&config, &[])?;
+    let names: Vec<&str> = if args.nodes.is_empty() {
+        config
+            .nodes
+            .iter()
+            .zip(&selected)
+            .filter(|(_, on)| **on)
+            .map(|(n, _)| n.name.as_str())
+            .collect()
+    } else {
+        for name in &args.nodes {
+            graph.select(&config, std::slice::from_ref(name))?;
+        }
+        args.nodes.iter().map(String::as_str).collect()
+    };
+    let running = crate::engine::control::is_running(&config.base_dir);
+    if !running {
+        eprintln!(
+            "dagstart: no dagstart is running for {}; these are the last run's logs",
+            config.base_dir.display()
+        );
+    }
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
+    let mut files: Vec<(String, PathBuf, u64)> = Vec::new();
+    for name in &names {
+        let file = config.settings.log_dir.join(format!("{name}.log"));
+        let (lines, end) = last_lines(&file, args.tail);
+        for line in lines {
+            crate::cli::commands::print_out(&format!("{name:>width$} | {line}"))?;
+        }
+        files.push(((*name).to_owned(), file, end));
+    }
+    if args.follow && running {
+        follow(&mut files, width, &config.base_dir)?;
+    }
+    Ok(exit_code::OK)
+}
+
+/// The last `n` lines of a file and its length (where following starts).
+fn last_lines(path: &Path, n: usize) -> (Vec<String>, u64) {
+    let Ok(file) = std::fs::File::open(path) else {
+        return (Vec::new(), 0);
+    };
+    let mut lines = VecDeque::with_capacity(n + 1);
+    let mut reader = std::io::BufReader::new(file);
+    let mut buf = Vec::new();
+    let mut end = 0;
+    while let Ok(read) = reader.read_until(b'\n', &mut buf) {
+        if read == 0 {
+            break;
+        }
+        end += read as u64;
+        if lines.len() == n {
+            lines.pop_front();
+        }
+        if n > 0 {
+            lines.push_back(
+                String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            );
+        }
+        buf.clear();
+    }
+    (lines.into(), end)
+}
+
+/// Prints whole new lines of every file as they appear, until the run ends or Ctrl-C.
+fn follow(files: &mut [(String, PathBuf, u64)], width: usize, project: &Path) -> Result<(), Error> {
+    while crate::engine::control::is_running(project) {
+        for (name, path, offset) in files.iter_mut() {
+            let Ok(mut file) = std::fs::File::open(&*path) else {
+                continue;
+            };
+            let len = file.metadata().map_or(0, |m| m.len());
+            if len < *offset {
+                *offset = 0; // truncated by a new run
+            }
+            if file.seek(std::io::SeekFrom::Start(*offset)).is_err() {
+                continue;
+            }
+            let mut reader = std::io::BufReader::new(file);
+            let mut buf = Vec::new();
+            while let Ok(read) = reader.read_until(b'\n', &mut buf) {
+                if read == 0 || !buf.ends_with(b"\n") {
+                    break; // a partial line waits for its end
+                }
+                *offset += read as u64;
+                let line = String::from_utf8_lossy(&buf);
+                crate::cli::commands::print_out(&format!(
+                    "{name:>width$} | {}",
+                    line.trim_end_matches(['\n', '\r'])
+                ))?;
+                buf.clear();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}

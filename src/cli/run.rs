@@ -1,0 +1,363 @@
+//! `dagstart run`: load, select, preflight, then drive the scheduler with signals and the
+//! optional `--` command, and turn how it ended into an exit code.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use crate::cli::error::{Error, exit_code};
+use crate::engine::config::{Config, Environment, MaxWorkers, Probe};
+use crate::engine::event::EventSink;
+use crate::engine::graph::Graph;
+use crate::engine::lifecycle::{Control, Options, Outcome, RunSetup, Scheduler, Startup};
+use crate::engine::notify::NotifyHub;
+use crate::engine::sockets::BoundSockets;
+use crate::views::logfiles::Output;
+
+/// A private directory for the run's sockets (mode 0700), removed when the run ends. It lives
+/// in the temp dir because socket paths are limited to 108 bytes.
+struct RuntimeDir(std::path::PathBuf);
+
+impl RuntimeDir {
+    fn create() -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let path = std::env::temp_dir().join(format!("dagstart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What `dagstart run` was asked for, in the engine's terms (the command line builds it).
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Run only these nodes and what they need; all when empty.
+    pub nodes: Vec<String>,
+    pub sequential: bool,
+    /// Reload when services.toml changes.
+    pub watch: bool,
+    /// Serve the web dashboard here.
+    pub dashboard: Option<std::net::SocketAddr>,
+    /// One JSON object per event on stdout instead of text.
+    pub json: bool,
+    /// Run this once startup is complete, then stop everything and exit with its status.
+    pub command: Vec<String>,
+}
+
+/// Starts the graph of `config` (loaded and validated) and supervises it until the run ends;
+/// returns the exit code.
+pub fn run(config: Config, env: &Environment, args: RunRequest) -> Result<i32, Error> {
+    let graph = Graph::build(&config);
+    let selected = graph.select(&config, &args.nodes)?;
+    // The control socket doubles as the lock that refuses a second run of the same project.
+    let (control_listener, _control_file) = crate::engine::control::bind(&config.base_dir)?;
+    raise_open_files_limit(selected.iter().filter(|&&on| on).count());
+    crate::engine::preflight::check(&config, &selected)?;
+    // Bound before anything starts, so `listening` dependents can start at once.
+    let sockets = Arc::new(BoundSockets::bind(&config, &selected)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dagstart-worker")
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    let result = runtime.block_on(run_graph(
+        control_listener,
+        Arc::new(config),
+        Arc::new(graph),
+        selected,
+        sockets,
+        env.clone(),
+        args,
+    ));
+    // Reader tasks of processes that escaped their group may still hold a pipe; do not wait.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
+}
+
+/// Descriptors a node holds at most while it runs (its two output pipes, a readiness pipe,
+/// a pidfd or notify subscription), plus dagstart's own.
+const FDS_PER_NODE: u64 = 4;
+const OWN_FDS: u64 = 256;
+
+/// Raises the soft limit of open files to the hard limit (as systemd and Go programs do), and,
+/// as root, the hard limit too when the nodes need more (up to `fs.nr_open`): at the usual
+/// default of 1,024 only about 250 services would fit.
+fn raise_open_files_limit(nodes: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let needed = nodes as u64 * FDS_PER_NODE + OWN_FDS;
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    if hard < needed
+        && setrlimit(
+            Resource::RLIMIT_NOFILE,
+            needed.min(ceiling),
+            needed.min(ceiling),
+        )
+        .is_ok()
+    {
+        return;
+    }
+    if soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn options(config: &Config, sequential: bool) -> Options {
+    let sequential = sequential || !config.settings.parallel;
+    let max_workers = match (sequential, config.settings.max_workers) {
+        (true, _) => 1,
+        (false, MaxWorkers::Unlimited) => usize::MAX,
+        (false, MaxWorkers::Fixed(n)) => n,
+        (false, MaxWorkers::Auto) => usize::MAX,
+    };
+    Options {
+        max_workers,
+        auto_workers: !sequential && config.settings.max_workers == MaxWorkers::Auto,
+        sequential,
+        parallel_health_checks: config.settings.parallel_health_checks,
+        startup_timeout: config.settings.startup_timeout,
+        shutdown_timeout: config.settings.shutdown_timeout,
+    }
+}
+
+async fn run_graph(
+    control_listener: std::os::unix::net::UnixListener,
+    config: Arc<Config>,
+    graph: Arc<Graph>,
+    selected: Vec<bool>,
+    sockets: Arc<BoundSockets>,
+    env: Environment,
+    args: RunRequest,
+) -> Result<i32, Error> {
+    let json = args.json;
+    let output = Output::open(config.clone(), &selected, json).map_err(|e| {
+        Error::io(
+            format!(
+                "opening the log directory {}",
+                config.settings.log_dir.display()
+            ),
+            e,
+        )
+    })?;
+    let output = match args.dashboard {
+        Some(address) => {
+            let listener = crate::views::dashboard::bind(address, "metrics on /metrics").await?;
+            let dashboard = crate::views::dashboard::Dashboard::new(&config, &selected);
+            tokio::spawn(dashboard.clone().serve(listener));
+            output.with_dashboard(dashboard)
+        }
+        None => output,
+    };
+    let (events, event_rx) = EventSink::new(tokio::time::Instant::now());
+    let output_threads = output
+        .spawn(event_rx)
+        .map_err(|e| Error::io("starting the output threads", e))?;
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let command_pid = Arc::new(AtomicU32::new(0));
+    forward_signals(control_tx.clone(), command_pid.clone())?;
+    let source = crate::engine::control::ReloadSource {
+        path: config.path.clone(),
+        env,
+    };
+    let server =
+        crate::engine::control::serve(control_listener, control_tx.clone(), source.clone());
+    supervise(&events, "the control socket", server);
+    if args.watch {
+        let watcher = crate::engine::watch::config_file(source, control_tx.clone(), events.clone());
+        supervise(&events, "the services.toml watcher", watcher);
+    }
+    for (n, node) in config
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, node)| !node.watch.is_empty())
+    {
+        if selected[n] {
+            let task = crate::engine::watch::node_files(
+                node.name.clone(),
+                node.watch.clone(),
+                control_tx.clone(),
+                events.clone(),
+            );
+            supervise(&events, "a `watch` watcher", task);
+        }
+    }
+    let opts = options(&config, args.sequential);
+    let runtime_dir =
+        RuntimeDir::create().map_err(|e| Error::io("creating the runtime directory", e))?;
+    let notify = if config
+        .nodes
+        .iter()
+        .zip(&selected)
+        .any(|(n, &on)| on && n.health.probe == Probe::Notify)
+    {
+        Some(
+            NotifyHub::bind(runtime_dir.path(), events.clone())
+                .map_err(|e| Error::io("binding the notify socket", e))?,
+        )
+    } else {
+        None
+    };
+    let run_id = format!("{}-{}", std::process::id(), unix_nanos());
+    crate::engine::guardian::become_subreaper();
+    let guardian = crate::engine::guardian::Guardian::start(&run_id)
+        .map_err(|e| Error::io("starting the guardian process", e))?;
+    let setup = RunSetup {
+        run_id,
+        guardian: Some(guardian),
+        notify,
+        sockets,
+    };
+    let (scheduler, startup) =
+        Scheduler::new(config, graph, &selected, opts, events.clone(), setup);
+    let scheduler = tokio::spawn(scheduler.run(control_rx));
+    let command_status = if args.command.is_empty() {
+        None
+    } else {
+        run_command_when_ready(&args.command, startup, &control_tx, &command_pid, &events).await
+    };
+    let outcome = scheduler.await.unwrap_or(Outcome::Interrupted);
+    drop(events);
+    output_threads.join();
+    match (outcome, command_status) {
+        (Outcome::Failed(error), _) => Err(error.into()),
+        (_, Some(code)) => Ok(code),
+        (Outcome::Stopped, None) => Ok(exit_code::OK),
+        (Outcome::Interrupted, None) => Err(Error::Interrupted),
+        (Outcome::Degraded(failed), None) => Err(Error::Degraded(failed)),
+    }
+}
+
+/// Runs a helper task (control socket, watcher) whose panic must not pass unseen: it is told
+/// in the log, and the run goes on without it.
+fn supervise(
+    events: &EventSink,
+    what: &'static str,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
+    let handle = tokio::spawn(task);
+    let events = events.clone();
+    tokio::spawn(async move {
+        if let Err(error) = handle.await {
+            if error.is_panic() {
+                events.send(
+                    None,
+                    crate::engine::event::EventKind::Note(format!(
+                        "internal error: {what} stopped unexpectedly; the run goes on without it"
+                    )),
+                );
+            }
+        }
+    });
+}
+
+/// SIGINT/SIGTERM become a graceful shutdown; a second one kills everything at once.
+fn forward_signals(
+    control: mpsc::UnboundedSender<Control>,
+    command_pid: Arc<AtomicU32>,
+) -> Result<(), Error> {
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| Error::io("installing the SIGINT handler", e))?;
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
+    tokio::spawn(async move {
+        let mut received = 0;
+        loop {
+            let name = tokio::select! {
+                Some(()) = interrupt.recv() => "SIGINT",
+                Some(()) = terminate.recv() => "SIGTERM",
+                else => return,
+            };
+            received += 1;
+            // The `--` command shares our terminal and gets Ctrl-C itself; SIGTERM it must be told.
+            let pid = command_pid.load(Ordering::Relaxed);
+            if pid != 0 && name == "SIGTERM" {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let request = if received == 1 {
+                Control::Shutdown(format!("received {name}"))
+            } else {
+                Control::Kill
+            };
+            if control.send(request).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Waits for startup; if it completed, runs the command and then asks for a shutdown.
+/// Returns the command's exit code, or `None` when it never ran.
+async fn run_command_when_ready(
+    command: &[String],
+    mut startup: watch::Receiver<Startup>,
+    control: &mpsc::UnboundedSender<Control>,
+    command_pid: &AtomicU32,
+    events: &EventSink,
+) -> Option<i32> {
+    let state = startup
+        .wait_for(|s| *s != Startup::Pending)
+        .await
+        .map(|s| *s)
+        .unwrap_or(Startup::Failed);
+    if state != Startup::Ready {
+        return None;
+    }
+    let (program, args) = command.split_first()?;
+    events.send(
+        None,
+        crate::engine::event::EventKind::Note(format!("running: {}", shell_words::join(command))),
+    );
+    let code = match tokio::process::Command::new(program).args(args).spawn() {
+        Ok(mut child) => {
+            command_pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
+            let status = child.wait().await;
+            command_pid.store(0, Ordering::Relaxed);
+            match status {
+                Ok(status) => crate::engine::process::exit_code_of(status),
+                Err(_) => exit_code::FAILURE,
+            }
+        }
+        Err(e) => {
+            events.send(
+                None,
+                crate::engine::event::EventKind::Note(format!("cannot run `{program}`: {e}")),
+            );
+            127
+        }
+    };
+    events.send(
+        None,
+        crate::engine::event::EventKind::Note(format!("command exited with {code}")),
+    );
+    let _ = control.send(Control::Shutdown("the command finished".into()));
+    Some(code)
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}

@@ -1,0 +1,1692 @@
+//! Reading services.toml: parse with spans, walk every table, collect every problem.
+//!
+//! The walk never stops at the first mistake: each value that is wrong becomes a [`Problem`]
+//! and the walk goes on with a default, so one run reports everything that is wrong.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use miette::NamedSource;
+use nix::sys::signal::Signal;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diagnostic::{ConfigError, Problem, Span, did_you_mean};
+use super::expand::{ExpandError, expand};
+use super::{
+    Command, Condition, Config, Dependency, Health, MaxWorkers, Node, NodeKind, Probe, Settings,
+    SocketAddress, timeout_env_var,
+};
+
+/// The variables a configuration is read with: the process environment, filled in by `.env`.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, String>,
+}
+
+impl Environment {
+    pub fn from_process() -> Self {
+        Self::from_pairs(std::env::vars())
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// Adds the variables of a dotenv file that the environment does not already set.
+    fn fill_from_dotenv(&mut self, path: &Path) -> Result<(), String> {
+        let iter = match dotenvy::from_path_iter(path) {
+            Ok(iter) => iter,
+            Err(e) if e.not_found() => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        for item in iter {
+            let (key, value) = item.map_err(|e| e.to_string())?;
+            self.vars.entry(key).or_insert(value);
+        }
+        Ok(())
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// Reads and validates the configuration at `path`.
+pub fn load(path: &Path, env: &Environment) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(load_str(path, text, env)?)
+}
+
+/// Validates configuration `text` as if it had been read from `path` (which need not exist).
+pub fn load_str(path: &Path, text: String, env: &Environment) -> Result<Config, ConfigError> {
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    // Absolute, so that `dagstart config` and error messages name real places.
+    let base_dir =
+        std::path::absolute(&base_dir).map_or(base_dir, |abs| join_clean(&abs, Path::new("")));
+    let source = NamedSource::new(path.display().to_string(), Arc::new(text));
+    let text = source.inner().clone();
+    let (document, syntax_errors) = DeTable::parse_recoverable(&text);
+    let mut problems: Vec<Problem> = syntax_errors.iter().map(syntax_problem).collect();
+    if !problems.is_empty() {
+        // A broken file yields a partial tree; checking it would only add noise.
+        return Err(ConfigError {
+            file: source,
+            problems,
+        });
+    }
+    let mut env = env.clone();
+    let mut loader = Loader::new(base_dir, &mut problems);
+    loader.load_dotenv(document.get_ref(), &mut env);
+    loader.env = env;
+    let config = loader.document(document.get_ref());
+    match config {
+        Some(mut config) if !problems.iter().any(Problem::is_error) => {
+            config.path = path.to_owned();
+            config.warnings = problems;
+            config.source = source;
+            Ok(config)
+        }
+        _ => {
+            // File order reads best; problems without a place (environment) come first.
+            problems.sort_by_key(|p| p.labels.first().map(|(span, _)| span.start));
+            Err(ConfigError {
+                file: source,
+                problems,
+            })
+        }
+    }
+}
+
+fn syntax_problem(error: &toml::de::Error) -> Problem {
+    let message = error.message().trim().to_owned();
+    let problem = Problem::error("dagstart::config::syntax", "TOML syntax error");
+    match error.span() {
+        Some(span) => problem.label(span, message),
+        None => Problem::error(
+            "dagstart::config::syntax",
+            format!("TOML syntax error: {message}"),
+        ),
+    }
+}
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// Every key services.toml accepts, per table: the one list the loader checks against, and
+/// that the documentation and the schema are tested against.
+pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    ("top level", TOP_KEYS),
+    ("[settings]", SETTINGS_KEYS),
+    ("[services.NAME]", SERVICE_KEYS),
+    ("[components.NAME]", COMPONENT_KEYS),
+    ("health", HEALTH_KEYS),
+    ("liveness", LIVENESS_KEYS),
+];
+
+const TOP_KEYS: &[&str] = &["settings", "env", "services", "components"];
+const SETTINGS_KEYS: &[&str] = &[
+    "max_workers",
+    "startup_timeout",
+    "parallel",
+    "parallel_health_checks",
+    "log_dir",
+    "shutdown_timeout",
+    "env_file",
+];
+const SERVICE_KEYS: &[&str] = &[
+    "command",
+    "shell",
+    "cwd",
+    "env",
+    "depends_on",
+    "port",
+    "health",
+    "startup_timeout",
+    "retries",
+    "required",
+    "stop_signal",
+    "stop_timeout",
+    "watchdog",
+    "sockets",
+    "lazy",
+    "restart",
+    "restart_backoff",
+    "restart_backoff_max",
+    "max_restarts",
+    "restart_window",
+    "liveness",
+    "restart_with_dependency",
+    "watch",
+];
+const COMPONENT_KEYS: &[&str] = &[
+    "command",
+    "shell",
+    "cwd",
+    "env",
+    "depends_on",
+    "startup_timeout",
+    "retries",
+    "required",
+    "stop_signal",
+    "stop_timeout",
+    "lazy",
+    "restart_with_dependency",
+    "watch",
+];
+const HEALTH_KEYS: &[&str] = &[
+    "http",
+    "tcp",
+    "exec",
+    "log",
+    "notify",
+    "ready_fd",
+    "interval",
+    "timeout",
+    "retries",
+    "start_period",
+];
+const PROBE_KEYS: &[&str] = &["http", "tcp", "exec", "log", "notify", "ready_fd"];
+const LIVENESS_KEYS: &[&str] = &[
+    "http",
+    "tcp",
+    "exec",
+    "interval",
+    "timeout",
+    "failure_threshold",
+];
+const LIVENESS_PROBE_KEYS: &[&str] = &["http", "tcp", "exec"];
+
+const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Spans of a node's keys that later checks need to point at.
+struct NodeSpans {
+    port: Option<Span>,
+    /// The explicit condition of each `depends_on` entry, if it had one.
+    conditions: Vec<Option<(Condition, Span)>>,
+}
+
+struct Loader<'p> {
+    base_dir: PathBuf,
+    env: Environment,
+    problems: &'p mut Vec<Problem>,
+    from_env: BTreeMap<String, String>,
+}
+
+impl<'p> Loader<'p> {
+    fn new(base_dir: PathBuf, problems: &'p mut Vec<Problem>) -> Self {
+        Self {
+            base_dir,
+            env: Environment::default(),
+            problems,
+            from_env: BTreeMap::new(),
+        }
+    }
+
+    fn push(&mut self, problem: Problem) {
+        self.problems.push(problem);
+    }
+
+    fn load_dotenv(&mut self, doc: &DeTable<'_>, env: &mut Environment) {
+        let named = doc
+            .get("settings")
+            .and_then(|s| s.get_ref().as_table())
+            .and_then(|s| s.get("env_file"));
+        let (path, span) = match named {
+            Some(value) => match value.get_ref().as_str() {
+                Some(p) => (self.base_dir.join(p), Some(value.span())),
+                None => return, // reported as a type error by `settings`
+            },
+            None => (self.base_dir.join(".env"), None),
+        };
+        if named.is_some() && !path.exists() {
+            let span = span.unwrap_or_default();
+            self.push(
+                Problem::error("dagstart::config::env_file", "env_file does not exist")
+                    .label(span, format!("{} not found", path.display())),
+            );
+            return;
+        }
+        if let Err(message) = env.fill_from_dotenv(&path) {
+            let problem = Problem::error(
+                "dagstart::config::env_file",
+                format!("cannot read {}: {message}", path.display()),
+            );
+            self.push(match span {
+                Some(span) => problem.label(span, "named here"),
+                None => problem,
+            });
+        }
+    }
+
+    fn document(&mut self, doc: &DeTable<'_>) -> Option<Config> {
+        self.check_keys(doc, TOP_KEYS, "");
+        let settings = match self.table_at(doc, "settings") {
+            Some(table) => self.settings(table),
+            None => self.settings(&DeTable::new()),
+        };
+        let env = match self.table_at(doc, "env") {
+            Some(table) => self.env_table(table, "env"),
+            None => BTreeMap::new(),
+        };
+        let mut nodes = Vec::new();
+        let mut spans = Vec::new();
+        for kind in [NodeKind::Service, NodeKind::Component] {
+            let section = section_name(kind);
+            let Some(table) = self.table_at(doc, section) else {
+                continue;
+            };
+            for (name, value) in table.iter() {
+                let Some(node_table) =
+                    self.expect_table(value, &format!("{section}.{}", name.get_ref()))
+                else {
+                    continue;
+                };
+                let (node, node_spans) = self.node(kind, name.get_ref(), name.span(), node_table);
+                nodes.push(node);
+                spans.push(node_spans);
+            }
+        }
+        self.check_names(&nodes);
+        self.resolve_dependencies(&mut nodes, &spans);
+        self.check_ports(&nodes, &spans);
+        self.warn_required_on_optional(&nodes);
+        self.problems
+            .extend(crate::engine::graph::cycle_problems(&nodes));
+        Some(Config {
+            path: PathBuf::new(),
+            base_dir: self.base_dir.clone(),
+            settings,
+            env,
+            nodes,
+            from_env: std::mem::take(&mut self.from_env),
+            warnings: Vec::new(),
+            source: NamedSource::new("", Arc::new(String::new())),
+        })
+    }
+
+    // ----- tables and keys -------------------------------------------------------------------
+
+    /// Reports the keys of `table` that are not in `known`; `path` names the table.
+    fn check_keys(&mut self, table: &DeTable<'_>, known: &[&str], path: &str) {
+        for key in table.keys() {
+            let name = key.get_ref().as_ref();
+            if known.contains(&name) {
+                continue;
+            }
+            let what = if path.is_empty() {
+                "the top-level".to_owned()
+            } else {
+                format!("the [{path}]")
+            };
+            let mut problem = Problem::error(
+                "dagstart::config::unknown_key",
+                format!("unknown key `{name}` in {what} table"),
+            )
+            .label(key.span(), "not a key dagstart knows");
+            problem = match did_you_mean(name, known.iter().copied()) {
+                Some(s) => problem.help(format!("did you mean `{s}`?")),
+                None => problem.help(format!("known keys: {}", known.join(", "))),
+            };
+            self.push(problem);
+        }
+    }
+
+    fn table_at<'t, 'i>(&mut self, parent: &'t DeTable<'i>, key: &str) -> Option<&'t DeTable<'i>> {
+        parent.get(key).and_then(|v| self.expect_table(v, key))
+    }
+
+    fn expect_table<'t, 'i>(&mut self, value: &'t Value<'i>, key: &str) -> Option<&'t DeTable<'i>> {
+        match value.get_ref().as_table() {
+            Some(t) => Some(t),
+            None => {
+                self.type_error(value, key, "a table");
+                None
+            }
+        }
+    }
+
+    fn type_error(&mut self, value: &Value<'_>, key: &str, expected: &str) {
+        self.push(
+            Problem::error(
+                "dagstart::config::type",
+                format!("`{key}` must be {expected}"),
+            )
+            .label(
+                value.span(),
+                format!("this is {}", article(value.get_ref().type_str())),
+            ),
+        );
+    }
+
+    // ----- scalar values ---------------------------------------------------------------------
+
+    /// A string value with `${VAR}` expanded.
+    fn string(&mut self, value: &Value<'_>, key_path: &str) -> Option<String> {
+        let Some(raw) = value.get_ref().as_str() else {
+            self.type_error(value, leaf(key_path), "a string");
+            return None;
+        };
+        self.expand_at(raw, value.span(), key_path)
+    }
+
+    fn expand_at(&mut self, raw: &str, span: Span, key_path: &str) -> Option<String> {
+        let env = &self.env;
+        match expand(raw, &|name| env.get(name).map(str::to_owned)) {
+            Ok((expanded, used)) => {
+                if !used.is_empty() {
+                    let vars: Vec<String> = used.iter().map(|v| format!("${{{v}}}")).collect();
+                    self.from_env.insert(key_path.to_owned(), vars.join(" "));
+                }
+                Some(expanded)
+            }
+            Err(error) => {
+                self.push(expand_problem(error, span));
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, value: &Value<'_>, key: &str) -> Option<bool> {
+        let b = value.get_ref().as_bool();
+        if b.is_none() {
+            self.type_error(value, key, "true or false");
+        }
+        b
+    }
+
+    fn integer(&mut self, value: &Value<'_>, key: &str, max: u64) -> Option<u64> {
+        let parsed = value
+            .get_ref()
+            .as_integer()
+            .and_then(|i| u64::from_str_radix(i.as_str(), i.radix()).ok());
+        match parsed {
+            Some(n) if n <= max => Some(n),
+            Some(_) => {
+                self.push(
+                    Problem::error("dagstart::config::range", format!("`{key}` is too large"))
+                        .label(value.span(), format!("at most {max}")),
+                );
+                None
+            }
+            None => {
+                self.type_error(value, key, "a whole number, 0 or more");
+                None
+            }
+        }
+    }
+
+    /// A port number, or a string such as "${API_PORT:-8010}" that expands to one.
+    fn port(&mut self, value: &Value<'_>, key_path: &str) -> Option<u16> {
+        if !value.get_ref().is_str() {
+            return self
+                .integer(value, "port", u64::from(u16::MAX))
+                .map(|p| p as u16);
+        }
+        let text = self.string(value, key_path)?;
+        let port = text.trim().parse::<u16>().ok();
+        if port.is_none() {
+            self.push(
+                Problem::error(
+                    "dagstart::config::port",
+                    format!("`{text}` is not a port number"),
+                )
+                .label(value.span(), "expected 0 to 65535"),
+            );
+        }
+        port
+    }
+
+    fn duration(&mut self, value: &Value<'_>, key_path: &str) -> Option<Duration> {
+        if value.get_ref().is_integer() || value.get_ref().is_float() {
+            self.push(
+                Problem::error(
+                    "dagstart::config::duration",
+                    format!("`{}` must be a duration string", leaf(key_path)),
+                )
+                .label(value.span(), "a bare number has no unit")
+                .help("write it with a unit, e.g. \"500ms\", \"5s\" or \"1m30s\""),
+            );
+            return None;
+        }
+        let text = self.string(value, key_path)?;
+        match parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(reason) => {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::duration",
+                        format!("`{}` is not a valid duration", leaf(key_path)),
+                    )
+                    .label(value.span(), reason)
+                    .help("durations look like \"250ms\", \"5s\", \"1m30s\" or \"2h\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn signal(&mut self, value: &Value<'_>, key_path: &str) -> Option<Signal> {
+        let text = self.string(value, key_path)?;
+        let parsed = parse_signal(&text);
+        if parsed.is_none() {
+            let names: Vec<&str> = Signal::iterator().map(Signal::as_str).collect();
+            let upper = text.to_ascii_uppercase();
+            let guess = did_you_mean(&upper, names.iter().copied())
+                .or_else(|| did_you_mean(&format!("SIG{upper}"), names.iter().copied()));
+            let problem = Problem::error(
+                "dagstart::config::signal",
+                format!("`{text}` is not a signal name"),
+            )
+            .label(value.span(), "unknown signal");
+            self.push(match guess {
+                Some(g) => problem.help(format!("did you mean \"{g}\"?")),
+                None => problem.help("use a name like \"SIGTERM\", \"SIGINT\" or \"SIGQUIT\""),
+            });
+        }
+        parsed
+    }
+
+    /// Applies the environment variable `var` over the file's value of `key_path`.
+    fn env_override<T>(
+        &mut self,
+        var: &str,
+        key_path: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.env.get(var)?.to_owned();
+        match parse(raw.trim()) {
+            Ok(value) => {
+                self.from_env.insert(key_path.to_owned(), var.to_owned());
+                Some(value)
+            }
+            Err(reason) => {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::env_override",
+                        format!("environment variable {var}={raw:?} is invalid: {reason}"),
+                    )
+                    .help(format!("{var} overrides `{key_path}`; fix or unset it")),
+                );
+                None
+            }
+        }
+    }
+
+    // ----- sections --------------------------------------------------------------------------
+
+    fn settings(&mut self, table: &DeTable<'_>) -> Settings {
+        self.check_keys(table, SETTINGS_KEYS, "settings");
+        let mut s = Settings::default();
+        if let Some(v) = table.get("max_workers") {
+            if let Some(w) = self.max_workers(v) {
+                s.max_workers = w;
+            }
+        }
+        if let Some(v) = table.get("startup_timeout") {
+            s.startup_timeout = self
+                .duration(v, "settings.startup_timeout")
+                .unwrap_or(s.startup_timeout);
+        }
+        if let Some(v) = table.get("parallel") {
+            s.parallel = self.bool(v, "parallel").unwrap_or(s.parallel);
+        }
+        if let Some(v) = table.get("parallel_health_checks") {
+            s.parallel_health_checks = self.bool(v, "parallel_health_checks").unwrap_or(true);
+        }
+        if let Some(v) = table.get("log_dir") {
+            if let Some(dir) = self.string(v, "settings.log_dir") {
+                s.log_dir = PathBuf::from(dir);
+            }
+        }
+        if let Some(v) = table.get("shutdown_timeout") {
+            s.shutdown_timeout = self
+                .duration(v, "settings.shutdown_timeout")
+                .unwrap_or(s.shutdown_timeout);
+        }
+        if let Some(v) = table.get("env_file") {
+            self.string(v, "settings.env_file");
+        }
+        s.log_dir = join_clean(&self.base_dir, &s.log_dir);
+        self.settings_from_env(&mut s);
+        s
+    }
+
+    fn settings_from_env(&mut self, s: &mut Settings) {
+        if let Some(w) = self.env_override(
+            "STARTUP_MAX_WORKERS",
+            "settings.max_workers",
+            parse_max_workers,
+        ) {
+            s.max_workers = w;
+        }
+        if let Some(d) = self.env_override(
+            "STARTUP_TIMEOUT",
+            "settings.startup_timeout",
+            parse_duration,
+        ) {
+            s.startup_timeout = d;
+        }
+        if let Some(b) = self.env_override("USE_PARALLEL_STARTUP", "settings.parallel", parse_bool)
+        {
+            s.parallel = b;
+        }
+        if let Some(b) = self.env_override(
+            "PARALLEL_HEALTH_CHECKS",
+            "settings.parallel_health_checks",
+            parse_bool,
+        ) {
+            s.parallel_health_checks = b;
+        }
+    }
+
+    fn max_workers(&mut self, value: &Value<'_>) -> Option<MaxWorkers> {
+        if value.get_ref().is_str() {
+            let text = self.string(value, "settings.max_workers")?;
+            return match parse_max_workers(&text) {
+                Ok(w) => Some(w),
+                Err(reason) => {
+                    self.push(
+                        Problem::error("dagstart::config::max_workers", "invalid `max_workers`")
+                            .label(value.span(), reason),
+                    );
+                    None
+                }
+            };
+        }
+        let n = self.integer(value, "max_workers", u64::from(u32::MAX))?;
+        if n == 0 {
+            self.push(
+                Problem::error("dagstart::config::max_workers", "`max_workers` cannot be 0")
+                    .label(value.span(), "nothing could ever start")
+                    .help("leave it out for no limit, or write \"auto\""),
+            );
+            return None;
+        }
+        Some(MaxWorkers::Fixed(n as usize))
+    }
+
+    fn env_table(&mut self, table: &DeTable<'_>, path: &str) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            let key_path = format!("{path}.{name}");
+            let text = match value.get_ref() {
+                DeValue::String(_) => self.string(value, &key_path),
+                DeValue::Integer(i) => Some(i.as_str().to_owned()),
+                DeValue::Float(f) => Some(f.as_str().to_owned()),
+                DeValue::Boolean(b) => Some(b.to_string()),
+                _ => {
+                    self.type_error(value, name, "a string, number or boolean");
+                    None
+                }
+            };
+            if let Some(text) = text {
+                env.insert(name.to_owned(), text);
+            }
+        }
+        env
+    }
+
+    fn node(
+        &mut self,
+        kind: NodeKind,
+        name: &str,
+        name_span: Span,
+        table: &DeTable<'_>,
+    ) -> (Node, NodeSpans) {
+        let section = section_name(kind);
+        let path = format!("{section}.{name}");
+        let known = match kind {
+            NodeKind::Service => SERVICE_KEYS,
+            NodeKind::Component => COMPONENT_KEYS,
+        };
+        self.check_keys(table, known, &path);
+        let command = self.command(table, &path, &name_span);
+        let cwd = table
+            .get("cwd")
+            .and_then(|v| self.string(v, &format!("{path}.cwd")))
+            .map_or_else(
+                || self.base_dir.clone(),
+                |dir| join_clean(&self.base_dir, Path::new(&dir)),
+            );
+        let env = match table.get("env") {
+            Some(v) => match self.expect_table(v, "env") {
+                Some(t) => self.env_table(t, &format!("{path}.env")),
+                None => BTreeMap::new(),
+            },
+            None => BTreeMap::new(),
+        };
+        let depends_on = table
+            .get("depends_on")
+            .map(|v| self.depends_on(v, &path))
+            .unwrap_or_default();
+        let port = table
+            .get("port")
+            .and_then(|v| Some((self.port(v, &format!("{path}.port"))?, v.span())));
+        let health = match kind {
+            NodeKind::Component => Health::with_probe(Probe::Exited),
+            NodeKind::Service => {
+                self.health(table.get("health"), port.as_ref().map(|p| p.0), &path)
+            }
+        };
+        let mut startup_timeout = table
+            .get("startup_timeout")
+            .and_then(|v| self.duration(v, &format!("{path}.startup_timeout")))
+            .unwrap_or(DEFAULT_NODE_TIMEOUT);
+        let timeout_var = timeout_env_var(name);
+        if self.env.get(&timeout_var).is_some() {
+            let key_path = format!("{path}.startup_timeout");
+            if let Some(d) = self.env_override(&timeout_var, &key_path, parse_duration) {
+                startup_timeout = d;
+            }
+        }
+        let retries = table
+            .get("retries")
+            .and_then(|v| self.integer(v, "retries", 1000))
+            .unwrap_or(0) as u32;
+        let required = table
+            .get("required")
+            .and_then(|v| self.bool(v, "required"))
+            .unwrap_or(true);
+        let stop_signal = table
+            .get("stop_signal")
+            .and_then(|v| self.signal(v, &format!("{path}.stop_signal")))
+            .unwrap_or(Signal::SIGTERM);
+        let stop_timeout = table
+            .get("stop_timeout")
+            .and_then(|v| self.duration(v, &format!("{path}.stop_timeout")))
+            .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        let lazy = table
+            .get("lazy")
+            .and_then(|v| self.bool(v, "lazy"))
+            .unwrap_or(false);
+        let sockets = table
+            .get("sockets")
+            .map(|v| self.sockets(v, &format!("{path}.sockets")))
+            .unwrap_or_default();
+        let watchdog = table
+            .get("watchdog")
+            .and_then(|v| Some((self.duration(v, &format!("{path}.watchdog"))?, v.span())));
+        self.check_readiness_protocols(&health, table.get("health"), watchdog.as_ref(), &sockets);
+        let restart = self.restart(table, &path);
+        let liveness = table
+            .get("liveness")
+            .and_then(|v| self.liveness(v, port.as_ref().map(|p| p.0), &path));
+        let restart_with_dependency = table
+            .get("restart_with_dependency")
+            .and_then(|v| self.bool(v, "restart_with_dependency"))
+            .unwrap_or(false);
+        let watch = table
+            .get("watch")
+            .map(|v| self.watch(v, &format!("{path}.watch")))
+            .unwrap_or_default();
+        let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on.into_iter().unzip();
+        let node = Node {
+            name: name.to_owned(),
+            name_span,
+            kind,
+            command,
+            cwd,
+            env,
+            depends_on,
+            port: port.as_ref().map(|p| p.0),
+            health,
+            startup_timeout,
+            retries,
+            required,
+            stop_signal,
+            stop_timeout,
+            watchdog: watchdog.map(|w| w.0),
+            sockets,
+            lazy,
+            restart,
+            liveness,
+            restart_with_dependency,
+            watch,
+        };
+        let spans = NodeSpans {
+            port: port.map(|p| p.1),
+            conditions,
+        };
+        (node, spans)
+    }
+
+    /// `sockets = ["127.0.0.1:8010", "unix:run/app.sock", 8011]`.
+    fn sockets(&mut self, value: &Value<'_>, key_path: &str) -> Vec<SocketAddress> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.type_error(value, "sockets", "an array of addresses");
+            return Vec::new();
+        };
+        let mut sockets = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let text = if item.get_ref().is_integer() {
+                self.integer(item, "sockets", u64::from(u16::MAX))
+                    .map(|p| p.to_string())
+            } else {
+                self.string(item, key_path)
+            };
+            let Some(text) = text else { continue };
+            match parse_socket(&text, &self.base_dir) {
+                Some(address) => sockets.push(address),
+                None => self.push(
+                    Problem::error(
+                        "dagstart::config::socket",
+                        format!("`{text}` is not a socket address"),
+                    )
+                    .label(item.span(), "expected IP:PORT, a port, or unix:PATH")
+                    .help("e.g. \"127.0.0.1:8010\", \"[::1]:8010\", 8010 or \"unix:run/app.sock\""),
+                ),
+            }
+        }
+        sockets
+    }
+
+    /// `watchdog` needs `notify`; a readiness fd must not land on a socket-activation fd.
+    fn check_readiness_protocols(
+        &mut self,
+        health: &Health,
+        health_value: Option<&Value<'_>>,
+        watchdog: Option<&(Duration, Span)>,
+        sockets: &[SocketAddress],
+    ) {
+        if let (Probe::Tcp { port, .. }, Some(value)) = (&health.probe, health_value) {
+            let own = sockets
+                .iter()
+                .any(|s| matches!(s, SocketAddress::Tcp(a) if a.port() == *port));
+            if own {
+                self.push(
+                    Problem::warning(
+                        "dagstart::config::tcp_on_own_socket",
+                        "this tcp probe always succeeds",
+                    )
+                    .label(
+                        value.span(),
+                        "the kernel accepts connections on a socket dagstart holds",
+                    )
+                    .help("probe readiness with http, notify or ready_fd instead"),
+                );
+            }
+        }
+        if let Some((_, span)) = watchdog {
+            if health.probe != Probe::Notify {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::watchdog",
+                        "`watchdog` needs notify readiness",
+                    )
+                    .label(span.clone(), "pings arrive as WATCHDOG=1 on NOTIFY_SOCKET")
+                    .help("add `health = { notify = true }` to this service"),
+                );
+            }
+        }
+        if let (Probe::ReadyFd { fd }, Some(value)) = (&health.probe, health_value) {
+            let first_free = 3 + sockets.len() as i32;
+            if *fd < first_free {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::ready_fd",
+                        format!("ready_fd {fd} is taken"),
+                    )
+                    .label(
+                        value.span(),
+                        format!("fds 0-2 are stdio and 3..{first_free} carry the sockets"),
+                    )
+                    .help(format!("use ready_fd = {first_free} or higher")),
+                );
+            }
+        }
+    }
+
+    fn command(&mut self, table: &DeTable<'_>, path: &str, name_span: &Span) -> Command {
+        let shell = table
+            .get("shell")
+            .and_then(|v| self.bool(v, "shell"))
+            .unwrap_or(false);
+        let key_path = format!("{path}.command");
+        let Some(value) = table.get("command") else {
+            self.push(
+                Problem::error(
+                    "dagstart::config::missing_command",
+                    format!("`{path}` has no command"),
+                )
+                .label(name_span.clone(), "declared here")
+                .help("add `command = [\"program\", \"arg\"]` or `command = \"program arg\"`"),
+            );
+            return Command::Argv(Vec::new());
+        };
+        let command = match value.get_ref() {
+            DeValue::String(_) if shell => self.string(value, &key_path).map(Command::Shell),
+            DeValue::String(_) => {
+                let text = self.string(value, &key_path);
+                text.and_then(|t| match shell_words::split(&t) {
+                    Ok(argv) => Some(Command::Argv(argv)),
+                    Err(e) => {
+                        self.push(
+                            Problem::error(
+                                "dagstart::config::command",
+                                "cannot split the command into words",
+                            )
+                            .label(value.span(), e.to_string())
+                            .help("close the quote, or give the command as an array of strings"),
+                        );
+                        None
+                    }
+                })
+            }
+            DeValue::Array(items) if !shell => {
+                self.string_array(items, &key_path).map(Command::Argv)
+            }
+            DeValue::Array(_) => {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::command",
+                        "with `shell = true` the command must be one string",
+                    )
+                    .label(value.span(), "an array")
+                    .help("write the shell script as a string, e.g. command = \"a && b\""),
+                );
+                None
+            }
+            _ => {
+                self.type_error(value, "command", "a string or an array of strings");
+                None
+            }
+        };
+        let command = command.unwrap_or(Command::Argv(vec!["?".into()]));
+        let empty = match &command {
+            Command::Argv(argv) => argv.first().is_none_or(|p| p.trim().is_empty()),
+            Command::Shell(script) => script.trim().is_empty(),
+        };
+        if empty {
+            self.push(
+                Problem::error("dagstart::config::command", "the command is empty")
+                    .label(value.span(), "nothing to run"),
+            );
+        }
+        command
+    }
+
+    fn string_array(&mut self, items: &[Value<'_>], key_path: &str) -> Option<Vec<String>> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            match self.string(item, key_path) {
+                Some(s) => out.push(s),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// The dependency entries, each with its span and the span of an explicit condition.
+    fn depends_on(
+        &mut self,
+        value: &Value<'_>,
+        path: &str,
+    ) -> Vec<(Dependency, Option<(Condition, Span)>)> {
+        let mut out = Vec::new();
+        match value.get_ref() {
+            DeValue::Array(items) => {
+                let key_path = format!("{path}.depends_on");
+                out.reserve(items.len());
+                for item in items.iter() {
+                    if let Some(name) = self.string(item, &key_path) {
+                        out.push(dependency(name, item.span(), None));
+                    }
+                }
+            }
+            DeValue::Table(table) => {
+                for (key, cond) in table.iter() {
+                    let name = key.get_ref().to_string();
+                    let Some(text) = self.string(cond, &format!("{path}.depends_on.{name}")) else {
+                        continue;
+                    };
+                    let span = key.span().start..cond.span().end;
+                    match Condition::parse(&text) {
+                        Some(c) => out.push(dependency(name, span, Some((c, cond.span())))),
+                        None => {
+                            let problem = Problem::error(
+                                "dagstart::config::condition",
+                                format!("`{text}` is not a dependency condition"),
+                            )
+                            .label(cond.span(), "unknown condition");
+                            self.push(match did_you_mean(&text, Condition::NAMES) {
+                                Some(s) => problem.help(format!("did you mean \"{s}\"?")),
+                                None => {
+                                    problem.help("use \"started\", \"healthy\" or \"completed\"")
+                                }
+                            });
+                        }
+                    }
+                }
+            }
+            _ => self.type_error(
+                value,
+                "depends_on",
+                "an array of names or a table of name = \"condition\"",
+            ),
+        }
+        out
+    }
+
+    fn health(&mut self, value: Option<&Value<'_>>, port: Option<u16>, path: &str) -> Health {
+        let default = match port {
+            Some(port) => Probe::Tcp {
+                host: "localhost".into(),
+                port,
+            },
+            None => Probe::Spawned,
+        };
+        let Some(value) = value else {
+            return Health::with_probe(default);
+        };
+        let Some(table) = self.expect_table(value, "health") else {
+            return Health::with_probe(default);
+        };
+        let path = format!("{path}.health");
+        self.check_keys(table, HEALTH_KEYS, &path);
+        let probe = self.single_probe(table, value, PROBE_KEYS, port, &path);
+        let mut health = Health::with_probe(probe.unwrap_or(default));
+        if let Some(v) = table.get("interval") {
+            health.interval = self
+                .duration(v, &format!("{path}.interval"))
+                .unwrap_or(health.interval);
+        }
+        if let Some(v) = table.get("timeout") {
+            health.timeout = self
+                .duration(v, &format!("{path}.timeout"))
+                .unwrap_or(health.timeout);
+        }
+        if let Some(v) = table.get("retries") {
+            health.retries = self
+                .integer(v, "retries", 1_000_000)
+                .map_or(health.retries, |n| n as u32);
+        }
+        if let Some(v) = table.get("start_period") {
+            health.start_period = self
+                .duration(v, &format!("{path}.start_period"))
+                .unwrap_or_default();
+        }
+        health
+    }
+
+    /// The one probe of a `health` or `liveness` table, among the `allowed` probe keys.
+    fn single_probe(
+        &mut self,
+        table: &DeTable<'_>,
+        value: &Value<'_>,
+        allowed: &[&str],
+        port: Option<u16>,
+        path: &str,
+    ) -> Option<Probe> {
+        let probes: Vec<_> = table
+            .iter()
+            .filter(|(k, _)| allowed.contains(&k.get_ref().as_ref()))
+            .collect();
+        match probes.as_slice() {
+            [] => {
+                self.push(
+                    Problem::error("dagstart::config::health", "this check has no probe")
+                        .label(value.span(), format!("none of: {}", allowed.join(", ")))
+                        .help("add one, e.g. http = \"/health\" or tcp = 8010"),
+                );
+                None
+            }
+            [(key, probe_value)] => self.probe(key.get_ref(), probe_value, port, path),
+            [_, second, ..] => {
+                self.push(
+                    Problem::error("dagstart::config::health", "a check takes one probe")
+                        .label(second.0.span(), "a second probe")
+                        .help(format!("keep one of {}", allowed.join(", "))),
+                );
+                None
+            }
+        }
+    }
+
+    /// `watch = ["src/**/*.py"]`: valid globs, made absolute against services.toml's directory.
+    fn watch(&mut self, value: &Value<'_>, key_path: &str) -> Vec<String> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.type_error(value, "watch", "an array of glob patterns");
+            return Vec::new();
+        };
+        let mut patterns = Vec::new();
+        for item in items.iter() {
+            let Some(text) = self.string(item, key_path) else {
+                continue;
+            };
+            let absolute = join_clean(&self.base_dir, Path::new(&text))
+                .display()
+                .to_string();
+            match glob::Pattern::new(&absolute) {
+                Ok(_) => patterns.push(absolute),
+                Err(e) => self.push(
+                    Problem::error(
+                        "dagstart::config::watch",
+                        format!("`{text}` is not a glob pattern"),
+                    )
+                    .label(item.span(), e.msg)
+                    .help("e.g. \"src/**/*.py\" or \"config/*.yaml\""),
+                ),
+            }
+        }
+        patterns
+    }
+
+    fn restart(&mut self, table: &DeTable<'_>, path: &str) -> super::Restart {
+        let mut restart = super::Restart::default();
+        if let Some(v) = table.get("restart") {
+            if let Some(text) = self.string(v, &format!("{path}.restart")) {
+                restart.policy = match text.as_str() {
+                    "no" => super::RestartPolicy::No,
+                    "on-failure" => super::RestartPolicy::OnFailure,
+                    "always" => super::RestartPolicy::Always,
+                    other => {
+                        let problem = Problem::error(
+                            "dagstart::config::restart",
+                            format!("`{other}` is not a restart policy"),
+                        )
+                        .label(v.span(), "unknown policy");
+                        self.push(match did_you_mean(other, ["no", "on-failure", "always"]) {
+                            Some(s) => problem.help(format!("did you mean \"{s}\"?")),
+                            None => problem.help("use \"no\", \"on-failure\" or \"always\""),
+                        });
+                        super::RestartPolicy::No
+                    }
+                };
+            }
+        }
+        for (key, target) in [
+            ("restart_backoff", &mut restart.backoff),
+            ("restart_backoff_max", &mut restart.backoff_max),
+            ("restart_window", &mut restart.window),
+        ] {
+            if let Some(v) = table.get(key) {
+                if let Some(d) = self.duration(v, &format!("{path}.{key}")) {
+                    *target = d;
+                }
+            }
+        }
+        if let Some(v) = table.get("max_restarts") {
+            restart.max_restarts = self
+                .integer(v, "max_restarts", 1_000_000)
+                .map_or(restart.max_restarts, |n| n as u32);
+        }
+        restart
+    }
+
+    fn liveness(
+        &mut self,
+        value: &Value<'_>,
+        port: Option<u16>,
+        path: &str,
+    ) -> Option<super::Liveness> {
+        let table = self.expect_table(value, "liveness")?;
+        let path = format!("{path}.liveness");
+        self.check_keys(table, LIVENESS_KEYS, &path);
+        let probe = self.single_probe(table, value, LIVENESS_PROBE_KEYS, port, &path)?;
+        let mut liveness = super::Liveness {
+            probe,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            failure_threshold: 3,
+        };
+        if let Some(v) = table.get("interval") {
+            liveness.interval = self
+                .duration(v, &format!("{path}.interval"))
+                .unwrap_or(liveness.interval);
+        }
+        if let Some(v) = table.get("timeout") {
+            liveness.timeout = self
+                .duration(v, &format!("{path}.timeout"))
+                .unwrap_or(liveness.timeout);
+        }
+        if let Some(v) = table.get("failure_threshold") {
+            liveness.failure_threshold = self
+                .integer(v, "failure_threshold", 1_000_000)
+                .map_or(liveness.failure_threshold, |n| (n as u32).max(1));
+        }
+        Some(liveness)
+    }
+
+    fn probe(
+        &mut self,
+        key: &str,
+        value: &Value<'_>,
+        port: Option<u16>,
+        path: &str,
+    ) -> Option<Probe> {
+        let key_path = format!("{path}.{key}");
+        match key {
+            "http" => {
+                let target = self.string(value, &key_path)?;
+                self.http_probe(&target, value.span(), port)
+            }
+            "tcp" => self.tcp_probe(value, &key_path),
+            "exec" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    let argv = self.string_array(items, &key_path)?;
+                    if argv.is_empty() {
+                        self.push(
+                            Problem::error("dagstart::config::health", "the exec probe is empty")
+                                .label(value.span(), "nothing to run"),
+                        );
+                        return None;
+                    }
+                    Some(Probe::Exec { argv })
+                }
+                DeValue::String(_) => {
+                    let text = self.string(value, &key_path)?;
+                    match shell_words::split(&text) {
+                        Ok(argv) if !argv.is_empty() => Some(Probe::Exec { argv }),
+                        _ => {
+                            self.push(
+                                Problem::error(
+                                    "dagstart::config::health",
+                                    "cannot split the exec probe into words",
+                                )
+                                .label(value.span(), "empty or unbalanced quotes"),
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    self.type_error(value, "exec", "a string or an array of strings");
+                    None
+                }
+            },
+            "log" => {
+                let text = self.string(value, &key_path)?;
+                match regex::Regex::new(&text) {
+                    Ok(pattern) => Some(Probe::Log { pattern }),
+                    Err(e) => {
+                        self.push(
+                            Problem::error(
+                                "dagstart::config::health",
+                                "the log pattern is not a valid regex",
+                            )
+                            .label(value.span(), first_line(&e.to_string())),
+                        );
+                        None
+                    }
+                }
+            }
+            "notify" => match self.bool(value, "notify")? {
+                true => Some(Probe::Notify),
+                false => {
+                    self.push(
+                        Problem::error(
+                            "dagstart::config::health",
+                            "`notify = false` is not a probe",
+                        )
+                        .label(value.span(), "remove it, or use another probe"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                let fd = self.integer(value, "ready_fd", 1024)? as i32;
+                Some(Probe::ReadyFd { fd })
+            }
+        }
+    }
+
+    fn http_probe(&mut self, target: &str, span: Span, port: Option<u16>) -> Option<Probe> {
+        if target.starts_with("http://") {
+            return Some(Probe::Http {
+                url: target.to_owned(),
+            });
+        }
+        if target.starts_with("https://") {
+            self.push(
+                Problem::error(
+                    "dagstart::config::health",
+                    "https health checks are not supported",
+                )
+                .label(span, "https")
+                .help("probe the plain-http port, or use a tcp probe"),
+            );
+            return None;
+        }
+        if !target.starts_with('/') {
+            self.push(
+                Problem::error(
+                    "dagstart::config::health",
+                    "`http` must be a path or an http:// URL",
+                )
+                .label(span, "neither a path nor a URL")
+                .help("e.g. http = \"/health\" or http = \"http://127.0.0.1:8010/health\""),
+            );
+            return None;
+        }
+        match port {
+            Some(port) => Some(Probe::Http {
+                url: format!("http://localhost:{port}{target}"),
+            }),
+            None => {
+                self.push(
+                    Problem::error("dagstart::config::health", "`http` is a path but the service has no `port`")
+                        .label(span, "which port?")
+                        .help("add `port = 8010` to the service, or give a full URL like \"http://127.0.0.1:8010/health\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn tcp_probe(&mut self, value: &Value<'_>, key_path: &str) -> Option<Probe> {
+        if value.get_ref().is_integer() {
+            let port = self.integer(value, "tcp", u64::from(u16::MAX))? as u16;
+            return Some(Probe::Tcp {
+                host: "localhost".into(),
+                port,
+            });
+        }
+        let text = self.string(value, key_path)?;
+        if let Ok(port) = text.trim().parse::<u16>() {
+            return Some(Probe::Tcp {
+                host: "localhost".into(),
+                port,
+            });
+        }
+        let parsed = text.rsplit_once(':').and_then(|(host, port)| {
+            Some((host.trim_matches(['[', ']']), port.parse::<u16>().ok()?))
+        });
+        match parsed {
+            Some((host, port)) if !host.is_empty() => Some(Probe::Tcp {
+                host: host.to_owned(),
+                port,
+            }),
+            _ => {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::health",
+                        "`tcp` must be a port or host:port",
+                    )
+                    .label(value.span(), "no port here")
+                    .help("e.g. tcp = 8010 or tcp = \"127.0.0.1:8010\""),
+                );
+                None
+            }
+        }
+    }
+
+    // ----- checks across nodes ---------------------------------------------------------------
+
+    fn check_names(&mut self, nodes: &[Node]) {
+        let mut first_seen: HashMap<&str, &Node> = HashMap::with_capacity(nodes.len());
+        for node in nodes {
+            if !node
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                || node.name.is_empty()
+            {
+                let suggestion: String = node
+                    .name
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                self.push(
+                    Problem::error(
+                        "dagstart::config::name",
+                        format!("invalid node name `{}`", node.name),
+                    )
+                    .label(
+                        node.name_span.clone(),
+                        "only letters, digits, `_` and `-` are allowed",
+                    )
+                    .help(format!("rename it, e.g. to `{suggestion}`")),
+                );
+            }
+            if let Some(first) = first_seen.insert(&node.name, node) {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::duplicate_name",
+                        format!(
+                            "`{}` is both a {} and a {}",
+                            node.name,
+                            first.kind.as_str(),
+                            node.kind.as_str()
+                        ),
+                    )
+                    .label(
+                        first.name_span.clone(),
+                        format!("declared as a {}", first.kind.as_str()),
+                    )
+                    .label(
+                        node.name_span.clone(),
+                        format!("and again as a {}", node.kind.as_str()),
+                    )
+                    .help("node names are shared by services and components; rename one"),
+                );
+            }
+        }
+    }
+
+    /// Points every dependency at its node, checks it, and settles its condition.
+    fn resolve_dependencies(&mut self, nodes: &mut [Node], spans: &[NodeSpans]) {
+        let index: HashMap<&str, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        let kinds: Vec<NodeKind> = nodes.iter().map(|n| n.kind).collect();
+        let has_sockets: Vec<bool> = nodes.iter().map(|n| !n.sockets.is_empty()).collect();
+        let mut resolved: Vec<Vec<Dependency>> = Vec::with_capacity(nodes.len());
+        for (node, node_spans) in nodes.iter().zip(spans) {
+            let mut kept = Vec::with_capacity(node.depends_on.len());
+            for (dep, explicit) in node.depends_on.iter().zip(&node_spans.conditions) {
+                if dep.name == node.name {
+                    self.push(self_dependency(node, dep));
+                    continue;
+                }
+                let Some(&target) = index.get(dep.name.as_str()) else {
+                    self.push(unknown_dependency(node, dep, &index));
+                    continue;
+                };
+                if let Some(condition) = self.settle_condition(
+                    dep,
+                    kinds[target],
+                    has_sockets[target],
+                    explicit.as_ref(),
+                ) {
+                    kept.push(Dependency {
+                        name: dep.name.clone(),
+                        node: target,
+                        span: dep.span.clone(),
+                        condition,
+                    });
+                }
+            }
+            resolved.push(kept);
+        }
+        for (node, deps) in nodes.iter_mut().zip(resolved) {
+            node.depends_on = deps;
+        }
+    }
+
+    /// The condition a dependency ends up with; `None` (and a problem) when it cannot hold.
+    fn settle_condition(
+        &mut self,
+        dep: &Dependency,
+        target_kind: NodeKind,
+        target_has_sockets: bool,
+        explicit: Option<&(Condition, Span)>,
+    ) -> Option<Condition> {
+        match (explicit, target_kind) {
+            (Some((Condition::Listening, cond_span)), _) if !target_has_sockets => {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::condition",
+                        format!("`{}` has no sockets to listen on", dep.name),
+                    )
+                    .label(cond_span.clone(), "`listening` needs socket activation")
+                    .help(format!(
+                        "add `sockets = [...]` to `{}`, or wait for \"healthy\"",
+                        dep.name
+                    )),
+                );
+                None
+            }
+            (Some((Condition::Completed, cond_span)), NodeKind::Service) => {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::condition",
+                        format!("`{}` is a service; it never completes", dep.name),
+                    )
+                    .label(cond_span.clone(), "only components complete")
+                    .help("use \"healthy\" (or \"started\") for a service"),
+                );
+                None
+            }
+            // A component's health is its successful exit.
+            (Some((Condition::Healthy, _)) | None, NodeKind::Component) => {
+                Some(Condition::Completed)
+            }
+            (Some((c, _)), _) => Some(*c),
+            (None, NodeKind::Service) => Some(Condition::Healthy),
+        }
+    }
+
+    fn check_ports(&mut self, nodes: &[Node], spans: &[NodeSpans]) {
+        let mut owners: HashMap<u16, (&str, &Span)> = HashMap::new();
+        for (node, node_spans) in nodes.iter().zip(spans) {
+            let (Some(port), Some(span)) = (node.port, node_spans.port.as_ref()) else {
+                continue;
+            };
+            if let Some((owner, owner_span)) = owners.get(&port) {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::port_clash",
+                        format!("port {port} is declared twice"),
+                    )
+                    .label((*owner_span).clone(), format!("used by `{owner}`"))
+                    .label(span.clone(), format!("and by `{}`", node.name))
+                    .help("two services cannot listen on one port; give each its own"),
+                );
+            } else {
+                owners.insert(port, (&node.name, span));
+            }
+        }
+    }
+
+    fn warn_required_on_optional(&mut self, nodes: &[Node]) {
+        let optional: HashMap<&str, &Node> = nodes
+            .iter()
+            .filter(|n| !n.required)
+            .map(|n| (n.name.as_str(), n))
+            .collect();
+        for node in nodes.iter().filter(|n| n.required) {
+            for dep in &node.depends_on {
+                if let Some(opt) = optional.get(dep.name.as_str()) {
+                    self.push(
+                        Problem::warning(
+                            "dagstart::config::required_on_optional",
+                            format!(
+                                "required `{}` depends on optional `{}`",
+                                node.name, opt.name
+                            ),
+                        )
+                        .label(
+                            dep.span.clone(),
+                            "if this fails, the required node is skipped and startup fails",
+                        )
+                        .help(format!(
+                            "mark `{}` as `required = false` too, or make `{}` required",
+                            node.name, opt.name
+                        )),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn self_dependency(node: &Node, dep: &Dependency) -> Problem {
+    Problem::error(
+        "dagstart::config::self_dependency",
+        format!("`{}` depends on itself", node.name),
+    )
+    .label(dep.span.clone(), "this entry")
+    .help("remove it: a node cannot wait for itself")
+}
+
+fn unknown_dependency(node: &Node, dep: &Dependency, index: &HashMap<&str, usize>) -> Problem {
+    let problem = Problem::error(
+        "dagstart::config::unknown_dependency",
+        format!(
+            "`{}` depends on `{}`, which is not declared",
+            node.name, dep.name
+        ),
+    )
+    .label(dep.span.clone(), "no service or component has this name");
+    let mut names: Vec<&str> = index.keys().copied().collect();
+    names.sort_unstable();
+    match did_you_mean(&dep.name, names) {
+        Some(s) => problem.help(format!("did you mean `{s}`?")),
+        None => problem.help("declare it under [services] or [components], or remove the entry"),
+    }
+}
+
+/// A dependency entry before it is resolved: its index and final condition come later.
+fn dependency(
+    name: String,
+    span: Span,
+    explicit: Option<(Condition, Span)>,
+) -> (Dependency, Option<(Condition, Span)>) {
+    let dep = Dependency {
+        name,
+        node: usize::MAX,
+        span,
+        condition: Condition::Healthy,
+    };
+    (dep, explicit)
+}
+
+fn expand_problem(error: ExpandError, span: Span) -> Problem {
+    match error {
+        ExpandError::Required { var, message } => Problem::error(
+            "dagstart::config::required_variable",
+            format!("environment variable {var} is not set"),
+        )
+        .label(
+            span,
+            if message.is_empty() {
+                format!("needs {var}")
+            } else {
+                message
+            },
+        )
+        .help(format!(
+            "set {var} in the environment or in .env beside services.toml"
+        )),
+        ExpandError::Unclosed => {
+            Problem::error("dagstart::config::interpolation", "`${` is never closed")
+                .label(span, "missing `}`")
+                .help("write `$$` for a literal dollar sign")
+        }
+        ExpandError::BadName(name) => Problem::error(
+            "dagstart::config::interpolation",
+            format!("`${{{name}}}` is not a variable reference"),
+        )
+        .label(span, "variable names use letters, digits and `_`")
+        .help("write `$$` for a literal dollar sign"),
+    }
+}
+
+/// `base` joined with `rel`, without `.` components.
+fn join_clean(base: &Path, rel: &Path) -> PathBuf {
+    base.join(rel).components().collect()
+}
+
+fn section_name(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::Service => "services",
+        NodeKind::Component => "components",
+    }
+}
+
+fn leaf(key_path: &str) -> &str {
+    key_path.rsplit('.').next().unwrap_or(key_path)
+}
+
+fn article(type_name: &str) -> String {
+    match type_name.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {type_name}"),
+        _ => format!("a {type_name}"),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().last().unwrap_or(text).trim().to_owned()
+}
+
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| e.to_string())
+}
+
+pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn parse_max_workers(text: &str) -> Result<MaxWorkers, String> {
+    match text {
+        "auto" => Ok(MaxWorkers::Auto),
+        "unlimited" | "none" => Ok(MaxWorkers::Unlimited),
+        _ => match text.parse::<usize>() {
+            Ok(0) => Err("0 would start nothing".into()),
+            Ok(n) => Ok(MaxWorkers::Fixed(n)),
+            Err(_) => Err("expected a number of workers or \"auto\"".into()),
+        },
+    }
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, a bare port (loopback), or `unix:PATH`
+/// (relative to services.toml).
+fn parse_socket(text: &str, base_dir: &Path) -> Option<SocketAddress> {
+    let text = text.trim();
+    if let Some(path) = text.strip_prefix("unix:") {
+        return (!path.is_empty())
+            .then(|| SocketAddress::Unix(join_clean(base_dir, Path::new(path))));
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Some(SocketAddress::Tcp(([127, 0, 0, 1], port).into()));
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        return Some(SocketAddress::Tcp(
+            ([127, 0, 0, 1], port.parse().ok()?).into(),
+        ));
+    }
+    text.parse().ok().map(SocketAddress::Tcp)
+}
+
+fn parse_signal(text: &str) -> Option<Signal> {
+    let upper = text.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse().ok()
+}

@@ -1,0 +1,293 @@
+//! Steering a running dagstart from another terminal: a unix socket in `.dagstart/` beside
+//! services.toml, one JSON request and one JSON answer per connection.
+//!
+//! The socket is the run's lock too: a second `dagstart run` for the same project finds it
+//! answering and is refused; a socket file left by a killed run answers nothing and is replaced.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::lifecycle::{Control, NodeAction, NodeStatus};
+
+/// What a client can ask.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    Status,
+    Start { nodes: Vec<String> },
+    Stop { nodes: Vec<String> },
+    Restart { nodes: Vec<String> },
+    Reload,
+    Down,
+}
+
+/// Where a reload reads the configuration from: the file and environment of the run.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    pub path: PathBuf,
+    pub env: crate::engine::config::Environment,
+}
+
+/// Re-reads the run's services.toml and hands it to the scheduler. An invalid file is answered
+/// with its diagnostics and the running stack is not touched.
+pub async fn reload(source: &ReloadSource, control: &mpsc::UnboundedSender<Control>) -> Response {
+    // Reading and validating a file blocks: not on the async threads.
+    let (path, env) = (source.path.clone(), source.env.clone());
+    let loaded =
+        tokio::task::spawn_blocking(move || crate::engine::config::load(&path, &env)).await;
+    let config = match loaded {
+        Ok(Ok(config)) => config,
+        Err(panic) => {
+            return Response {
+                ok: false,
+                message: format!("reload refused: reading services.toml failed ({panic})"),
+                nodes: Vec::new(),
+            };
+        }
+        Ok(Err(error)) => {
+            let message = match error {
+                crate::engine::config::LoadError::Read { path, source } => {
+                    format!("cannot read {}: {source}\n", path.display())
+                }
+                crate::engine::config::LoadError::Invalid(invalid) => {
+                    invalid.render(&crate::engine::config::plain_handler())
+                }
+            };
+            return Response {
+                ok: false,
+                message: format!("{message}reload refused; nothing was changed"),
+                nodes: Vec::new(),
+            };
+        }
+    };
+    ask(control, |reply| Control::Reload {
+        config: Box::new(config),
+        reply,
+    })
+    .await
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    pub message: String,
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error("no dagstart is running for {}", .project.display())]
+    #[diagnostic(
+        code(dagstart::control::not_running),
+        help("start it with `dagstart run`")
+    )]
+    NotRunning { project: PathBuf },
+    #[error("dagstart is already running for {}", .project.display())]
+    #[diagnostic(
+        code(dagstart::control::already_running),
+        help(
+            "stop it with `dagstart down`, or steer it with `dagstart status|start|stop|restart`"
+        )
+    )]
+    AlreadyRunning { project: PathBuf },
+    #[error("control socket {}: {source}", .path.display())]
+    #[diagnostic(code(dagstart::control::io))]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `.dagstart/control.sock` beside services.toml.
+pub fn socket_path(project_dir: &Path) -> PathBuf {
+    project_dir.join(".dagstart").join("control.sock")
+}
+
+/// Binds the control socket, refusing if another run answers on it and replacing a stale one.
+pub fn bind(
+    project_dir: &Path,
+) -> Result<(std::os::unix::net::UnixListener, SocketFile), ControlError> {
+    let path = socket_path(project_dir);
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(ControlError::AlreadyRunning {
+                project: project_dir.to_owned(),
+            });
+        }
+        std::fs::remove_file(&path).map_err(io)?;
+    }
+    let dir = path.parent().expect("the socket has a directory");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    let listener = std::os::unix::net::UnixListener::bind(&path).map_err(io)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    Ok((listener, SocketFile(path)))
+}
+
+/// Removes the socket file when the run ends.
+#[derive(Debug)]
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Answers requests until the scheduler is gone.
+pub async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    control: mpsc::UnboundedSender<Control>,
+    source: ReloadSource,
+) {
+    let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
+        return;
+    };
+    while let Ok((stream, _)) = listener.accept().await {
+        let control = control.clone();
+        let source = source.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            if tokio::io::BufReader::new(read)
+                .read_line(&mut line)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let response = match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Reload) => reload(&source, &control).await,
+                Ok(request) => answer(request, &control).await,
+                Err(e) => Response {
+                    ok: false,
+                    message: format!("bad request: {e}"),
+                    nodes: Vec::new(),
+                },
+            };
+            let mut text = serde_json::to_string(&response).expect("responses serialize");
+            text.push('\n');
+            let _ = write.write_all(text.as_bytes()).await;
+        });
+    }
+}
+
+async fn answer(request: Request, control: &mpsc::UnboundedSender<Control>) -> Response {
+    let gone = || Response {
+        ok: false,
+        message: SHUTTING_DOWN.into(),
+        nodes: Vec::new(),
+    };
+    match request {
+        Request::Status => {
+            let (reply, answer) = oneshot::channel();
+            if control.send(Control::Status(reply)).is_err() {
+                return gone();
+            }
+            match answer.await {
+                Ok(nodes) => Response {
+                    ok: true,
+                    message: String::new(),
+                    nodes,
+                },
+                Err(_) => gone(),
+            }
+        }
+        Request::Down => {
+            let _ = control.send(Control::Shutdown("`dagstart down`".into()));
+            Response {
+                ok: true,
+                message: "shutting down".into(),
+                nodes: Vec::new(),
+            }
+        }
+        Request::Start { nodes } => act(control, NodeAction::Start, nodes).await,
+        Request::Stop { nodes } => act(control, NodeAction::Stop, nodes).await,
+        Request::Restart { nodes } => act(control, NodeAction::Restart, nodes).await,
+        Request::Reload => Response {
+            ok: false,
+            message: "reload is answered by `serve`".into(),
+            nodes: Vec::new(),
+        },
+    }
+}
+
+async fn act(
+    control: &mpsc::UnboundedSender<Control>,
+    action: NodeAction,
+    names: Vec<String>,
+) -> Response {
+    ask(control, |reply| Control::Nodes {
+        action,
+        names,
+        reply,
+    })
+    .await
+}
+
+/// Sends `request` to the scheduler and turns its answer into a response.
+async fn ask(
+    control: &mpsc::UnboundedSender<Control>,
+    request: impl FnOnce(oneshot::Sender<Result<String, String>>) -> Control,
+) -> Response {
+    let (reply, answer) = oneshot::channel();
+    let answer = match control.send(request(reply)) {
+        Ok(()) => answer.await.unwrap_or_else(|_| Err(SHUTTING_DOWN.into())),
+        Err(_) => Err(SHUTTING_DOWN.into()),
+    };
+    match answer {
+        Ok(message) => Response {
+            ok: true,
+            message,
+            nodes: Vec::new(),
+        },
+        Err(message) => Response {
+            ok: false,
+            message,
+            nodes: Vec::new(),
+        },
+    }
+}
+
+const SHUTTING_DOWN: &str = "dagstart is shutting down";
+
+/// Sends one request to the dagstart running for `project_dir` (the client side).
+pub fn request(project_dir: &Path, request: &Request) -> Result<Response, ControlError> {
+    let path = socket_path(project_dir);
+    let not_running = || ControlError::NotRunning {
+        project: project_dir.to_owned(),
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|_| not_running())?;
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut text = serde_json::to_string(request).expect("requests serialize");
+    text.push('\n');
+    stream.write_all(text.as_bytes()).map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).map_err(io)?;
+    serde_json::from_str(&line)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// True when a dagstart answers on the project's control socket.
+pub fn is_running(project_dir: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(socket_path(project_dir)).is_ok()
+}

@@ -1,0 +1,222 @@
+//! The dependency graph: cycle detection at load time, levels, heights, selection.
+//! Its renderings (`dagstart graph`) are a view: [`crate::views::graph_render`].
+//!
+//! Edges run from a dependency to its dependent, i.e. in startup order. A [`Graph`] is only
+//! built from a validated [`Config`], which is free of cycles, so building never fails.
+
+use std::collections::HashMap;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Dfs, Reversed};
+
+use crate::engine::config::{Condition, Config, Node, Problem, did_you_mean};
+
+/// The startup graph of a configuration. Node `i` of the graph is `config.nodes[i]`.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    inner: DiGraph<(), Condition>,
+    /// Topological order (dependencies before dependents).
+    order: Vec<usize>,
+    /// Longest dependency chain below each node.
+    levels: Vec<usize>,
+    /// Longest chain of dependents above each node: the work still behind it.
+    heights: Vec<usize>,
+}
+
+/// A node named on the command line that the configuration does not declare.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("no service or component is named `{name}`")]
+#[diagnostic(code(dagstart::unknown_node))]
+pub struct UnknownNode {
+    pub name: String,
+    #[help]
+    pub help: Option<String>,
+}
+
+impl Graph {
+    /// Builds the graph of a validated configuration (no unknown dependencies, no cycles).
+    pub fn build(config: &Config) -> Self {
+        let mut inner = DiGraph::with_capacity(config.nodes.len(), config.nodes.len() * 4);
+        for _ in &config.nodes {
+            inner.add_node(());
+        }
+        for (i, node) in config.nodes.iter().enumerate() {
+            for dep in &node.depends_on {
+                inner.add_edge(NodeIndex::new(dep.node), NodeIndex::new(i), dep.condition);
+            }
+        }
+        let order: Vec<usize> = petgraph::algo::toposort(&inner, None)
+            .expect("a validated configuration has no cycles")
+            .into_iter()
+            .map(NodeIndex::index)
+            .collect();
+        let mut levels = vec![0; config.nodes.len()];
+        for &n in &order {
+            let level = inner
+                .neighbors_directed(NodeIndex::new(n), petgraph::Direction::Incoming)
+                .map(|d| levels[d.index()] + 1)
+                .max()
+                .unwrap_or(0);
+            levels[n] = level;
+        }
+        let mut heights = vec![0; config.nodes.len()];
+        for &n in order.iter().rev() {
+            heights[n] = inner
+                .neighbors_directed(NodeIndex::new(n), petgraph::Direction::Outgoing)
+                .map(|d| heights[d.index()] + 1)
+                .max()
+                .unwrap_or(0);
+        }
+        Self {
+            inner,
+            order,
+            levels,
+            heights,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// Dependencies before dependents.
+    pub fn topological_order(&self) -> &[usize] {
+        &self.order
+    }
+
+    pub fn level(&self, node: usize) -> usize {
+        self.levels[node]
+    }
+
+    /// The longest chain of nodes that wait, directly or not, for `node`.
+    pub fn height(&self, node: usize) -> usize {
+        self.heights[node]
+    }
+
+    /// Number of levels: 0 for an empty graph, 1 when nothing depends on anything.
+    pub fn depth(&self) -> usize {
+        self.levels.iter().max().map_or(0, |m| m + 1)
+    }
+
+    /// The nodes `node` waits for, with the condition of each.
+    pub fn dependencies(&self, node: usize) -> impl Iterator<Item = (usize, Condition)> + '_ {
+        self.inner
+            .edges_directed(NodeIndex::new(node), petgraph::Direction::Incoming)
+            .map(|e| (petgraph::visit::EdgeRef::source(&e).index(), *e.weight()))
+    }
+
+    /// The nodes that wait for `node`.
+    pub fn dependents(&self, node: usize) -> impl Iterator<Item = usize> + '_ {
+        self.inner
+            .neighbors_directed(NodeIndex::new(node), petgraph::Direction::Outgoing)
+            .map(NodeIndex::index)
+    }
+
+    /// The named nodes and everything they need; all nodes when `names` is empty.
+    pub fn select(&self, config: &Config, names: &[String]) -> Result<Vec<bool>, UnknownNode> {
+        if names.is_empty() {
+            return Ok(vec![true; self.len()]);
+        }
+        let index = name_index(&config.nodes);
+        let mut selected = vec![false; self.len()];
+        let reversed = Reversed(&self.inner);
+        for name in names {
+            let Some(&start) = index.get(name.as_str()) else {
+                let suggestion = did_you_mean(name, config.nodes.iter().map(|n| n.name.as_str()));
+                return Err(UnknownNode {
+                    name: name.clone(),
+                    help: suggestion.map(|s| format!("did you mean `{s}`?")),
+                });
+            };
+            let mut dfs = Dfs::new(reversed, NodeIndex::new(start));
+            while let Some(n) = dfs.next(reversed) {
+                selected[n.index()] = true;
+            }
+        }
+        Ok(selected)
+    }
+}
+
+fn name_index(nodes: &[Node]) -> HashMap<&str, usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect()
+}
+
+/// One problem per dependency cycle, naming the whole path and labelling each edge.
+pub(crate) fn cycle_problems(nodes: &[Node]) -> Vec<Problem> {
+    let mut graph: DiGraph<(), usize> = DiGraph::with_capacity(nodes.len(), nodes.len());
+    for _ in nodes {
+        graph.add_node(());
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        for (k, dep) in node.depends_on.iter().enumerate() {
+            // Edge node -> dependency, weighted by the entry's position in depends_on.
+            graph.add_edge(NodeIndex::new(i), NodeIndex::new(dep.node), k);
+        }
+    }
+    let mut problems = Vec::new();
+    for component in tarjan_scc(&graph) {
+        if component.len() < 2 {
+            continue;
+        }
+        let path = cycle_through(&graph, &component);
+        let names: Vec<&str> = path.iter().map(|&(n, _)| nodes[n].name.as_str()).collect();
+        let mut problem = Problem::error(
+            "dagstart::config::cycle",
+            format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
+        )
+        .help("a cycle can never start; remove one of these dependencies");
+        for (i, &(n, entry)) in path.iter().enumerate() {
+            let next = names[(i + 1) % names.len()];
+            problem = problem.label(
+                nodes[n].depends_on[entry].span.clone(),
+                format!("`{}` waits for `{next}`", nodes[n].name),
+            );
+        }
+        problems.push(problem);
+    }
+    problems
+}
+
+/// A cycle inside a strongly connected component: each step is (node, depends_on entry).
+fn cycle_through(graph: &DiGraph<(), usize>, component: &[NodeIndex]) -> Vec<(usize, usize)> {
+    let inside: std::collections::HashSet<NodeIndex> = component.iter().copied().collect();
+    let start = *component.iter().min().expect("non-empty component");
+    // Breadth-first search back to `start` gives the shortest cycle through it.
+    let mut came_from: HashMap<NodeIndex, (NodeIndex, usize)> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(n) = queue.pop_front() {
+        for edge in graph.edges(n) {
+            let target = petgraph::visit::EdgeRef::target(&edge);
+            if !inside.contains(&target) || came_from.contains_key(&target) {
+                continue;
+            }
+            came_from.insert(target, (n, *edge.weight()));
+            if target == start {
+                queue.clear();
+                break;
+            }
+            queue.push_back(target);
+        }
+    }
+    let mut path = Vec::new();
+    let mut at = start;
+    loop {
+        let (prev, entry) = came_from[&at];
+        path.push((prev.index(), entry));
+        at = prev;
+        if at == start {
+            break;
+        }
+    }
+    path.reverse();
+    path
+}

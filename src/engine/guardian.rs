@@ -1,0 +1,182 @@
+//! No orphans, even when dagstart itself is killed.
+//!
+//! Three layers, each covering what the one before cannot:
+//! 1. Every node process gets `PR_SET_PDEATHSIG = SIGKILL`: the kernel kills it when dagstart
+//!    dies (see [`crate::engine::process`]).
+//! 2. dagstart is a child subreaper, and every node runs with `DAGSTART_RUN=<id>` in its
+//!    environment. At the end of a run every process group it created is SIGKILLed, and so is
+//!    every process still carrying the run's marker, wherever it went (a `setsid()` escapee has
+//!    left the group but not its environment). Orphans re-parented to dagstart are reaped.
+//! 3. A guardian process (`dagstart __guardian`), started first, in its own process group and
+//!    without the marker, reads the id of every new process group from a pipe. When the pipe
+//!    closes (dagstart exited, however it died) it does the same sweep as 2 and exits: the
+//!    grandchildren that PDEATHSIG cannot reach are gone within moments.
+//!
+//! What is not covered: a process that both leaves the group and clears its environment.
+
+use std::io::{BufRead as _, Write as _};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::engine::process::ProcessGroup;
+
+/// The hidden first argument that runs the guardian.
+pub const GUARDIAN: &str = "__guardian";
+/// The environment variable that marks every process of a run.
+pub const RUN_MARKER: &str = "DAGSTART_RUN";
+
+/// dagstart's end of the guardian. New process groups are written to its pipe by a thread
+/// of their own, so a guardian that reads slowly never blocks the scheduler.
+#[derive(Debug)]
+pub struct Guardian {
+    child: Child,
+    groups: Option<std::sync::mpsc::Sender<i32>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Guardian {
+    /// Starts the guardian for run `run_id`.
+    pub fn start(run_id: &str) -> std::io::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([GUARDIAN, run_id])
+            .env_remove(RUN_MARKER)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            // Its own group: a Ctrl-C on the terminal must not take the guardian down early.
+            .process_group(0)
+            .spawn()?;
+        let mut pipe = child.stdin.take().expect("the guardian's stdin is piped");
+        let (groups, rx) = std::sync::mpsc::channel::<i32>();
+        let writer = std::thread::Builder::new()
+            .name("dagstart-guardian".into())
+            .spawn(move || {
+                for group in rx {
+                    if writeln!(pipe, "{group}").is_err() {
+                        break;
+                    }
+                }
+                // Dropping the pipe here is the guardian's cue to sweep and exit.
+            })?;
+        Ok(Self {
+            child,
+            groups: Some(groups),
+            writer: Some(writer),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Tells the guardian about a new process group.
+    pub fn watch(&mut self, group: ProcessGroup) {
+        if let Some(groups) = &self.groups {
+            let _ = groups.send(group.id());
+        }
+    }
+}
+
+impl Drop for Guardian {
+    fn drop(&mut self) {
+        // Closing the pipe is the guardian's cue; after a clean sweep it finds nothing left.
+        drop(self.groups.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The guardian itself: collect process groups until stdin closes, then kill what is left.
+pub fn run_guardian(run_id: &str) -> i32 {
+    let mut groups = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        match line {
+            Ok(line) => groups.extend(line.trim().parse::<i32>().ok()),
+            Err(_) => break,
+        }
+    }
+    for group in groups {
+        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+    }
+    kill_marked(run_id);
+    // A killed dagstart could not remove its runtime directory (named after its pid).
+    if let Some(pid) = run_id.split('-').next().filter(|p| !p.is_empty()) {
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("dagstart-{pid}")));
+    }
+    0
+}
+
+/// SIGKILLs every process whose environment carries `DAGSTART_RUN=run_id`; returns their pids.
+pub fn kill_marked(run_id: &str) -> Vec<i32> {
+    let marker = format!("{RUN_MARKER}={run_id}");
+    let me = std::process::id() as i32;
+    let mut killed = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return killed;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var == marker.as_bytes())
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            killed.push(pid);
+        }
+    }
+    killed
+}
+
+/// Reaps the given pids if they became our children (orphans re-parented to the subreaper).
+pub fn reap(pids: &[i32]) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let me = std::process::id() as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    let mut left: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|&p| parent_of(p) == Some(me))
+        .collect();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        left.retain(|&pid| {
+            matches!(
+                waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            )
+        });
+        if !left.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Makes dagstart the reaper of orphans of its descendants, so escapees stay findable.
+pub fn become_subreaper() {
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+}

@@ -1,0 +1,315 @@
+//! Health checks: one probe attempt of each kind, and the adaptive loop that waits for a
+//! service to become ready.
+//!
+//! Probing starts right after spawn and backs off in proportion to the time waited so far, up
+//! to `interval`, so a service that becomes ready is seen within milliseconds of it. With parallel health checks a new attempt
+//! starts on schedule even while earlier ones still hang; the first success wins.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::engine::config::{Health, Probe};
+
+/// The shortest pause between attempts.
+const MIN_PAUSE: Duration = Duration::from_micros(250);
+/// The pause between attempts is this fraction of the time waited so far (capped at `interval`),
+/// so a service is seen ready at most ~1.5 % of its own startup time late.
+const PAUSE_DIVISOR: u32 = 64;
+
+/// The pause before the next attempt, `waited` after spawn.
+fn pause_after(waited: Duration, interval: Duration) -> Duration {
+    (waited / PAUSE_DIVISOR).clamp(MIN_PAUSE, interval.max(MIN_PAUSE))
+}
+
+/// What an attempt may need besides the probe itself.
+#[derive(Debug, Clone)]
+pub struct ProbeContext {
+    pub http: reqwest::Client,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// Set by the output reader when a line matches a `log` probe.
+    pub log_matched: Option<watch::Receiver<bool>>,
+}
+
+impl ProbeContext {
+    /// The context for probing `node`: its working directory and its full environment.
+    pub fn for_node(
+        http: &reqwest::Client,
+        config: &crate::engine::config::Config,
+        node: &crate::engine::config::Node,
+    ) -> Self {
+        Self {
+            http: http.clone(),
+            cwd: node.cwd.clone(),
+            env: crate::engine::process::node_env(&config.env, node)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            log_matched: None,
+        }
+    }
+}
+
+/// An HTTP client for probes: no proxy (targets are local), no connection reuse.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("the HTTP client builds without TLS or proxies")
+}
+
+/// One attempt of `probe`, bounded by `timeout`.
+pub async fn attempt(probe: &Probe, timeout: Duration, ctx: &ProbeContext) -> Result<(), String> {
+    match tokio::time::timeout(timeout, attempt_unbounded(probe, ctx)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "{} did not answer within {}",
+            probe.describe(),
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+async fn attempt_unbounded(probe: &Probe, ctx: &ProbeContext) -> Result<(), String> {
+    match probe {
+        // Readiness that is pushed, not polled: nothing to probe again.
+        Probe::Spawned | Probe::Exited | Probe::Notify | Probe::ReadyFd { .. } => Ok(()),
+        Probe::Tcp { host, port } => tcp(host, *port).await,
+        Probe::Http { url } => http(&ctx.http, url).await,
+        Probe::Exec { argv } => exec(argv, ctx).await,
+        Probe::Log { pattern } => match &ctx.log_matched {
+            Some(rx) if *rx.borrow() => Ok(()),
+            _ => Err(format!("no output line matched /{}/ yet", pattern.as_str())),
+        },
+    }
+}
+
+/// The addresses a host stands for; `localhost` is both loopbacks, whatever /etc/hosts says.
+/// Names are resolved on tokio's blocking pool, never on the async threads.
+async fn addresses(host: &str, port: u16) -> Vec<SocketAddr> {
+    if host == "localhost" {
+        return vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+        ];
+    }
+    match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map(Iterator::collect)
+            .unwrap_or_default(),
+    }
+}
+
+/// Succeeds when any of the host's addresses accepts a connection.
+async fn tcp(host: &str, port: u16) -> Result<(), String> {
+    let addrs = addresses(host, port).await;
+    if addrs.is_empty() {
+        return Err(format!("cannot resolve {host}"));
+    }
+    let mut attempts: JoinSet<std::io::Result<()>> = JoinSet::new();
+    for addr in addrs {
+        attempts.spawn(async move { TcpStream::connect(addr).await.map(drop) });
+    }
+    let mut last_error = String::new();
+    while let Some(result) = attempts.join_next().await {
+        match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    Err(format!("tcp {host}:{port}: {last_error}"))
+}
+
+/// Any 2xx answer. A `localhost` URL is tried on 127.0.0.1 and ::1 at once.
+async fn http(client: &reqwest::Client, url: &str) -> Result<(), String> {
+    let urls: Vec<String> = match url.split_once("://localhost") {
+        Some((scheme, rest)) => vec![
+            format!("{scheme}://127.0.0.1{rest}"),
+            format!("{scheme}://[::1]{rest}"),
+        ],
+        None => vec![url.to_owned()],
+    };
+    let mut attempts: JoinSet<Result<(), String>> = JoinSet::new();
+    for target in urls {
+        let client = client.clone();
+        attempts.spawn(async move {
+            let response = client
+                .get(&target)
+                .send()
+                .await
+                .map_err(|e| error_chain(&e))?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("answered {}", response.status()))
+            }
+        });
+    }
+    let mut last_error = String::new();
+    while let Some(result) = attempts.join_next().await {
+        match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last_error = e,
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    Err(format!("http {url}: {last_error}"))
+}
+
+/// reqwest's top-level message hides the cause ("connection refused"); show the innermost.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut inner = error;
+    while let Some(source) = inner.source() {
+        inner = source;
+    }
+    inner.to_string()
+}
+
+async fn exec(argv: &[String], ctx: &ProbeContext) -> Result<(), String> {
+    let (program, args) = argv.split_first().ok_or("empty exec probe")?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(&ctx.cwd)
+        .envs(&ctx.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("exec {program}: {e}"))?;
+    let pid = child.id();
+    // If the attempt times out this future is dropped: kill_on_drop ends the probe itself and
+    // the guard its process group.
+    let _guard = pid.map(ExecGuard);
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "exec {program}: {}",
+            crate::engine::process::describe_status(status)
+        ))
+    }
+}
+
+/// Kills an exec probe's process group when the attempt ends, however it ends.
+struct ExecGuard(u32);
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Why a service never became healthy.
+#[derive(Debug, Clone)]
+pub struct Unhealthy {
+    pub failures: u32,
+    pub last_error: String,
+}
+
+/// Probes until the first success. Failures count only after `start_period`, at most one per
+/// `interval` (the fast early attempts are free); `retries` counted failures in a row give up.
+pub async fn wait_until_healthy(
+    health: &Health,
+    parallel: bool,
+    spawned_at: Instant,
+    ctx: &ProbeContext,
+) -> Result<(), Unhealthy> {
+    if let Probe::Log { .. } = health.probe {
+        return wait_for_log_line(ctx).await;
+    }
+    let mut tally = FailureTally::new(health, spawned_at);
+    let mut in_flight: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut next_attempt = tokio::time::Instant::now();
+    loop {
+        let may_start = in_flight.is_empty() || parallel;
+        tokio::select! {
+            () = tokio::time::sleep_until(next_attempt), if may_start => {
+                let (probe, timeout, ctx) = (health.probe.clone(), health.timeout, ctx.clone());
+                in_flight.spawn(async move { attempt(&probe, timeout, &ctx).await });
+                next_attempt = tokio::time::Instant::now() + pause_after(spawned_at.elapsed(), health.interval);
+            }
+            Some(result) = in_flight.join_next(), if !in_flight.is_empty() => {
+                let outcome = result.unwrap_or_else(|e| Err(e.to_string()));
+                tracing::trace!(probe = %health.probe.describe(), ?outcome, "probe attempt");
+                match outcome {
+                    Ok(()) => return Ok(()),
+                    Err(error) => tally.failed(error)?,
+                }
+            }
+        }
+    }
+}
+
+/// Counts failed attempts the way `retries`, `interval` and `start_period` say.
+struct FailureTally {
+    retries: u32,
+    interval: Duration,
+    grace_until: Instant,
+    counted: u32,
+    last_counted: Option<Instant>,
+}
+
+impl FailureTally {
+    fn new(health: &Health, spawned_at: Instant) -> Self {
+        Self {
+            retries: health.retries.max(1),
+            interval: health.interval,
+            grace_until: spawned_at + health.start_period,
+            counted: 0,
+            last_counted: None,
+        }
+    }
+
+    /// Records a failure; `Err` once `retries` of them have been counted in a row.
+    fn failed(&mut self, error: String) -> Result<(), Unhealthy> {
+        let now = Instant::now();
+        let too_soon = self
+            .last_counted
+            .is_some_and(|t| now.duration_since(t) < self.interval);
+        if now < self.grace_until || too_soon {
+            return Ok(());
+        }
+        self.counted += 1;
+        self.last_counted = Some(now);
+        if self.counted >= self.retries {
+            return Err(Unhealthy {
+                failures: self.counted,
+                last_error: error,
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn wait_for_log_line(ctx: &ProbeContext) -> Result<(), Unhealthy> {
+    let Some(mut rx) = ctx.log_matched.clone() else {
+        return Err(Unhealthy {
+            failures: 1,
+            last_error: "no output watch".into(),
+        });
+    };
+    if rx.wait_for(|matched| *matched).await.is_ok() {
+        return Ok(());
+    }
+    // The output closed without a match. That is the process exiting (the caller's exit branch
+    // reports it with its status) or closing its pipes; then only startup_timeout can end it.
+    std::future::pending().await
+}

@@ -1,0 +1,1581 @@
+//! The pure lifecycle core: the only place a node's state changes.
+//!
+//! [`Core::on`] takes one [`Input`] and the current run time and returns the [`Effect`]s to
+//! carry out. It does no I/O, reads no clock and spawns nothing, so the simulation tests drive
+//! it with a fake clock and fake processes, and the async shell only performs effects.
+//!
+//! Work is proportional to what changed: every state change goes through [`Core::set`], which
+//! keeps three counters (live instances, nodes that keep the run alive, required nodes not yet
+//! ready) and marks the nodes whose decisions it may change (its dependents, for their start
+//! conditions; its dependencies, for their stop order). Only marked nodes are examined. Nodes
+//! whose conditions hold wait in a queue ordered by height (the most work behind them first),
+//! and deadlines wait in a timer queue.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::effect::Effect;
+use super::input::{Input, NodeAction, Report, VerifyFailure};
+use super::reload::{ReloadPlan, check_sockets_unchanged};
+use super::state::{AfterStop, Live, NodeState};
+use super::timers::{Timer, Timers};
+use super::{NodeStatus, Options, Outcome, Startup, StartupError};
+use crate::engine::config::{Condition, Config, NodeKind, RestartPolicy};
+use crate::engine::event::EventKind;
+use crate::engine::graph::Graph;
+use crate::engine::timing::{NodeTiming, Summary};
+
+/// Whether a dependency condition holds.
+#[derive(Debug, PartialEq, Eq)]
+enum DepState {
+    Met,
+    Pending,
+    Broken(String),
+}
+
+/// Where startup stands inside the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartupPhase {
+    Pending,
+    /// Every required node is ready; the verification pass runs.
+    Verifying,
+    Done,
+    Failed,
+}
+
+#[derive(Debug)]
+struct ShutdownState {
+    started: Duration,
+    killed: bool,
+}
+
+/// Everything the core knows about one node besides its state.
+#[derive(Debug)]
+struct NodeRecord {
+    state: NodeState,
+    /// Restarts within the restart window, for backoff and the crash-loop limit.
+    restarts: VecDeque<Duration>,
+    total_restarts: u32,
+    /// The last thing worth knowing: its STATUS, or why it failed, exited or was skipped.
+    last: Option<String>,
+    timing: NodeTiming,
+    /// Counts against `max_workers` (from launch until ready or gone).
+    holds_worker: bool,
+    /// Has been ready or completed at least once: a failed start is then a failed restart.
+    ever_ready: bool,
+    /// Down after a stop that was sent once nothing depending on it ran any more: nothing that
+    /// depends on it runs now (and nothing can start while it is down), so the stop order need
+    /// not look past it.
+    quiet: bool,
+}
+
+impl NodeRecord {
+    fn new(node: usize, state: NodeState) -> Self {
+        Self {
+            state,
+            restarts: VecDeque::new(),
+            total_restarts: 0,
+            last: None,
+            timing: NodeTiming {
+                node,
+                ..NodeTiming::default()
+            },
+            holds_worker: false,
+            ever_ready: false,
+            quiet: false,
+        }
+    }
+}
+
+/// What one node contributes to the core's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Contribution {
+    live: bool,
+    keeps_alive: bool,
+    required_unready: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    live: usize,
+    keeping_alive: usize,
+    required_unready: usize,
+}
+
+impl Counters {
+    fn add(&mut self, c: Contribution) {
+        self.live += usize::from(c.live);
+        self.keeping_alive += usize::from(c.keeps_alive);
+        self.required_unready += usize::from(c.required_unready);
+    }
+
+    fn remove(&mut self, c: Contribution) {
+        self.live -= usize::from(c.live);
+        self.keeping_alive -= usize::from(c.keeps_alive);
+        self.required_unready -= usize::from(c.required_unready);
+    }
+}
+
+/// What the restart policy decided for a service that ended.
+enum Restart {
+    Scheduled,
+    Not,
+    CrashLoop(String),
+}
+
+/// The lifecycle of every node of a run.
+#[derive(Debug)]
+pub struct Core {
+    config: Arc<Config>,
+    graph: Arc<Graph>,
+    options: Options,
+    nodes: Vec<NodeRecord>,
+    now: Duration,
+    worker_limit: usize,
+    busy_workers: usize,
+    startup: StartupPhase,
+    shutdown: Option<ShutdownState>,
+    failure: Option<StartupError>,
+    timers: Timers,
+    counters: Counters,
+    /// Nodes to examine before the next input.
+    dirty: Vec<usize>,
+    is_dirty: Vec<bool>,
+    /// Nodes whose conditions held when examined, by height.
+    ready: BinaryHeap<(usize, Reverse<usize>)>,
+    queued: Vec<bool>,
+    next_instance: u64,
+    effects: Vec<Effect>,
+    /// How many times a node was examined, to show that work follows what changed.
+    examined: u64,
+}
+
+impl Core {
+    /// A core for the `selected` nodes of `config`, at run time zero.
+    pub fn new(
+        config: Arc<Config>,
+        graph: Arc<Graph>,
+        selected: &[bool],
+        options: Options,
+    ) -> Self {
+        let nodes = selected
+            .iter()
+            .enumerate()
+            .map(|(n, &on)| {
+                let state = if on {
+                    NodeState::Waiting {
+                        demanded: !config.nodes[n].lazy,
+                    }
+                } else {
+                    NodeState::Off
+                };
+                NodeRecord::new(n, state)
+            })
+            .collect();
+        let mut core = Self {
+            worker_limit: options.max_workers,
+            config,
+            graph,
+            options,
+            nodes,
+            now: Duration::ZERO,
+            busy_workers: 0,
+            startup: StartupPhase::Pending,
+            shutdown: None,
+            failure: None,
+            timers: Timers::default(),
+            counters: Counters::default(),
+            dirty: Vec::new(),
+            is_dirty: Vec::new(),
+            ready: BinaryHeap::new(),
+            queued: Vec::new(),
+            next_instance: 1,
+            effects: Vec::new(),
+            examined: 0,
+        };
+        core.recount();
+        core.timers
+            .arm(core.options.startup_timeout, Timer::Startup);
+        core
+    }
+
+    /// The first step of a run: announce the plan and launch what can start.
+    pub fn begin(&mut self, now: Duration) -> Vec<Effect> {
+        self.now = now;
+        let selected = self.selected().count();
+        self.publish(
+            None,
+            EventKind::Plan {
+                nodes: selected,
+                sequential: self.options.sequential,
+                max_workers: (self.options.max_workers != usize::MAX)
+                    .then_some(self.options.max_workers),
+            },
+        );
+        self.settle();
+        self.take_effects()
+    }
+
+    /// The effects of the step, each event stamped with its node's state after the step: the
+    /// one state `status`, the events, the dashboard and `/metrics` all show.
+    fn take_effects(&mut self) -> Vec<Effect> {
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in &mut effects {
+            if let Effect::Publish {
+                node: Some(n),
+                state,
+                ..
+            } = effect
+            {
+                *state = Some(self.nodes[*n].state.name());
+            }
+        }
+        effects
+    }
+
+    /// Reacts to one input at run time `now` and returns what to carry out.
+    pub fn on(&mut self, input: Input, now: Duration) -> Vec<Effect> {
+        self.now = now.max(self.now);
+        match input {
+            Input::Report {
+                node,
+                instance,
+                report,
+            } => self.on_report(node, instance, report),
+            Input::Activated(n) => self.on_activated(n),
+            Input::Tick => {}
+            Input::Nodes { action, names } => {
+                let answer = self.act_on_nodes(action, &names);
+                self.effects.push(Effect::Answer(answer));
+            }
+            Input::Reload(config) => {
+                let answer = self.reload(*config);
+                self.effects.push(Effect::Answer(answer));
+            }
+            Input::Shutdown(reason) => self.begin_shutdown(&reason),
+            Input::Kill => self.kill_everything(),
+            Input::Verified(result) => self.on_verified(result),
+            Input::WorkerLimit(limit) => self.worker_limit = limit.max(1),
+        }
+        self.fire_due_timers();
+        self.settle();
+        self.take_effects()
+    }
+
+    // ----- queries -----------------------------------------------------------------------------
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+
+    pub fn state(&self, n: usize) -> &NodeState {
+        &self.nodes[n].state
+    }
+
+    /// The earliest deadline, for the shell's timer.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.timers.next()
+    }
+
+    /// Nodes could start but the worker limit holds them back (for `max_workers = "auto"`).
+    pub fn held_back(&self) -> bool {
+        !self.ready.is_empty() && self.busy_workers >= self.worker_limit
+    }
+
+    /// How many times a node was examined so far: work follows what changed.
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+
+    pub fn busy_workers(&self) -> usize {
+        self.busy_workers
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
+    /// The run is over: a shutdown began and every instance has ended.
+    pub fn finished(&self) -> bool {
+        self.shutdown.is_some() && self.counters.live == 0
+    }
+
+    /// How long the shutdown took so far.
+    pub fn shutdown_took(&self) -> Duration {
+        self.shutdown
+            .as_ref()
+            .map_or(Duration::ZERO, |s| self.now.saturating_sub(s.started))
+    }
+
+    /// How the run ended; call once [`finished`](Self::finished).
+    pub fn outcome(&mut self) -> Outcome {
+        if let Some(error) = self.failure.take() {
+            return Outcome::Failed(error);
+        }
+        if self.startup != StartupPhase::Done {
+            return Outcome::Interrupted;
+        }
+        let failed: Vec<String> = self
+            .selected()
+            .filter(|&n| self.config.nodes[n].required)
+            .filter_map(|n| match &self.nodes[n].state {
+                NodeState::Failed { reason } => Some(format!("`{}`: {reason}", self.name(n))),
+                NodeState::Exited {
+                    status,
+                    success: false,
+                } => Some(format!("`{}` exited ({status})", self.name(n))),
+                _ => None,
+            })
+            .collect();
+        if failed.is_empty() {
+            Outcome::Stopped
+        } else {
+            Outcome::Degraded(failed)
+        }
+    }
+
+    /// Each node of the run as `dagstart status` shows it.
+    pub fn status(&self) -> Vec<NodeStatus> {
+        self.selected()
+            .map(|n| {
+                let node = &self.config.nodes[n];
+                let record = &self.nodes[n];
+                NodeStatus {
+                    name: node.name.clone(),
+                    kind: node.kind.as_str().to_owned(),
+                    state: record.state.name().to_owned(),
+                    required: node.required,
+                    pid: record.state.live().and_then(|l| l.pid),
+                    uptime_ms: match record.state {
+                        NodeState::Ready { since, .. } => {
+                            Some(self.now.saturating_sub(since).as_millis() as u64)
+                        }
+                        _ => None,
+                    },
+                    restarts: record.total_restarts,
+                    last: record.last.clone(),
+                }
+            })
+            .collect()
+    }
+
+    fn selected(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len())
+            .filter(|&n| !matches!(self.nodes[n].state, NodeState::Off | NodeState::Removed))
+    }
+
+    fn name(&self, n: usize) -> &str {
+        &self.config.nodes[n].name
+    }
+
+    /// The counters and worker count agree with the node states (simulation invariant 6).
+    #[cfg(test)]
+    pub(super) fn assert_consistent(&self) {
+        let mut counters = Counters::default();
+        let mut holding = 0;
+        for n in 0..self.nodes.len() {
+            counters.add(self.contribution(n, &self.nodes[n].state));
+            if self.nodes[n].holds_worker {
+                holding += 1;
+                assert!(
+                    matches!(
+                        self.nodes[n].state,
+                        NodeState::Starting(_) | NodeState::Stopping { .. }
+                    ),
+                    "`{}` holds a worker while {}",
+                    self.name(n),
+                    self.nodes[n].state.name()
+                );
+            }
+        }
+        assert_eq!(
+            (
+                counters.live,
+                counters.keeping_alive,
+                counters.required_unready
+            ),
+            (
+                self.counters.live,
+                self.counters.keeping_alive,
+                self.counters.required_unready
+            ),
+            "counters (live, keeping alive, required unready) drifted from the states"
+        );
+        assert_eq!(holding, self.busy_workers, "busy workers drifted");
+        assert!(self.dirty.is_empty(), "nodes left unexamined after a step");
+    }
+
+    // ----- the one place a state changes -------------------------------------------------------
+
+    fn contribution(&self, n: usize, state: &NodeState) -> Contribution {
+        let node = &self.config.nodes[n];
+        let live = state.is_live();
+        let keeps_alive = live
+            || match state {
+                NodeState::Held | NodeState::Restarting { .. } => true,
+                NodeState::Waiting { demanded: true } => true,
+                // A lazy socket service waits for its first connection.
+                NodeState::Waiting { demanded: false } => !node.sockets.is_empty(),
+                _ => false,
+            };
+        let required_unready = node.required
+            && !matches!(
+                state,
+                NodeState::Off
+                    | NodeState::Removed
+                    | NodeState::Ready { .. }
+                    | NodeState::Completed
+                    | NodeState::Held
+                    | NodeState::Waiting { demanded: false }
+            );
+        Contribution {
+            live,
+            keeps_alive,
+            required_unready,
+        }
+    }
+
+    /// Moves node `n` to `state`, keeping the counters and marking who must look again.
+    fn set(&mut self, n: usize, state: NodeState) {
+        let before = self.contribution(n, &self.nodes[n].state);
+        let after = self.contribution(n, &state);
+        self.counters.remove(before);
+        self.counters.add(after);
+        self.nodes[n].state = state;
+        self.nodes[n].quiet = false;
+        self.mark(n);
+        let graph = self.graph.clone();
+        for d in graph.dependents(n) {
+            self.mark(d);
+        }
+        if before.live && !after.live {
+            // An instance ended: nodes it held up from stopping may go now, through nodes
+            // that have no instance (a completed migration between an app and its database).
+            self.mark_upstream(n);
+        } else {
+            for (d, _) in graph.dependencies(n) {
+                self.mark(d);
+            }
+        }
+    }
+
+    fn mark(&mut self, n: usize) {
+        if !self.is_dirty[n] {
+            self.is_dirty[n] = true;
+            self.dirty.push(n);
+        }
+    }
+
+    fn mark_upstream(&mut self, n: usize) {
+        let graph = self.graph.clone();
+        let mut seen = HashSet::from([n]);
+        let mut stack = vec![n];
+        while let Some(x) = stack.pop() {
+            for (d, _) in graph.dependencies(x) {
+                if !seen.insert(d) {
+                    continue;
+                }
+                self.mark(d);
+                if self.passes_through(d) {
+                    stack.push(d);
+                }
+            }
+        }
+    }
+
+    /// Counters, marks and the ready queue from scratch (start, reload).
+    fn recount(&mut self) {
+        self.counters = Counters::default();
+        for n in 0..self.nodes.len() {
+            let c = self.contribution(n, &self.nodes[n].state);
+            self.counters.add(c);
+        }
+        self.is_dirty = vec![false; self.nodes.len()];
+        self.queued = vec![false; self.nodes.len()];
+        self.dirty.clear();
+        self.ready.clear();
+        for n in 0..self.nodes.len() {
+            self.mark(n);
+        }
+    }
+
+    fn publish(&mut self, node: Option<usize>, kind: EventKind) {
+        self.effects.push(Effect::Publish {
+            node,
+            state: None,
+            kind,
+        });
+    }
+
+    fn note(&mut self, n: usize, text: String) {
+        self.publish(Some(n), EventKind::Note(text));
+    }
+
+    // ----- settling: examine what changed, launch what can start ------------------------------
+
+    fn settle(&mut self) {
+        loop {
+            while let Some(n) = self.dirty.pop() {
+                self.is_dirty[n] = false;
+                self.examine(n);
+            }
+            self.launch_queued();
+            self.check_startup_complete();
+            if self.startup == StartupPhase::Done
+                && self.shutdown.is_none()
+                && self.counters.keeping_alive == 0
+            {
+                self.begin_shutdown("nothing is left running");
+            }
+            if self.dirty.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn examine(&mut self, n: usize) {
+        self.examined += 1;
+        match self.nodes[n].state.clone() {
+            NodeState::Waiting { demanded: true } if self.shutdown.is_none() => {
+                match self.dependencies_state(n) {
+                    DepState::Broken(reason) => self.skip(n, reason),
+                    DepState::Met => self.queue(n),
+                    DepState::Pending => self.demand_lazy_dependencies(n),
+                }
+            }
+            // Its backoff is over, and the dependents bound to it have stopped.
+            NodeState::Restarting { at }
+                if at <= self.now && self.shutdown.is_none() && !self.bound_dependents_live(n) =>
+            {
+                self.set(n, NodeState::Waiting { demanded: true });
+            }
+            NodeState::Stopping {
+                live,
+                signalled: false,
+                then,
+            } if !self.dependents_live(n) => {
+                self.set(
+                    n,
+                    NodeState::Stopping {
+                        live,
+                        signalled: true,
+                        then,
+                    },
+                );
+                self.effects.push(Effect::Stop {
+                    node: n,
+                    instance: live.instance,
+                });
+                self.publish(Some(n), EventKind::Stopping);
+            }
+            _ => {}
+        }
+    }
+
+    fn queue(&mut self, n: usize) {
+        if !self.queued[n] {
+            self.queued[n] = true;
+            self.ready.push((self.graph.height(n), Reverse(n)));
+        }
+    }
+
+    /// Launches queued nodes while start slots are free. When slots are scarce, the node with
+    /// the most work still behind it goes first: the critical path is never queued behind
+    /// leaves (list scheduling by height).
+    fn launch_queued(&mut self) {
+        while self.busy_workers < self.worker_limit {
+            let Some((_, Reverse(n))) = self.ready.pop() else {
+                break;
+            };
+            self.queued[n] = false;
+            let still_ready = self.shutdown.is_none()
+                && self.nodes[n].state == NodeState::Waiting { demanded: true }
+                && self.dependencies_state(n) == DepState::Met;
+            if still_ready {
+                self.launch(n);
+            }
+        }
+    }
+
+    fn launch(&mut self, n: usize) {
+        let instance = self.next_instance;
+        self.next_instance += 1;
+        let live = Live {
+            instance,
+            launched_at: self.now,
+            pid: None,
+        };
+        self.set(n, NodeState::Starting(live));
+        let record = &mut self.nodes[n];
+        record.holds_worker = true;
+        record.timing.launched_at = Some(self.now);
+        self.busy_workers += 1;
+        self.effects.push(Effect::Launch { node: n, instance });
+        self.publish(Some(n), EventKind::Launched);
+    }
+
+    fn release_worker(&mut self, n: usize) {
+        if std::mem::take(&mut self.nodes[n].holds_worker) {
+            self.busy_workers -= 1;
+        }
+    }
+
+    fn dependencies_state(&self, n: usize) -> DepState {
+        let mut state = DepState::Met;
+        for (dep, condition) in self.graph.dependencies(n) {
+            match self.condition_state(dep, condition) {
+                DepState::Met => {}
+                DepState::Pending => state = DepState::Pending,
+                broken @ DepState::Broken(_) => return broken,
+            }
+        }
+        state
+    }
+
+    fn condition_state(&self, dep: usize, condition: Condition) -> DepState {
+        let name = self.name(dep);
+        let broken = |why: &str| DepState::Broken(format!("needs `{name}`, which {why}"));
+        match (&self.nodes[dep].state, condition) {
+            // Being stopped (for a restart or by the user): not something to start against.
+            (NodeState::Stopping { .. }, _) => DepState::Pending,
+            (
+                NodeState::Waiting { .. }
+                | NodeState::Starting(_)
+                | NodeState::Restarting { .. }
+                | NodeState::Ready { .. }
+                | NodeState::Completed,
+                Condition::Listening,
+            )
+            | (NodeState::Ready { .. } | NodeState::Completed, _) => DepState::Met,
+            (NodeState::Starting(live), Condition::Started) if live.pid.is_some() => DepState::Met,
+            (
+                NodeState::Waiting { .. } | NodeState::Starting(_) | NodeState::Restarting { .. },
+                _,
+            ) => DepState::Pending,
+            (NodeState::Failed { .. }, _) => broken("failed"),
+            (NodeState::Skipped { .. }, _) => broken("was skipped"),
+            (NodeState::Exited { .. }, _) => broken("exited"),
+            (NodeState::Held, _) => broken("was stopped"),
+            (NodeState::Removed, _) => broken("was removed"),
+            (NodeState::Off | NodeState::Stopped | NodeState::NotStarted, _) => {
+                broken("is not running")
+            }
+        }
+    }
+
+    /// A node that waits only on lazy nodes demands those not demanded yet: it is about to
+    /// start, so they must.
+    fn demand_lazy_dependencies(&mut self, n: usize) {
+        let graph = self.graph.clone();
+        let blockers: Vec<usize> = graph
+            .dependencies(n)
+            .filter(|&(d, c)| self.condition_state(d, c) == DepState::Pending)
+            .map(|(d, _)| d)
+            .collect();
+        if !blockers.iter().all(|&d| self.config.nodes[d].lazy) {
+            return;
+        }
+        for d in blockers {
+            if self.nodes[d].state == (NodeState::Waiting { demanded: false }) {
+                self.set(d, NodeState::Waiting { demanded: true });
+                let text = format!(
+                    "{}: lazy, starting: needed by `{}`",
+                    self.name(d),
+                    self.name(n)
+                );
+                self.note(d, text);
+            }
+        }
+    }
+
+    fn on_activated(&mut self, n: usize) {
+        if self.nodes[n].state == (NodeState::Waiting { demanded: false }) {
+            self.set(n, NodeState::Waiting { demanded: true });
+            let text = format!("{}: first connection, starting", self.name(n));
+            self.note(n, text);
+        }
+    }
+
+    fn skip(&mut self, n: usize, reason: String) {
+        self.set(
+            n,
+            NodeState::Skipped {
+                reason: reason.clone(),
+            },
+        );
+        self.nodes[n].last = Some(reason.clone());
+        self.publish(
+            Some(n),
+            EventKind::Skipped {
+                reason: reason.clone(),
+            },
+        );
+        let node = &self.config.nodes[n];
+        if node.required && !self.startup_over() {
+            self.abort(StartupError::Skipped {
+                node: node.name.clone(),
+                kind: node.kind.as_str(),
+                reason,
+            });
+        }
+    }
+
+    /// Whether any node that depends on `n`, directly or through nodes without an instance
+    /// (a completed component, a failed optional node), still has a live instance.
+    fn dependents_live(&self, n: usize) -> bool {
+        let mut seen = HashSet::from([n]);
+        let mut stack = vec![n];
+        while let Some(x) = stack.pop() {
+            for d in self.graph.dependents(x) {
+                if self.nodes[d].state.is_live() {
+                    return true;
+                }
+                if self.passes_through(d) && seen.insert(d) {
+                    stack.push(d);
+                }
+            }
+        }
+        false
+    }
+
+    /// Running dependents of `n` bound to it (`restart_with_dependency`).
+    fn bound_dependents_live(&self, n: usize) -> bool {
+        self.graph
+            .dependents(n)
+            .any(|d| self.config.nodes[d].restart_with_dependency && self.nodes[d].state.is_live())
+    }
+
+    /// `targets` and every node that depends on them, directly or not, in no order.
+    fn with_dependents(&self, targets: &[usize]) -> Vec<usize> {
+        let mut seen = vec![false; self.nodes.len()];
+        let mut out = Vec::new();
+        let mut stack = targets.to_vec();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut seen[n], true) {
+                continue;
+            }
+            out.push(n);
+            stack.extend(self.graph.dependents(n));
+        }
+        out
+    }
+
+    // ----- startup -----------------------------------------------------------------------------
+
+    fn startup_over(&self) -> bool {
+        matches!(self.startup, StartupPhase::Done | StartupPhase::Failed)
+    }
+
+    fn check_startup_complete(&mut self) {
+        if self.startup != StartupPhase::Pending
+            || self.shutdown.is_some()
+            || self.counters.required_unready > 0
+        {
+            return;
+        }
+        // The guide's verification pass: every required service is probed once more before
+        // startup is declared complete. A component's exit 0 is final and not re-checked.
+        let to_verify: Vec<usize> = self
+            .selected()
+            .filter(|&n| {
+                let node = &self.config.nodes[n];
+                node.required
+                    && node.kind == NodeKind::Service
+                    && matches!(self.nodes[n].state, NodeState::Ready { .. })
+            })
+            .collect();
+        if to_verify.is_empty() {
+            self.complete_startup();
+        } else {
+            self.startup = StartupPhase::Verifying;
+            self.effects.push(Effect::Verify(to_verify));
+        }
+    }
+
+    fn on_verified(&mut self, result: Result<(), VerifyFailure>) {
+        if self.startup != StartupPhase::Verifying {
+            return;
+        }
+        self.startup = StartupPhase::Pending;
+        match result {
+            Ok(()) if self.counters.required_unready == 0 && self.shutdown.is_none() => {
+                self.complete_startup();
+            }
+            // Something changed meanwhile: settle decides again.
+            Ok(()) => {}
+            Err(VerifyFailure { node, reason }) => {
+                let n = &self.config.nodes[node];
+                self.abort(StartupError::NodeFailed {
+                    node: n.name.clone(),
+                    kind: n.kind.as_str(),
+                    reason: format!("failed the final verification: {reason}"),
+                    last_output: None,
+                });
+            }
+        }
+    }
+
+    fn complete_startup(&mut self) {
+        self.startup = StartupPhase::Done;
+        let timings: Vec<NodeTiming> = self
+            .selected()
+            .map(|n| self.nodes[n].timing.clone())
+            .collect();
+        let summary = Summary::build(&self.config, &self.graph, &timings, self.now);
+        self.publish(None, EventKind::StartupComplete(Box::new(summary)));
+        self.effects.push(Effect::Startup(Startup::Ready));
+    }
+
+    fn fire_due_timers(&mut self) {
+        for timer in self.timers.due(self.now) {
+            match timer {
+                Timer::Startup => {
+                    if !self.startup_over() && self.shutdown.is_none() {
+                        self.startup_timed_out();
+                    }
+                }
+                Timer::Shutdown => {
+                    if self.shutdown.as_ref().is_some_and(|s| !s.killed) {
+                        self.publish(
+                            None,
+                            EventKind::Note("shutdown_timeout passed: killing what is left".into()),
+                        );
+                        self.kill_everything();
+                    }
+                }
+                Timer::Restart(n) => self.mark(n),
+            }
+        }
+    }
+
+    fn startup_timed_out(&mut self) {
+        let waiting: Vec<String> = self
+            .selected()
+            .filter(|&n| self.config.nodes[n].required)
+            .filter_map(|n| {
+                let node = &self.config.nodes[n];
+                match &self.nodes[n].state {
+                    NodeState::Waiting { .. } => {
+                        let pending: Vec<String> = self
+                            .graph
+                            .dependencies(n)
+                            .filter(|&(d, c)| self.condition_state(d, c) == DepState::Pending)
+                            .map(|(d, c)| format!("{} ({})", self.name(d), c.as_str()))
+                            .collect();
+                        Some(format!(
+                            "`{}` was waiting for {}",
+                            node.name,
+                            pending.join(", ")
+                        ))
+                    }
+                    NodeState::Starting(_) => Some(format!(
+                        "`{}` was starting (waiting for {})",
+                        node.name,
+                        node.health.probe.describe()
+                    )),
+                    _ => None,
+                }
+            })
+            .collect();
+        self.abort(StartupError::Timeout {
+            budget: humantime::format_duration(self.options.startup_timeout).to_string(),
+            waiting: waiting.join("\n"),
+        });
+    }
+
+    fn abort(&mut self, error: StartupError) {
+        if self.failure.is_some() || self.shutdown.is_some() {
+            return;
+        }
+        self.publish(
+            None,
+            EventKind::StartupFailed {
+                reason: error.to_string(),
+            },
+        );
+        self.failure = Some(error);
+        self.startup = StartupPhase::Failed;
+        self.effects.push(Effect::Startup(Startup::Failed));
+        self.begin_shutdown("startup failed");
+    }
+
+    /// Aborts the startup because required node `n` failed, quoting its last output lines.
+    fn abort_with_output(&mut self, n: usize, reason: String, tail: &[String]) {
+        let node = &self.config.nodes[n];
+        let last_output = (!tail.is_empty()).then(|| {
+            format!(
+                "last {} lines of {}:\n  {}",
+                tail.len(),
+                node.name,
+                tail.join("\n  ")
+            )
+        });
+        self.abort(StartupError::NodeFailed {
+            node: node.name.clone(),
+            kind: node.kind.as_str(),
+            reason,
+            last_output,
+        });
+    }
+
+    // ----- reports -----------------------------------------------------------------------------
+
+    fn on_report(&mut self, n: usize, instance: u64, report: Report) {
+        let Some(live) = self.nodes[n].state.live().copied() else {
+            return;
+        };
+        if live.instance != instance {
+            // From an instance that ended already: nothing it says applies any more.
+            return;
+        }
+        if report.is_last() {
+            self.release_worker(n);
+        }
+        match report {
+            Report::Spawned { pid, attempt } => self.on_spawned(n, pid, attempt),
+            Report::Ready => self.on_ready(n, live),
+            Report::Completed => self.on_completed(n, live),
+            Report::Retrying {
+                attempt,
+                reason,
+                delay,
+            } => self.publish(
+                Some(n),
+                EventKind::Retrying {
+                    attempt,
+                    reason,
+                    delay,
+                },
+            ),
+            Report::Status(text) => {
+                self.nodes[n].last = Some(text.clone());
+                self.publish(Some(n), EventKind::Status { text });
+            }
+            Report::Health(text) => {
+                let note = format!("{}: {text}", self.name(n));
+                self.nodes[n].last = Some(text);
+                self.note(n, note);
+            }
+            Report::Failed { reason, tail } => self.on_failed(n, reason, &tail),
+            Report::Exited {
+                status,
+                success,
+                tail,
+            } => self.on_exited(n, status, success, &tail),
+            Report::Stopped {
+                status,
+                killed,
+                took,
+            } => {
+                self.publish(
+                    Some(n),
+                    EventKind::Stopped {
+                        status,
+                        killed,
+                        took,
+                    },
+                );
+                self.finish_stop(n);
+            }
+            Report::Crashed(message) => {
+                let reason = format!("internal error: its runner stopped unexpectedly ({message})");
+                self.nodes[n].last = Some(reason.clone());
+                self.publish(
+                    Some(n),
+                    EventKind::Failed {
+                        reason: reason.clone(),
+                    },
+                );
+                if matches!(self.nodes[n].state, NodeState::Stopping { .. }) {
+                    self.finish_stop(n);
+                } else {
+                    self.fail_for_good(n, reason, &[]);
+                }
+            }
+        }
+    }
+
+    fn on_spawned(&mut self, n: usize, pid: u32, attempt: u32) {
+        let with_pid = |live: &Live| Live {
+            pid: Some(pid),
+            ..*live
+        };
+        let state = match &self.nodes[n].state {
+            NodeState::Starting(live) => NodeState::Starting(with_pid(live)),
+            NodeState::Stopping {
+                live,
+                signalled,
+                then,
+            } => NodeState::Stopping {
+                live: with_pid(live),
+                signalled: *signalled,
+                then: then.clone(),
+            },
+            NodeState::Ready { live, since } => NodeState::Ready {
+                live: with_pid(live),
+                since: *since,
+            },
+            _ => return,
+        };
+        self.set(n, state);
+        let timing = &mut self.nodes[n].timing;
+        timing.attempts = attempt;
+        timing.first_spawn_at.get_or_insert(self.now);
+        self.publish(Some(n), EventKind::Spawned { pid, attempt });
+    }
+
+    fn on_ready(&mut self, n: usize, live: Live) {
+        self.release_worker(n);
+        if !matches!(self.nodes[n].state, NodeState::Starting(_)) {
+            return;
+        }
+        self.set(
+            n,
+            NodeState::Ready {
+                live,
+                since: self.now,
+            },
+        );
+        self.mark_ready(n, live);
+    }
+
+    fn on_completed(&mut self, n: usize, live: Live) {
+        if let NodeState::Stopping { then, .. } = &self.nodes[n].state {
+            if *then != AfterStop::Hold && *then != AfterStop::Shutdown {
+                return self.finish_stop(n);
+            }
+        }
+        // A component's exit 0 is final success, even while it was being stopped.
+        self.set(n, NodeState::Completed);
+        self.mark_ready(n, live);
+    }
+
+    fn mark_ready(&mut self, n: usize, live: Live) {
+        let record = &mut self.nodes[n];
+        record.timing.ready_at = Some(self.now);
+        record.ever_ready = true;
+        let took = self.now.saturating_sub(live.launched_at);
+        self.publish(Some(n), EventKind::Ready { took });
+    }
+
+    fn on_failed(&mut self, n: usize, reason: String, tail: &[String]) {
+        self.nodes[n].last = Some(reason.clone());
+        self.publish(
+            Some(n),
+            EventKind::Failed {
+                reason: reason.clone(),
+            },
+        );
+        if matches!(self.nodes[n].state, NodeState::Stopping { .. }) {
+            return self.finish_stop(n);
+        }
+        // A failed restart attempt is one more failure within the crash-loop window.
+        if self.nodes[n].ever_ready {
+            match self.restart_or_give_up(n, &reason, false) {
+                Restart::Scheduled => return,
+                Restart::CrashLoop(crash) => return self.crash_loop(n, crash, tail),
+                Restart::Not => {}
+            }
+        }
+        self.fail_for_good(n, reason, tail);
+    }
+
+    fn on_exited(&mut self, n: usize, status: String, success: bool, tail: &[String]) {
+        self.publish(
+            Some(n),
+            EventKind::Exited {
+                status: status.clone(),
+            },
+        );
+        self.nodes[n].last = Some(format!("exited ({status})"));
+        if matches!(self.nodes[n].state, NodeState::Stopping { .. }) {
+            return self.finish_stop(n);
+        }
+        match self.restart_or_give_up(n, &status, success) {
+            Restart::Scheduled => {}
+            Restart::CrashLoop(reason) => self.crash_loop(n, reason, tail),
+            Restart::Not => {
+                self.set(
+                    n,
+                    NodeState::Exited {
+                        status: status.clone(),
+                        success,
+                    },
+                );
+                let node = &self.config.nodes[n];
+                if node.required && !self.startup_over() {
+                    let reason = format!("exited after it was ready ({status})");
+                    self.abort_with_output(n, reason, tail);
+                }
+                self.stop_dependents(n, "exited");
+            }
+        }
+    }
+
+    fn crash_loop(&mut self, n: usize, reason: String, tail: &[String]) {
+        self.nodes[n].last = Some(reason.clone());
+        self.publish(
+            Some(n),
+            EventKind::Failed {
+                reason: reason.clone(),
+            },
+        );
+        self.fail_for_good(n, reason, tail);
+    }
+
+    /// Node `n` failed and will not be started again by dagstart: a required node aborts the
+    /// startup; after startup, whatever needs it is stopped (dependents first).
+    fn fail_for_good(&mut self, n: usize, reason: String, tail: &[String]) {
+        self.set(
+            n,
+            NodeState::Failed {
+                reason: reason.clone(),
+            },
+        );
+        if self.config.nodes[n].required && !self.startup_over() {
+            self.abort_with_output(n, reason, tail);
+        }
+        self.stop_dependents(n, "failed");
+    }
+
+    /// Stops every live node that needs `n`, directly or not, because `n` is down for good.
+    fn stop_dependents(&mut self, n: usize, why: &str) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let reason = format!("needs `{}`, which {why}", self.name(n));
+        let mut affected = self.with_dependents(&[n]);
+        affected.retain(|&d| d != n && self.nodes[d].state.is_live());
+        let mut names = Vec::new();
+        for d in affected {
+            self.request_stop(d, AfterStop::DependencyDown(reason.clone()));
+            names.push(self.name(d).to_owned());
+        }
+        if !names.is_empty() {
+            let text = format!("stopping {}: {reason}", names.join(", "));
+            self.note(n, text);
+        }
+    }
+
+    /// Applies the restart policy to a service that ended. A restart stops the dependents
+    /// bound to it (`restart_with_dependency`) first.
+    fn restart_or_give_up(&mut self, n: usize, status: &str, success: bool) -> Restart {
+        let node = &self.config.nodes[n];
+        let policy = &node.restart;
+        let wanted = match policy.policy {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Always => true,
+        };
+        if !wanted || node.kind == NodeKind::Component || self.shutdown.is_some() {
+            return Restart::Not;
+        }
+        let now = self.now;
+        let record = &mut self.nodes[n];
+        record
+            .restarts
+            .retain(|&t| now.saturating_sub(t) < policy.window);
+        let recent = record.restarts.len() as u32;
+        if recent >= policy.max_restarts {
+            return Restart::CrashLoop(format!(
+                "crash loop: {recent} restarts within {}, last end: {status}",
+                humantime::format_duration(policy.window)
+            ));
+        }
+        let delay = policy
+            .backoff
+            .saturating_mul(1 << recent.min(20))
+            .min(policy.backoff_max);
+        record.restarts.push_back(now);
+        record.total_restarts += 1;
+        let at = now + delay;
+        self.set(n, NodeState::Restarting { at });
+        self.timers.arm(at, Timer::Restart(n));
+        self.publish(
+            Some(n),
+            EventKind::Restarting {
+                delay,
+                restart: recent + 1,
+                reason: status.to_owned(),
+            },
+        );
+        let graph = self.graph.clone();
+        for d in graph.dependents(n) {
+            if self.config.nodes[d].restart_with_dependency && self.nodes[d].state.is_live() {
+                self.request_stop(d, AfterStop::Relaunch);
+                let text = format!(
+                    "{}: stopping because `{}` restarts",
+                    self.name(d),
+                    self.name(n)
+                );
+                self.note(d, text);
+            }
+        }
+        Restart::Scheduled
+    }
+
+    // ----- stopping ----------------------------------------------------------------------------
+
+    /// Asks live node `n` to stop, then do `then`; the stop is sent once nothing that depends
+    /// on it is running. A stop already under way keeps the stronger of the two intentions.
+    fn request_stop(&mut self, n: usize, then: AfterStop) {
+        let state = match &self.nodes[n].state {
+            NodeState::Starting(live) | NodeState::Ready { live, .. } => NodeState::Stopping {
+                live: *live,
+                signalled: false,
+                then,
+            },
+            NodeState::Stopping {
+                live,
+                signalled,
+                then: before,
+            } => NodeState::Stopping {
+                live: *live,
+                signalled: *signalled,
+                then: if strength(&then) >= strength(before) {
+                    then
+                } else {
+                    before.clone()
+                },
+            },
+            _ => return,
+        };
+        self.set(n, state);
+    }
+
+    /// The instance of `n` has ended while it was being stopped (or during a shutdown).
+    fn finish_stop(&mut self, n: usize) {
+        let (then, signalled) = match &self.nodes[n].state {
+            NodeState::Stopping {
+                then, signalled, ..
+            } => (then.clone(), *signalled),
+            _ if self.shutdown.is_some() => (AfterStop::Shutdown, false),
+            _ => (AfterStop::Hold, false),
+        };
+        let state = match then {
+            AfterStop::Hold => NodeState::Held,
+            AfterStop::Relaunch if self.shutdown.is_none() => NodeState::Waiting { demanded: true },
+            AfterStop::Relaunch | AfterStop::Shutdown => NodeState::Stopped,
+            AfterStop::Remove => NodeState::Removed,
+            AfterStop::DependencyDown(reason) => {
+                self.nodes[n].last = Some(reason);
+                NodeState::Stopped
+            }
+        };
+        let quiet = signalled && !matches!(state, NodeState::Waiting { .. });
+        self.set(n, state);
+        self.nodes[n].quiet = quiet;
+    }
+
+    /// Whether node `n`, without an instance, can stand between a live dependent and a
+    /// dependency, so that the stop order must look past it (a completed migration between an
+    /// app and its database). A quiet node cannot.
+    fn passes_through(&self, n: usize) -> bool {
+        !self.nodes[n].state.is_live() && !self.nodes[n].quiet
+    }
+
+    fn begin_shutdown(&mut self, reason: &str) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        self.shutdown = Some(ShutdownState {
+            started: self.now,
+            killed: false,
+        });
+        self.timers
+            .arm(self.now + self.options.shutdown_timeout, Timer::Shutdown);
+        if !self.startup_over() {
+            self.startup = StartupPhase::Failed;
+            self.effects.push(Effect::Startup(Startup::Failed));
+        }
+        self.publish(
+            None,
+            EventKind::ShutdownStarted {
+                reason: reason.to_owned(),
+            },
+        );
+        for n in 0..self.nodes.len() {
+            match &self.nodes[n].state {
+                NodeState::Waiting { .. } | NodeState::Restarting { .. } => {
+                    self.set(n, NodeState::NotStarted);
+                }
+                NodeState::Starting(_) | NodeState::Ready { .. } | NodeState::Stopping { .. } => {
+                    self.request_stop(n, AfterStop::Shutdown);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Second Ctrl-C or shutdown timeout: SIGKILL every live group, then let runners report.
+    fn kill_everything(&mut self) {
+        self.begin_shutdown("killed");
+        if let Some(shutdown) = &mut self.shutdown {
+            shutdown.killed = true;
+        }
+        self.effects.push(Effect::KillAll);
+        for n in 0..self.nodes.len() {
+            if let NodeState::Stopping {
+                live,
+                signalled: false,
+                then,
+            } = self.nodes[n].state.clone()
+            {
+                self.set(
+                    n,
+                    NodeState::Stopping {
+                        live,
+                        signalled: true,
+                        then,
+                    },
+                );
+                self.effects.push(Effect::Stop {
+                    node: n,
+                    instance: live.instance,
+                });
+            }
+        }
+    }
+
+    // ----- user requests -----------------------------------------------------------------------
+
+    fn act_on_nodes(&mut self, action: NodeAction, names: &[String]) -> Result<String, String> {
+        if self.shutdown.is_some() {
+            return Err("dagstart is shutting down".into());
+        }
+        let mut targets = Vec::new();
+        for name in names {
+            match self.config.nodes.iter().position(|n| &n.name == name) {
+                Some(n) if self.nodes[n].state == NodeState::Removed => {
+                    return Err(format!("`{name}` was removed from services.toml"));
+                }
+                Some(n) if self.nodes[n].state != NodeState::Off => targets.push(n),
+                Some(_) => return Err(format!("`{name}` is not part of this run")),
+                None => {
+                    let known = self.selected().map(|n| self.config.nodes[n].name.as_str());
+                    let hint = crate::engine::config::did_you_mean(name, known)
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    return Err(format!("no node is named `{name}`{hint}"));
+                }
+            }
+        }
+        Ok(match action {
+            NodeAction::Stop => self.stop_nodes(&targets),
+            NodeAction::Restart => self.restart_nodes(&targets),
+            NodeAction::Start => self.start_nodes(&targets),
+        })
+    }
+
+    fn names_of(&self, nodes: &[usize]) -> String {
+        nodes
+            .iter()
+            .map(|&n| self.name(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Stops `targets` and everything that depends on them, dependents first. They stay down,
+    /// and keep the run alive, until started again: a node waiting for its dependencies or for
+    /// its restart backoff is held as well.
+    fn stop_nodes(&mut self, targets: &[usize]) -> String {
+        let mut affected = self.with_dependents(targets);
+        affected.retain(|&n| !matches!(self.nodes[n].state, NodeState::Off | NodeState::Removed));
+        for &n in &affected {
+            match &self.nodes[n].state {
+                NodeState::Starting(_) | NodeState::Ready { .. } | NodeState::Stopping { .. } => {
+                    self.request_stop(n, AfterStop::Hold);
+                }
+                // A completed component counts as stopped too: `start` runs it again.
+                _ => self.set(n, NodeState::Held),
+            }
+        }
+        format!("stopping: {}", self.names_of(&affected))
+    }
+
+    /// Stops `targets` and their running dependents, dependents first, and starts them again.
+    fn restart_nodes(&mut self, targets: &[usize]) -> String {
+        let mut affected = self.with_dependents(targets);
+        affected.retain(|&n| targets.contains(&n) || self.nodes[n].state.is_live());
+        for &n in &affected {
+            match &self.nodes[n].state {
+                NodeState::Starting(_) | NodeState::Ready { .. } | NodeState::Stopping { .. } => {
+                    self.request_stop(n, AfterStop::Relaunch);
+                }
+                NodeState::Off | NodeState::Removed => {}
+                _ => {
+                    self.nodes[n].restarts.clear();
+                    self.set(n, NodeState::Waiting { demanded: true });
+                }
+            }
+        }
+        format!("restarting: {}", self.names_of(&affected))
+    }
+
+    /// Starts `targets` and whatever they need that is not running.
+    fn start_nodes(&mut self, targets: &[usize]) -> String {
+        let mut started = Vec::new();
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack = targets.to_vec();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut seen[n], true) {
+                continue;
+            }
+            stack.extend(self.graph.dependencies(n).map(|(d, _)| d));
+            match self.nodes[n].state.clone() {
+                NodeState::Stopping {
+                    live,
+                    signalled,
+                    then: AfterStop::Hold,
+                } => {
+                    self.set(
+                        n,
+                        NodeState::Stopping {
+                            live,
+                            signalled,
+                            then: AfterStop::Relaunch,
+                        },
+                    );
+                    started.push(n);
+                }
+                state if state.is_down() || state == (NodeState::Waiting { demanded: false }) => {
+                    self.nodes[n].restarts.clear();
+                    self.set(n, NodeState::Waiting { demanded: true });
+                    started.push(n);
+                }
+                _ => {}
+            }
+        }
+        if started.is_empty() {
+            "already running".to_owned()
+        } else {
+            format!("starting: {}", self.names_of(&started))
+        }
+    }
+
+    // ----- reload ------------------------------------------------------------------------------
+
+    /// Applies an edited configuration: removed nodes stop, added nodes start once their
+    /// dependencies are ready, changed nodes restart with the running nodes that need them, and
+    /// untouched nodes keep running with the same pid.
+    fn reload(&mut self, new: Config) -> Result<String, String> {
+        if self.shutdown.is_some() {
+            return Err("dagstart is shutting down".into());
+        }
+        check_sockets_unchanged(&self.config, &new)?;
+        let plan = ReloadPlan::new(&self.config, new);
+        let old_len = self.nodes.len();
+        for n in old_len..plan.merged.nodes.len() {
+            let lazy = plan.merged.nodes[n].lazy;
+            self.nodes
+                .push(NodeRecord::new(n, NodeState::Waiting { demanded: !lazy }));
+        }
+        let merged = Arc::new(plan.merged);
+        self.graph = Arc::new(Graph::build(&merged));
+        self.config = merged.clone();
+        self.recount();
+        // Subscribers learn the new names before any event about the new nodes.
+        self.publish(None, EventKind::Reloaded(merged));
+        let mut added = plan.added.clone();
+        for n in 0..old_len {
+            if plan.removed.contains(&n) {
+                continue;
+            }
+            // Back in services.toml after an earlier reload removed it.
+            match self.nodes[n].state.clone() {
+                NodeState::Removed => {
+                    let lazy = self.config.nodes[n].lazy;
+                    self.nodes[n].restarts.clear();
+                    self.set(n, NodeState::Waiting { demanded: !lazy });
+                    added.push(n);
+                }
+                NodeState::Stopping {
+                    live,
+                    signalled,
+                    then: AfterStop::Remove,
+                } => {
+                    self.set(
+                        n,
+                        NodeState::Stopping {
+                            live,
+                            signalled,
+                            then: AfterStop::Relaunch,
+                        },
+                    );
+                    added.push(n);
+                }
+                _ => {}
+            }
+        }
+        let changed: Vec<usize> = plan
+            .changed
+            .iter()
+            .copied()
+            .filter(|n| !added.contains(n))
+            .collect();
+        let mut removed = Vec::new();
+        for &n in &plan.removed {
+            match &self.nodes[n].state {
+                NodeState::Removed | NodeState::Off => {}
+                state if state.is_live() => {
+                    self.request_stop(n, AfterStop::Remove);
+                    removed.push(n);
+                }
+                _ => {
+                    self.set(n, NodeState::Removed);
+                    removed.push(n);
+                }
+            }
+        }
+        let running: Vec<usize> = changed
+            .iter()
+            .copied()
+            .filter(|&n| self.nodes[n].state.is_live())
+            .collect();
+        let restarted = if running.is_empty() {
+            String::new()
+        } else {
+            self.restart_nodes(&running)
+        };
+        for &n in &changed {
+            if self.nodes[n].state.is_down() && self.nodes[n].state != NodeState::Held {
+                self.nodes[n].restarts.clear();
+                self.set(n, NodeState::Waiting { demanded: true });
+            }
+        }
+        let mut parts = Vec::new();
+        for (label, list) in [
+            ("added", &added),
+            ("removed", &removed),
+            ("changed", &changed),
+        ] {
+            if !list.is_empty() {
+                parts.push(format!("{label}: {}", self.names_of(list)));
+            }
+        }
+        if !restarted.is_empty() {
+            parts.push(restarted);
+        }
+        parts.push(format!("unchanged: {}", plan.unchanged));
+        let summary = format!("reloaded ({})", parts.join("; "));
+        self.publish(None, EventKind::Note(summary.clone()));
+        Ok(summary)
+    }
+}
+
+/// Which intention wins when a node already being stopped is asked to stop again.
+fn strength(then: &AfterStop) -> u8 {
+    match then {
+        AfterStop::Relaunch => 0,
+        AfterStop::DependencyDown(_) => 1,
+        AfterStop::Hold => 2,
+        AfterStop::Remove => 3,
+        AfterStop::Shutdown => 4,
+    }
+}

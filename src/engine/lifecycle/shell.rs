@@ -1,0 +1,471 @@
+//! The async shell around the lifecycle core: it turns runner reports, timers, control
+//! requests and signals into [`Input`]s, and carries out the [`Effect`]s the core returns.
+//!
+//! The loop never blocks and never waits on a probe: the verification pass runs in a task of
+//! its own and answers with `Input::Verified`. Runners live in a [`JoinSet`]; a runner that
+//! panics is noticed when it is joined, its process group is killed, and the core hears
+//! `Report::Crashed`, so a bug in a runner fails that node instead of hanging the run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::runner::{self, NodeControl, RunnerContext, RunnerMsg};
+use super::{Core, Effect, Input, NodeAction, NodeStatus, Options, Outcome, Startup};
+use super::{Report, VerifyFailure};
+use crate::engine::config::{Config, NodeKind, Probe};
+use crate::engine::event::{EventKind, EventSink};
+use crate::engine::graph::Graph;
+use crate::engine::health::{self, ProbeContext};
+use crate::engine::notify::NotifyHub;
+use crate::engine::process::ProcessGroup;
+use crate::engine::sockets::BoundSockets;
+
+/// Requests from outside: signals, the control socket, the `--` command, watchers.
+#[derive(Debug)]
+pub enum Control {
+    /// Stop everything gracefully, in reverse dependency order.
+    Shutdown(String),
+    /// Kill every process group at once.
+    Kill,
+    /// Answer with a snapshot of every node of the run.
+    Status(oneshot::Sender<Vec<NodeStatus>>),
+    /// Apply an edited (already validated) services.toml without a full restart.
+    Reload {
+        config: Box<Config>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Start, stop or restart nodes; the answer says what was done, or what was wrong.
+    Nodes {
+        action: NodeAction,
+        names: Vec<String>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+}
+
+/// What the run set up before the scheduler starts.
+#[derive(Debug, Default)]
+pub struct RunSetup {
+    /// The value of `DAGSTART_RUN` in every node's environment.
+    pub run_id: String,
+    /// Told about every new process group, to kill them if dagstart dies.
+    pub guardian: Option<crate::engine::guardian::Guardian>,
+    /// The notify socket, when any node uses `notify` readiness.
+    pub notify: Option<NotifyHub>,
+    /// The listening sockets of socket-activated services.
+    pub sockets: Arc<BoundSockets>,
+}
+
+/// `max_workers = "auto"`: the limit doubles while the CPUs have room and halves (never below
+/// one per CPU) while runnable tasks wait for a CPU; it is adjusted every `AUTO_TICK`.
+#[derive(Debug)]
+struct AutoWorkers {
+    pressure: crate::engine::pressure::CpuPressure,
+    limit: usize,
+}
+
+const AUTO_TICK: Duration = Duration::from_millis(25);
+/// CPU pressure above which no more nodes are let into their start phase.
+const AUTO_BUSY: f64 = 0.3;
+
+impl AutoWorkers {
+    fn new() -> Self {
+        let pressure = crate::engine::pressure::CpuPressure::new();
+        let limit = pressure.cpus();
+        Self { pressure, limit }
+    }
+
+    fn adjust(&mut self, busy: usize) -> usize {
+        let cpus = self.pressure.cpus();
+        if self.pressure.sample() > AUTO_BUSY {
+            self.limit = (self.limit / 2).max(cpus);
+        } else if busy >= self.limit {
+            self.limit = (self.limit * 2).min(64 * cpus);
+        }
+        self.limit
+    }
+}
+
+/// The live instance of a node, as the shell knows it.
+struct Instance {
+    id: u64,
+    control: mpsc::UnboundedSender<NodeControl>,
+    group: Option<ProcessGroup>,
+}
+
+/// Drives a [`Core`] with real runners, timers and requests.
+pub struct Scheduler {
+    core: Core,
+    options: Options,
+    events: EventSink,
+    http: reqwest::Client,
+    to_shell: mpsc::UnboundedSender<RunnerMsg>,
+    from_runners: mpsc::UnboundedReceiver<RunnerMsg>,
+    runners: JoinSet<()>,
+    /// Which node and instance each runner task runs.
+    tasks: HashMap<tokio::task::Id, (usize, u64)>,
+    instances: HashMap<usize, Instance>,
+    activated_tx: mpsc::UnboundedSender<usize>,
+    activated_rx: mpsc::UnboundedReceiver<usize>,
+    verified_tx: mpsc::UnboundedSender<Result<(), VerifyFailure>>,
+    verified_rx: mpsc::UnboundedReceiver<Result<(), VerifyFailure>>,
+    startup_tx: watch::Sender<Startup>,
+    /// Every process group this run created, for the final sweep.
+    groups: Vec<ProcessGroup>,
+    notify: Option<NotifyHub>,
+    sockets: Arc<BoundSockets>,
+    run_id: String,
+    guardian: Option<crate::engine::guardian::Guardian>,
+    auto: Option<AutoWorkers>,
+    /// Who waits for the answer to the request being handled.
+    reply: Option<oneshot::Sender<Result<String, String>>>,
+}
+
+impl Scheduler {
+    /// A scheduler for the `selected` nodes, publishing to `events`.
+    pub fn new(
+        config: Arc<Config>,
+        graph: Arc<Graph>,
+        selected: &[bool],
+        options: Options,
+        events: EventSink,
+        setup: RunSetup,
+    ) -> (Self, watch::Receiver<Startup>) {
+        let (to_shell, from_runners) = mpsc::unbounded_channel();
+        let (verified_tx, verified_rx) = mpsc::unbounded_channel();
+        let (activated_tx, activated_rx) = mpsc::unbounded_channel();
+        let (startup_tx, startup_rx) = watch::channel(Startup::Pending);
+        let scheduler = Self {
+            core: Core::new(config, graph, selected, options.clone()),
+            auto: options.auto_workers.then(AutoWorkers::new),
+            options,
+            events,
+            http: health::http_client(),
+            to_shell,
+            from_runners,
+            runners: JoinSet::new(),
+            tasks: HashMap::new(),
+            instances: HashMap::new(),
+            activated_tx,
+            activated_rx,
+            verified_tx,
+            verified_rx,
+            startup_tx,
+            groups: Vec::new(),
+            notify: setup.notify,
+            sockets: setup.sockets,
+            run_id: setup.run_id,
+            guardian: setup.guardian,
+            reply: None,
+        };
+        (scheduler, startup_rx)
+    }
+
+    fn now(&self) -> Duration {
+        self.events.elapsed()
+    }
+
+    /// Runs until everything it started has stopped again.
+    pub async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) -> Outcome {
+        self.watch_lazy_sockets();
+        let effects = self.core.begin(self.now());
+        self.perform(effects);
+        while !self.core.finished() {
+            let Some(input) = self.next_input(&mut control).await else {
+                continue;
+            };
+            let effects = self.core.on(input, self.now());
+            self.perform(effects);
+        }
+        self.sweep_groups().await;
+        // Closing the guardian waits for its sweep: a blocking wait, off the async threads.
+        if let Some(guardian) = self.guardian.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(guardian)).await;
+        }
+        let took = self.core.shutdown_took();
+        self.events.send(None, EventKind::ShutdownComplete { took });
+        self.core.outcome()
+    }
+
+    /// Waits for the next thing that happens; `None` when it needs no input of the core.
+    async fn next_input(
+        &mut self,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+    ) -> Option<Input> {
+        let deadline = self.core.next_deadline().map(|d| self.events.epoch() + d);
+        let auto_tick = self.auto.is_some() && self.core.held_back();
+        tokio::select! {
+            Some(msg) = self.from_runners.recv() => Some(self.on_runner_msg(msg)),
+            Some(joined) = self.runners.join_next_with_id() => self.on_runner_end(joined),
+            Some(request) = control.recv() => self.on_control(request),
+            Some(result) = self.verified_rx.recv() => Some(Input::Verified(result)),
+            Some(node) = self.activated_rx.recv() => Some(Input::Activated(node)),
+            () = sleep_until_opt(deadline), if deadline.is_some() => Some(Input::Tick),
+            () = tokio::time::sleep(AUTO_TICK), if auto_tick => {
+                let busy = self.core.busy_workers();
+                self.auto.as_mut().map(|auto| Input::WorkerLimit(auto.adjust(busy)))
+            }
+        }
+    }
+
+    fn on_runner_msg(&mut self, msg: RunnerMsg) -> Input {
+        let RunnerMsg {
+            node,
+            instance,
+            report,
+        } = msg;
+        if let Report::Spawned { pid, .. } = &report {
+            let group = ProcessGroup::led_by(*pid);
+            self.groups.push(group);
+            if let Some(guardian) = &mut self.guardian {
+                guardian.watch(group);
+            }
+            if let Some(live) = self.instances.get_mut(&node).filter(|i| i.id == instance) {
+                live.group = Some(group);
+            }
+        }
+        if report.is_last() && self.instances.get(&node).is_some_and(|i| i.id == instance) {
+            self.instances.remove(&node);
+        }
+        Input::Report {
+            node,
+            instance,
+            report,
+        }
+    }
+
+    /// A runner task ended. Normally it reported its last word before; a panic did not.
+    fn on_runner_end(
+        &mut self,
+        joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    ) -> Option<Input> {
+        let (id, error) = match joined {
+            Ok((id, ())) => (id, None),
+            Err(error) => (error.id(), Some(error)),
+        };
+        let (node, instance) = self.tasks.remove(&id)?;
+        let error = error?;
+        if self.instances.get(&node).is_some_and(|i| i.id == instance) {
+            if let Some(group) = self.instances.remove(&node).and_then(|i| i.group) {
+                let _ = group.signal(Signal::SIGKILL);
+            }
+        }
+        let message = if error.is_panic() {
+            panic_message(error.into_panic())
+        } else {
+            "cancelled".to_owned()
+        };
+        Some(Input::Report {
+            node,
+            instance,
+            report: Report::Crashed(message),
+        })
+    }
+
+    fn on_control(&mut self, request: Control) -> Option<Input> {
+        match request {
+            Control::Shutdown(reason) => Some(Input::Shutdown(reason)),
+            Control::Kill => Some(Input::Kill),
+            Control::Status(reply) => {
+                // Bring the core's clock up to date first, for uptimes.
+                let effects = self.core.on(Input::Tick, self.now());
+                self.perform(effects);
+                let _ = reply.send(self.core.status());
+                None
+            }
+            Control::Reload { config, reply } => {
+                self.reply = Some(reply);
+                Some(Input::Reload(config))
+            }
+            Control::Nodes {
+                action,
+                names,
+                reply,
+            } => {
+                self.reply = Some(reply);
+                Some(Input::Nodes { action, names })
+            }
+        }
+    }
+
+    fn perform(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Launch { node, instance } => self.launch(node, instance),
+                Effect::Stop { node, instance } => {
+                    if let Some(live) = self.instances.get(&node).filter(|i| i.id == instance) {
+                        let _ = live.control.send(NodeControl::Stop);
+                    }
+                }
+                Effect::KillAll => {
+                    for group in self.instances.values().filter_map(|i| i.group) {
+                        let _ = group.signal(Signal::SIGKILL);
+                    }
+                }
+                Effect::Verify(nodes) => self.verify(nodes),
+                Effect::Publish { node, state, kind } => {
+                    self.events.send_with_state(node, state, kind);
+                }
+                Effect::Startup(state) => {
+                    self.startup_tx.send_replace(state);
+                }
+                Effect::Answer(answer) => {
+                    if let Some(reply) = self.reply.take() {
+                        let _ = reply.send(answer);
+                    }
+                }
+            }
+        }
+    }
+
+    fn launch(&mut self, node: usize, instance: u64) {
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let ctx = RunnerContext {
+            config: self.core.config().clone(),
+            node,
+            instance,
+            parallel_health_checks: self.options.parallel_health_checks,
+            http: self.http.clone(),
+            events: self.events.clone(),
+            to_shell: self.to_shell.clone(),
+            notify: self.notify.clone(),
+            sockets: self.sockets.clone(),
+            run_id: self.run_id.clone(),
+        };
+        let task = self.runners.spawn(runner::run(ctx, control_rx));
+        self.tasks.insert(task.id(), (node, instance));
+        self.instances.insert(
+            node,
+            Instance {
+                id: instance,
+                control,
+                group: None,
+            },
+        );
+    }
+
+    /// The guide's verification pass, off the loop: every required service is probed once
+    /// more, in parallel; the first failure is the answer.
+    fn verify(&self, nodes: Vec<usize>) {
+        let config = self.core.config().clone();
+        let http = self.http.clone();
+        let groups: Vec<Option<ProcessGroup>> = nodes
+            .iter()
+            .map(|n| self.instances.get(n).and_then(|i| i.group))
+            .collect();
+        let answer = self.verified_tx.clone();
+        tokio::spawn(async move {
+            let mut checks = JoinSet::new();
+            for (n, group) in nodes.into_iter().zip(groups) {
+                let node = &config.nodes[n];
+                debug_assert_eq!(node.kind, NodeKind::Service);
+                let probe = node.health.probe.clone();
+                let timeout = node.health.timeout;
+                let ctx = ProbeContext::for_node(&http, &config, node);
+                checks.spawn(async move { (n, verify_one(&probe, timeout, group, &ctx).await) });
+            }
+            let mut result = Ok(());
+            while let Some(joined) = checks.join_next().await {
+                if let Ok((node, Err(reason))) = joined {
+                    result = Err(VerifyFailure { node, reason });
+                    break;
+                }
+            }
+            let _ = answer.send(result);
+        });
+    }
+
+    /// A lazy node with sockets starts on the first connection to any of them.
+    fn watch_lazy_sockets(&self) {
+        let config = self.core.config().clone();
+        for (n, node) in config.nodes.iter().enumerate() {
+            let waiting = matches!(
+                self.core.state(n),
+                super::NodeState::Waiting { demanded: false }
+            );
+            if !node.lazy || !waiting || self.sockets.of(n).is_empty() {
+                continue;
+            }
+            match self.sockets.first_connection(n) {
+                Ok(first) => {
+                    let activated = self.activated_tx.clone();
+                    tokio::spawn(async move {
+                        first.await;
+                        let _ = activated.send(n);
+                    });
+                }
+                Err(e) => self
+                    .events
+                    .node(n, EventKind::Note(format!("cannot watch the sockets: {e}"))),
+            }
+        }
+    }
+
+    /// The end of every run: SIGKILL every process group it created and every process that
+    /// still carries the run's marker (escapees from their group), then reap those that were
+    /// re-parented to us. Reading /proc blocks, so it runs on a blocking thread.
+    async fn sweep_groups(&self) {
+        for group in &self.groups {
+            let _ = group.signal(Signal::SIGKILL);
+        }
+        if !self.run_id.is_empty() {
+            let run_id = self.run_id.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let escaped = crate::engine::guardian::kill_marked(&run_id);
+                crate::engine::guardian::reap(&escaped);
+            })
+            .await;
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One more look at a ready service: a few quick attempts of its probe, or for probes that
+/// cannot be repeated (log, spawned), that its process group is still alive.
+async fn verify_one(
+    probe: &Probe,
+    timeout: Duration,
+    group: Option<ProcessGroup>,
+    ctx: &ProbeContext,
+) -> Result<(), String> {
+    match probe {
+        Probe::Log { .. }
+        | Probe::Spawned
+        | Probe::Exited
+        | Probe::Notify
+        | Probe::ReadyFd { .. } => match group {
+            Some(g) if g.is_alive() => Ok(()),
+            _ => Err("its process is gone".into()),
+        },
+        _ => {
+            let mut last = String::new();
+            for _ in 0..3 {
+                match health::attempt(probe, timeout, ctx).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(last)
+        }
+    }
+}

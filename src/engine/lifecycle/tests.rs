@@ -1,0 +1,458 @@
+//! The defects the engine-core issue listed, each pinned by a deterministic test of the core:
+//! a services.toml, a fake clock, and reports fed by hand.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{AfterStop, Core, Effect, Input, NodeAction, NodeState, Options, Outcome, Report};
+use crate::engine::config::Environment;
+use crate::engine::event::EventKind;
+use crate::engine::graph::Graph;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn load(text: &str) -> crate::engine::config::Config {
+    crate::engine::config::load_str(
+        Path::new("/test/services.toml"),
+        text.to_owned(),
+        &Environment::from_pairs::<&str, &str>([]),
+    )
+    .expect("valid services.toml")
+}
+
+/// A core over `text` and what it last asked for.
+struct Harness {
+    core: Core,
+    now: Duration,
+    effects: Vec<Effect>,
+}
+
+impl Harness {
+    fn new(text: &str) -> Self {
+        let config = Arc::new(load(text));
+        let graph = Arc::new(Graph::build(&config));
+        let selected = vec![true; config.nodes.len()];
+        let options = Options {
+            max_workers: usize::MAX,
+            auto_workers: false,
+            sequential: false,
+            parallel_health_checks: true,
+            startup_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(10),
+        };
+        let mut core = Core::new(config, graph, &selected, options);
+        let effects = core.begin(Duration::ZERO);
+        Self {
+            core,
+            now: Duration::ZERO,
+            effects,
+        }
+    }
+
+    fn n(&self, name: &str) -> usize {
+        self.core
+            .config()
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    fn state(&self, name: &str) -> NodeState {
+        self.core.state(self.n(name)).clone()
+    }
+
+    fn on(&mut self, input: Input) -> &[Effect] {
+        self.effects = self.core.on(input, self.now);
+        self.core.assert_consistent();
+        &self.effects
+    }
+
+    fn at(&mut self, now: Duration) -> &[Effect] {
+        self.now = now;
+        self.on(Input::Tick)
+    }
+
+    fn instance(&self, name: &str) -> u64 {
+        self.core
+            .state(self.n(name))
+            .live()
+            .unwrap_or_else(|| panic!("{name} has no instance"))
+            .instance
+    }
+
+    fn report(&mut self, name: &str, report: Report) -> &[Effect] {
+        let (node, instance) = (self.n(name), self.instance(name));
+        self.on(Input::Report {
+            node,
+            instance,
+            report,
+        })
+    }
+
+    /// Spawned and ready (or completed, for a component).
+    fn up(&mut self, name: &str) -> &[Effect] {
+        self.report(name, Report::Spawned { pid: 7, attempt: 1 });
+        let component = self.core.config().nodes[self.n(name)].kind
+            == crate::engine::config::NodeKind::Component;
+        self.report(
+            name,
+            if component {
+                Report::Completed
+            } else {
+                Report::Ready
+            },
+        )
+    }
+
+    fn verify_ok(&mut self) {
+        assert!(
+            self.effects.iter().any(|e| matches!(e, Effect::Verify(_))),
+            "a verification pass was asked for: {:?}",
+            self.effects
+        );
+        self.on(Input::Verified(Ok(())));
+        assert!(self.published(|k| matches!(k, EventKind::StartupComplete(_))));
+    }
+
+    fn exited(&mut self, name: &str, success: bool) -> &[Effect] {
+        let status = if success {
+            "exit status 0"
+        } else {
+            "exit status 1"
+        };
+        self.report(
+            name,
+            Report::Exited {
+                status: status.into(),
+                success,
+                tail: vec![],
+            },
+        )
+    }
+
+    fn stopped(&mut self, name: &str) -> &[Effect] {
+        self.report(
+            name,
+            Report::Stopped {
+                status: "signal 15".into(),
+                killed: false,
+                took: MS,
+            },
+        )
+    }
+
+    fn request(&mut self, action: NodeAction, names: &[&str]) -> Result<String, String> {
+        let names = names.iter().map(|s| (*s).to_owned()).collect();
+        self.on(Input::Nodes { action, names });
+        self.effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Answer(a) => Some(a.clone()),
+                _ => None,
+            })
+            .expect("an answer")
+    }
+
+    fn launched(&self, name: &str) -> bool {
+        let n = self.n(name);
+        self.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Launch { node, .. } if *node == n))
+    }
+
+    fn stop_sent(&self, name: &str) -> bool {
+        let n = self.n(name);
+        self.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Stop { node, .. } if *node == n))
+    }
+
+    fn published(&self, what: impl Fn(&EventKind) -> bool) -> bool {
+        self.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Publish { kind, .. } if what(kind)))
+    }
+}
+
+const ALWAYS: &str = r#"
+[services.a]
+command = "a"
+restart = "always"
+restart_backoff = "100ms"
+max_restarts = 3
+"#;
+
+#[test]
+fn stop_during_a_restart_backoff_keeps_the_node_down() {
+    let mut h = Harness::new(ALWAYS);
+    h.up("a");
+    h.verify_ok();
+    h.exited("a", false);
+    assert!(matches!(h.state("a"), NodeState::Restarting { .. }));
+    assert_eq!(
+        h.request(NodeAction::Stop, &["a"]),
+        Ok("stopping: a".into())
+    );
+    h.at(Duration::from_secs(5));
+    assert!(!h.launched("a"), "started again after the backoff");
+    assert_eq!(h.state("a"), NodeState::Held);
+    assert!(!h.core.shutting_down(), "a held node keeps the run alive");
+    h.request(NodeAction::Start, &["a"]).unwrap();
+    assert!(h.launched("a"));
+}
+
+#[test]
+fn stop_while_waiting_keeps_the_node_down() {
+    let mut h = Harness::new(
+        r#"
+[services.db]
+command = "db"
+[services.api]
+command = "api"
+depends_on = ["db"]
+"#,
+    );
+    assert!(h.launched("db") && !h.launched("api"));
+    h.request(NodeAction::Stop, &["api"]).unwrap();
+    h.up("db");
+    assert!(
+        !h.launched("api"),
+        "a stopped node started when its dependency was ready"
+    );
+    assert_eq!(h.state("api"), NodeState::Held);
+}
+
+#[test]
+fn a_node_removed_by_a_reload_and_added_back_starts_again() {
+    let two = "[services.a]\ncommand = \"a\"\n[services.b]\ncommand = \"b\"\n";
+    let mut h = Harness::new(two);
+    h.up("a");
+    h.up("b");
+    h.verify_ok();
+    h.on(Input::Reload(Box::new(load(
+        "[services.a]\ncommand = \"a\"\n",
+    ))));
+    assert!(h.stop_sent("b"));
+    h.stopped("b");
+    assert_eq!(h.state("b"), NodeState::Removed);
+    h.on(Input::Reload(Box::new(load(two))));
+    assert!(
+        h.launched("b"),
+        "b was added back but not started: {:?}",
+        h.effects
+    );
+}
+
+#[test]
+fn a_stack_of_lazy_socket_services_waits_for_the_first_connection() {
+    let mut h = Harness::new(
+        r#"
+[services.api]
+command = "api"
+sockets = [18080]
+lazy = true
+"#,
+    );
+    assert!(!h.launched("api"));
+    assert!(
+        !h.core.shutting_down(),
+        "shut down at once: {:?}",
+        h.effects
+    );
+    let api = h.n("api");
+    h.on(Input::Activated(api));
+    assert!(h.launched("api"));
+}
+
+#[test]
+fn a_runner_that_dies_fails_its_node_and_the_run_ends() {
+    let mut h = Harness::new("[services.a]\ncommand = \"a\"\n");
+    h.report("a", Report::Spawned { pid: 7, attempt: 1 });
+    h.report("a", Report::Crashed("index out of bounds".into()));
+    assert!(
+        matches!(h.state("a"), NodeState::Failed { reason } if reason.contains("index out of bounds"))
+    );
+    assert!(h.core.finished(), "the run hangs after a runner died");
+    assert!(matches!(h.core.outcome(), Outcome::Failed(_)));
+}
+
+#[test]
+fn the_verification_pass_does_not_hold_up_requests() {
+    let mut h = Harness::new("[services.a]\ncommand = \"a\"\nport = 18081\n");
+    h.up("a");
+    assert!(h.effects.iter().any(|e| matches!(e, Effect::Verify(_))));
+    // While the pass runs, requests are answered and a shutdown is taken at once.
+    assert_eq!(
+        h.request(NodeAction::Start, &["a"]),
+        Ok("already running".into())
+    );
+    h.on(Input::Shutdown("SIGINT".into()));
+    assert!(h.stop_sent("a"));
+}
+
+#[test]
+fn a_failed_restart_attempt_is_one_more_failure_not_the_end() {
+    let mut h = Harness::new(ALWAYS);
+    h.up("a");
+    h.verify_ok();
+    h.exited("a", false);
+    h.at(Duration::from_secs(1));
+    assert!(h.launched("a"));
+    h.report(
+        "a",
+        Report::Failed {
+            reason: "exited before it was ready".into(),
+            tail: vec![],
+        },
+    );
+    assert!(
+        matches!(h.state("a"), NodeState::Restarting { .. }),
+        "a failed restart attempt gave up: {:?}",
+        h.state("a")
+    );
+    // Two more failures use up max_restarts = 3: then it is a crash loop.
+    for t in [2, 3] {
+        h.at(Duration::from_secs(t));
+        h.report(
+            "a",
+            Report::Failed {
+                reason: "exited before it was ready".into(),
+                tail: vec![],
+            },
+        );
+    }
+    assert!(matches!(h.state("a"), NodeState::Failed { reason } if reason.contains("crash loop")));
+}
+
+#[test]
+fn a_required_node_that_fails_for_good_stops_what_needs_it_and_the_run_says_so() {
+    let mut h = Harness::new(
+        r#"
+[services.db]
+command = "db"
+restart = "always"
+max_restarts = 0
+[services.app]
+command = "app"
+depends_on = ["db"]
+[services.other]
+command = "other"
+"#,
+    );
+    h.up("db");
+    h.up("app");
+    h.up("other");
+    h.verify_ok();
+    h.exited("db", false);
+    assert!(matches!(h.state("db"), NodeState::Failed { .. }));
+    assert!(
+        h.stop_sent("app"),
+        "the app kept running on a dead database"
+    );
+    assert!(h.published(|k| matches!(k, EventKind::Note(t) if t.contains("stopping app"))));
+    h.stopped("app");
+    assert_eq!(h.state("app"), NodeState::Stopped);
+    assert!(!h.core.shutting_down(), "other still runs");
+    h.on(Input::Shutdown("SIGINT".into()));
+    h.stopped("other");
+    assert!(h.core.finished());
+    assert!(matches!(h.core.outcome(), Outcome::Degraded(failed) if failed[0].contains("db")));
+}
+
+#[test]
+fn an_optional_node_failing_after_startup_leaves_the_outcome_alone() {
+    let mut h = Harness::new(
+        "[services.a]\ncommand = \"a\"\n[services.extra]\ncommand = \"x\"\nrequired = false\n",
+    );
+    h.up("extra");
+    h.up("a");
+    h.verify_ok();
+    h.exited("extra", false);
+    h.on(Input::Shutdown("SIGINT".into()));
+    h.stopped("a");
+    assert!(matches!(h.core.outcome(), Outcome::Stopped));
+}
+
+const THROUGH_A_COMPONENT: &str = r#"
+[services.postgres]
+command = "postgres"
+[components.migrate]
+command = "migrate"
+depends_on = ["postgres"]
+[services.app]
+command = "app"
+depends_on = ["migrate"]
+"#;
+
+#[test]
+fn shutdown_stops_the_database_only_after_the_app_that_uses_it_through_a_migration() {
+    let mut h = Harness::new(THROUGH_A_COMPONENT);
+    h.up("postgres");
+    h.up("migrate");
+    h.up("app");
+    h.verify_ok();
+    h.on(Input::Shutdown("SIGINT".into()));
+    assert!(h.stop_sent("app"));
+    assert!(
+        !h.stop_sent("postgres"),
+        "postgres stopped together with the app"
+    );
+    h.stopped("app");
+    assert!(h.stop_sent("postgres"));
+}
+
+#[test]
+fn stopping_the_database_stops_the_app_behind_the_migration_first() {
+    let mut h = Harness::new(THROUGH_A_COMPONENT);
+    h.up("postgres");
+    h.up("migrate");
+    h.up("app");
+    h.verify_ok();
+    h.request(NodeAction::Stop, &["postgres"]).unwrap();
+    assert!(h.stop_sent("app") && !h.stop_sent("postgres"));
+    h.stopped("app");
+    assert!(h.stop_sent("postgres"));
+    assert!(matches!(
+        h.state("postgres"),
+        NodeState::Stopping {
+            then: AfterStop::Hold,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_report_of_an_ended_instance_changes_nothing() {
+    let mut h = Harness::new(ALWAYS);
+    h.up("a");
+    h.verify_ok();
+    let old = h.instance("a");
+    h.exited("a", false);
+    h.at(Duration::from_secs(1));
+    let a = h.n("a");
+    h.on(Input::Report {
+        node: a,
+        instance: old,
+        report: Report::Ready,
+    });
+    assert!(matches!(h.state("a"), NodeState::Starting(_)));
+}
+
+/// Handling one event examines the nodes it concerns, not all of them.
+#[test]
+fn one_event_costs_the_degree_of_its_node_not_the_size_of_the_graph() {
+    let mut text = String::new();
+    for i in 0..5000 {
+        text += &format!("[services.s{i}]\ncommand = \"true\"\n");
+    }
+    let mut h = Harness::new(&text);
+    let before = h.core.examined();
+    h.up("s17");
+    assert!(
+        h.core.examined() - before <= 4,
+        "{} nodes examined for one node's reports",
+        h.core.examined() - before
+    );
+}

@@ -1,0 +1,37 @@
+//! The engine: everything that brings a stack up and keeps it up, and nothing about how it is
+//! shown or asked for. It knows nothing of clap, terminals or web pages; the views subscribe to
+//! its events ([`event`], [`record`]) and the command line drives it.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | services.toml: parsing, validation, diagnostics, the resolved model |
+//! | [`graph`] | the dependency graph: cycles, levels, heights, selection |
+//! | [`lifecycle`] | the one typed node lifecycle: a pure core, its async shell, the runners |
+//! | [`process`] | a node's process group: spawn, output lines, graceful stop |
+//! | [`health`] | probe attempts and the adaptive wait for readiness |
+//! | [`notify`] | systemd's notify protocol: the run's NOTIFY_SOCKET and its routing |
+//! | [`sockets`] | socket activation: listening sockets bound before anything starts |
+//! | [`guardian`] | no orphans: subreaper, run marker sweep, and the guardian process |
+//! | [`preflight`] | the environment check before anything is spawned |
+//! | [`pressure`] | CPU pressure for `max_workers = "auto"` |
+//! | [`watch`] | polling services.toml (`run --watch`) and each node's `watch` globs |
+//! | [`control`] | the control socket: requests from another terminal, answered by the core |
+//! | [`event`] | the event stream the core publishes, output lines under a byte budget |
+//! | [`record`] | `EventRecord`: the one serde form of an event, for every view |
+//! | [`timing`] | a run's timeline: critical path, sequential estimate |
+
+pub mod config;
+pub mod control;
+pub mod event;
+pub mod graph;
+pub mod guardian;
+pub mod health;
+pub mod lifecycle;
+pub mod notify;
+pub mod preflight;
+pub mod pressure;
+pub mod process;
+pub mod record;
+pub mod sockets;
+pub mod timing;
+pub mod watch;

@@ -1,0 +1,99 @@
+//! The environment check before anything is spawned: every command resolves to an executable,
+//! every working directory exists, every declared port is free. All problems are reported
+//! together and nothing is started when there is one.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use crate::engine::config::{Command, Config, Node, Probe};
+
+/// Everything preflight found wrong.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("preflight failed, nothing was started:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+#[diagnostic(
+    code(dagstart::preflight),
+    help("fix these and run again; `dagstart config` shows the resolved commands and paths")
+)]
+pub struct PreflightError {
+    pub problems: Vec<String>,
+}
+
+/// Checks the `selected` nodes of `config`.
+pub fn check(config: &Config, selected: &[bool]) -> Result<(), PreflightError> {
+    let mut problems = Vec::new();
+    for (node, _) in config.nodes.iter().zip(selected).filter(|(_, on)| **on) {
+        check_node(config, node, &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(PreflightError { problems })
+    }
+}
+
+fn check_node(config: &Config, node: &Node, problems: &mut Vec<String>) {
+    let name = &node.name;
+    if !node.cwd.is_dir() {
+        problems.push(format!(
+            "{name}: working directory {} does not exist",
+            node.cwd.display()
+        ));
+        return;
+    }
+    let path_var = node
+        .env
+        .get("PATH")
+        .or_else(|| config.env.get("PATH"))
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok());
+    let program = match &node.command {
+        Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
+        Command::Shell(_) => "/bin/sh".to_owned(),
+    };
+    if let Err(reason) = resolve(&program, &node.cwd, path_var.as_deref()) {
+        problems.push(format!("{name}: command `{program}` {reason}"));
+    }
+    if let Probe::Exec { argv } = &node.health.probe {
+        let program = argv.first().map_or("", String::as_str);
+        if let Err(reason) = resolve(program, &node.cwd, path_var.as_deref()) {
+            problems.push(format!("{name}: health check command `{program}` {reason}"));
+        }
+    }
+    if let Some(port) = node.port {
+        if port != 0 && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+            problems.push(format!("{name}: port {port} is already in use"));
+        }
+    }
+}
+
+/// Finds `program` the way exec does: a path with a slash is taken relative to `cwd`,
+/// anything else is searched in PATH.
+fn resolve(program: &str, cwd: &Path, path_var: Option<&str>) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        let path = cwd.join(program);
+        return executable(&path).map(|()| path);
+    }
+    for dir in path_var
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+    {
+        let candidate = cwd.join(dir).join(program);
+        if executable(&candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err("is not found in PATH".into())
+}
+
+fn executable(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Err(_) => Err(format!("does not exist ({})", path.display())),
+        Ok(m) if !m.is_file() => Err(format!("is not a file ({})", path.display())),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Err(format!("is not executable ({})", path.display()))
+        }
+        Ok(_) => Ok(()),
+    }
+}

@@ -1,0 +1,337 @@
+//! A node's process: spawned in its own process group, output streamed line by line, stopped
+//! through the group.
+//!
+//! Everything that signals a node goes through [`ProcessGroup`], so a signal always reaches the
+//! whole group (children started by `sh -c` and their children included), never a bare pid.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::engine::config::Node;
+
+/// A process group whose id is the pid of its leader, the node's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessGroup(Pid);
+
+impl ProcessGroup {
+    /// The group a node's process leads: nodes are spawned with `process_group(0)`, so the
+    /// group's id is its leader's pid.
+    pub fn led_by(pid: u32) -> Self {
+        Self(Pid::from_raw(pid as i32))
+    }
+
+    pub fn id(self) -> i32 {
+        self.0.as_raw()
+    }
+
+    /// Sends `signal` to every process in the group; a group that is already gone is fine.
+    pub fn signal(self, signal: Signal) -> io::Result<()> {
+        match killpg(self.0, signal) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+
+    /// True while any process of the group is alive.
+    pub fn is_alive(self) -> bool {
+        !matches!(killpg(self.0, None), Err(Errno::ESRCH))
+    }
+}
+
+/// Which pipe a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Where a node's output lines go. Called from the reader tasks, in order per stream; the
+/// reader waits for the returned future, so a sink that is full slows the reader (and, through
+/// its pipe, the service) instead of growing a queue.
+pub type LineSink = std::sync::Arc<
+    dyn Fn(Stream, String) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// The longest line kept whole; a longer one is passed on in pieces of this size, so a service
+/// that prints without newlines cannot make dagstart's memory grow.
+pub const MAX_LINE: usize = 64 << 10;
+
+/// Watches the output for a line matching a pattern (the `log` health probe).
+#[derive(Debug, Clone)]
+pub struct LogWatch {
+    pub pattern: regex::Regex,
+    pub matched: watch::Sender<bool>,
+}
+
+/// A running node process.
+#[derive(Debug)]
+pub struct Spawned {
+    pub child: Child,
+    pub group: ProcessGroup,
+    pub pid: u32,
+    /// The stdout and stderr readers; they end at EOF of their pipe.
+    pub readers: Vec<JoinHandle<()>>,
+}
+
+/// The environment a node runs with: dagstart's own, then `[env]`, then the node's `env`.
+pub fn node_env<'a>(
+    global: &'a BTreeMap<String, String>,
+    node: &'a Node,
+) -> impl Iterator<Item = (&'a String, &'a String)> {
+    global.iter().chain(node.env.iter())
+}
+
+/// What a readiness protocol adds to a spawn.
+#[derive(Debug, Default)]
+pub struct SpawnExtras<'a> {
+    /// Listening sockets handed over systemd-style as fds 3, 4, ... with LISTEN_FDS,
+    /// LISTEN_FDNAMES and LISTEN_PID.
+    pub listen_fds: &'a [OwnedFd],
+    /// The write end of a readiness pipe and the fd number the service expects it at.
+    pub ready_fd: Option<(i32, OwnedFd)>,
+    /// Extra environment (NOTIFY_SOCKET, WATCHDOG_USEC).
+    pub env: Vec<(String, String)>,
+}
+
+/// The hidden first argument that makes `dagstart` set LISTEN_PID and exec the real program.
+pub const LISTEN_EXEC: &str = "__listen-exec";
+
+/// Spawns `argv` for `node` in a new process group, with output going to `sink`.
+pub fn spawn(
+    node: &Node,
+    global_env: &BTreeMap<String, String>,
+    sink: LineSink,
+    log_watch: Option<LogWatch>,
+    extras: SpawnExtras<'_>,
+) -> io::Result<Spawned> {
+    let mut argv = node.command.argv();
+    if !extras.listen_fds.is_empty() {
+        // LISTEN_PID must be the service's own pid, known only after fork: a re-exec of
+        // dagstart sets it in the child's own environment and then execs the service.
+        let me = std::env::current_exe()?.display().to_string();
+        argv.splice(0..0, [me, LISTEN_EXEC.to_owned()]);
+    }
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(&node.cwd)
+        .envs(node_env(global_env, node))
+        .envs(extras.env.iter().map(|(k, v)| (k, v)))
+        .env("DAGSTART_NODE", &node.name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if !extras.listen_fds.is_empty() {
+        let names = vec![node.name.as_str(); extras.listen_fds.len()].join(":");
+        command
+            .env("LISTEN_FDS", extras.listen_fds.len().to_string())
+            .env("LISTEN_FDNAMES", names);
+    }
+    // Parent-side copies at high numbers, so that placing them at 3, 4, ... in the child can
+    // never overwrite a source that is still to be placed. They close when this returns.
+    let mut placed = Vec::new();
+    let mut fd_map = Vec::new();
+    for (i, fd) in extras.listen_fds.iter().enumerate() {
+        let copy = high_copy(fd)?;
+        fd_map.push((copy.as_raw_fd(), 3 + i as i32));
+        placed.push(copy);
+    }
+    if let Some((target, write_end)) = &extras.ready_fd {
+        let copy = high_copy(write_end)?;
+        fd_map.push((copy.as_raw_fd(), *target));
+        placed.push(copy);
+    }
+    die_with_parent(&mut command, fd_map);
+    let mut child = command.spawn()?;
+    drop(placed);
+    drop(extras.ready_fd);
+    let pid = child.id().expect("a just-spawned child has a pid");
+    let group = ProcessGroup(Pid::from_raw(pid as i32));
+    let mut readers = Vec::with_capacity(2);
+    if let Some(out) = child.stdout.take() {
+        readers.push(read_lines(
+            out,
+            Stream::Stdout,
+            sink.clone(),
+            log_watch.clone(),
+        ));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(read_lines(err, Stream::Stderr, sink, log_watch));
+    }
+    Ok(Spawned {
+        child,
+        group,
+        pid,
+        readers,
+    })
+}
+
+#[allow(unsafe_code)]
+fn high_copy(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
+        .map_err(io::Error::from)?;
+    // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// In the child, between fork and exec: asks the kernel to SIGKILL it if dagstart dies, and
+/// places each `(source, target)` fd. Spawns only happen on the runtime's worker threads,
+/// which live as long as dagstart (the death signal fires when the forking *thread* exits, so
+/// never spawn from `spawn_blocking`).
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command, fd_map: Vec<(RawFd, RawFd)>) {
+    // SAFETY: the closure runs between fork and exec. prctl and dup2 are async-signal-safe,
+    // and the closure neither allocates nor takes locks (fd_map was built before the fork).
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            for &(source, target) in &fd_map {
+                // dup2 leaves the new descriptor without FD_CLOEXEC, so it survives the exec.
+                if nix::libc::dup2(source, target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The `__listen-exec` step, run in the service's own process: sets LISTEN_PID to its pid and
+/// execs the real program. Only returns (with an exit code) if the exec fails.
+pub fn exec_with_listen_pid(argv: &[std::ffi::OsString]) -> i32 {
+    use std::os::unix::process::CommandExt as _;
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("dagstart {LISTEN_EXEC}: no program given");
+        return 127;
+    };
+    let error = std::process::Command::new(program)
+        .args(args)
+        .env("LISTEN_PID", std::process::id().to_string())
+        .exec();
+    eprintln!(
+        "dagstart: cannot run {}: {error}",
+        program.to_string_lossy()
+    );
+    127
+}
+
+/// Forwards every line of `pipe` to `sink`; a last line without a newline is kept too.
+fn read_lines<R: AsyncRead + Unpin + Send + 'static>(
+    pipe: R,
+    stream: Stream,
+    sink: LineSink,
+    log_watch: Option<LogWatch>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::with_capacity(256);
+        loop {
+            buf.clear();
+            let mut piece = (&mut reader).take(MAX_LINE as u64);
+            match piece.read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                        buf.pop();
+                    }
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some(watch) = &log_watch {
+                        if !*watch.matched.borrow() && watch.pattern.is_match(&line) {
+                            watch.matched.send_replace(true);
+                        }
+                    }
+                    sink(stream, line).await;
+                }
+            }
+        }
+    })
+}
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy)]
+pub struct StopReport {
+    pub status: Option<ExitStatus>,
+    /// True when the stop signal was not enough and the group got SIGKILL.
+    pub killed: bool,
+    pub took: Duration,
+}
+
+/// The one shape of a graceful stop: `signal` to the group, wait up to `grace` for the leader,
+/// then SIGKILL the group. The group is always swept with SIGKILL at the end, so grandchildren
+/// that outlive the leader do not survive it.
+pub async fn stop(
+    child: &mut Child,
+    group: ProcessGroup,
+    signal: Signal,
+    grace: Duration,
+) -> StopReport {
+    let started = Instant::now();
+    if let Ok(Some(status)) = child.try_wait() {
+        let _ = group.signal(Signal::SIGKILL);
+        return StopReport {
+            status: Some(status),
+            killed: false,
+            took: started.elapsed(),
+        };
+    }
+    let _ = group.signal(signal);
+    let (status, killed) = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => (status.ok(), false),
+        Err(_) => {
+            let _ = group.signal(Signal::SIGKILL);
+            (child.wait().await.ok(), true)
+        }
+    };
+    let _ = group.signal(Signal::SIGKILL);
+    StopReport {
+        status,
+        killed,
+        took: started.elapsed(),
+    }
+}
+
+/// Kills the group at once and reaps the leader.
+pub async fn kill(child: &mut Child, group: ProcessGroup) -> Option<ExitStatus> {
+    let _ = group.signal(Signal::SIGKILL);
+    child.wait().await.ok()
+}
+
+/// "exit 3", "killed by SIGKILL", ... for messages.
+pub fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by {}", s.as_str()),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        _ => "ended".into(),
+    }
+}
+
+/// A shell's exit code for a status: the code, or 128 + the signal number.
+pub fn exit_code_of(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}

@@ -1,0 +1,261 @@
+//! The web dashboard and `/metrics`: a subscriber of the run's events, served over HTTP on
+//! loopback (`dagstart run --dashboard 127.0.0.1:PORT`).
+//!
+//! `/` is a self-contained page: the DAG coloured by state, a Gantt chart filling in as nodes
+//! start, each node's recent lines. Updates are pushed over server-sent events (`/events`,
+//! which first replays the run so far). `/metrics` is the Prometheus text format.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::engine::record::{EventRecord, What};
+use tokio::sync::broadcast;
+use tokio_stream::StreamExt as _;
+
+const PAGE: &str = include_str!("dashboard.html");
+/// Recent output lines kept per node for the page.
+const LINES: usize = 30;
+/// Events kept for replay after startup; those of the startup itself are all kept (a few per
+/// node), so the Gantt chart is whole however long the run goes on restarting.
+const LATER_EVENTS: usize = 2000;
+
+/// Binds the dashboard's address and says where it is.
+pub async fn bind(
+    address: std::net::SocketAddr,
+    note: &str,
+) -> Result<tokio::net::TcpListener, crate::Error> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| crate::Error::io(format!("binding the dashboard to {address}"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| crate::Error::io("the dashboard address", e))?;
+    eprintln!("dagstart: dashboard on http://{bound}/ ({note})");
+    Ok(listener)
+}
+
+/// What the dashboard knows, built only from events.
+#[derive(Debug, Default)]
+struct View {
+    /// The startup's events but output lines (those are in `lines`), for replay.
+    events: Vec<EventRecord>,
+    /// The latest events since startup ended, for replay.
+    later: VecDeque<EventRecord>,
+    startup_over: bool,
+    lines: BTreeMap<String, VecDeque<EventRecord>>,
+    states: BTreeMap<String, String>,
+    ready_seconds: BTreeMap<String, f64>,
+    restarts: BTreeMap<String, u64>,
+    startup_seconds: Option<f64>,
+}
+
+impl View {
+    /// Keeps an event for replay: all of the startup's, then a ring of the latest.
+    fn keep(&mut self, event: &EventRecord) {
+        if !self.startup_over {
+            return self.events.push(event.clone());
+        }
+        if self.later.len() == LATER_EVENTS {
+            self.later.pop_front();
+        }
+        self.later.push_back(event.clone());
+    }
+}
+
+#[derive(Debug)]
+pub struct Dashboard {
+    view: Mutex<View>,
+    live: broadcast::Sender<String>,
+    graph: Value,
+}
+
+impl Dashboard {
+    /// A dashboard for `config` (its DAG is served as `/graph`).
+    pub fn new(config: &crate::engine::config::Config, selected: &[bool]) -> Arc<Self> {
+        let nodes: Vec<Value> = config
+            .nodes
+            .iter()
+            .zip(selected)
+            .filter(|(_, on)| **on)
+            .map(|(n, _)| json!({ "name": n.name, "kind": n.kind, "depends_on": n.depends_on.iter().map(|d| &d.name).collect::<Vec<_>>() }))
+            .collect();
+        Self::with_nodes(nodes)
+    }
+
+    fn with_nodes(nodes: Vec<Value>) -> Arc<Self> {
+        let (live, _) = broadcast::channel(4096);
+        Arc::new(Self {
+            view: Mutex::default(),
+            live,
+            graph: json!({ "nodes": nodes }),
+        })
+    }
+
+    /// The same page for a finished run from the history.
+    pub fn from_record(record: &crate::views::history::RunRecord) -> Arc<Self> {
+        let nodes = record
+            .nodes
+            .iter()
+            .map(|n| {
+                let deps: Vec<&String> = n.depends_on.iter().map(|(d, _)| d).collect();
+                json!({ "name": n.name, "kind": n.kind, "depends_on": deps })
+            })
+            .collect();
+        let dashboard = Self::with_nodes(nodes);
+        for event in &record.events {
+            dashboard.observe(event);
+        }
+        dashboard
+    }
+
+    /// Takes in one event.
+    pub fn observe(&self, event: &EventRecord) {
+        let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        match (&event.what, &event.node) {
+            (What::Output { .. }, Some(node)) => {
+                let lines = view.lines.entry(node.clone()).or_default();
+                if lines.len() == LINES {
+                    lines.pop_front();
+                }
+                lines.push_back(event.clone());
+            }
+            (what, Some(node)) => {
+                // The core's own state name; records of older runs only have the kind.
+                let state = event.state.as_deref().or_else(|| state_after(what));
+                if let Some(state) = state {
+                    view.states.insert(node.clone(), state.to_owned());
+                }
+                if let What::Ready { took_ms } = what {
+                    view.ready_seconds
+                        .insert(node.clone(), *took_ms as f64 / 1000.0);
+                }
+                if let What::Restarting { .. } = what {
+                    *view.restarts.entry(node.clone()).or_default() += 1;
+                }
+                view.keep(event);
+            }
+            (What::StartupComplete { ready_ms, .. }, None) => {
+                view.startup_seconds = Some(*ready_ms as f64 / 1000.0);
+                view.keep(event);
+                view.startup_over = true;
+            }
+            (What::StartupFailed { .. }, None) => {
+                view.keep(event);
+                view.startup_over = true;
+            }
+            _ => view.keep(event),
+        }
+        drop(view);
+        let _ = self.live.send(event.to_json());
+    }
+
+    /// Serves the page, `/events`, `/graph` and `/metrics` until the runtime ends.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        let app = Router::new()
+            .route("/", get(|| async { Html(PAGE) }))
+            .route("/graph", get(graph))
+            .route("/metrics", get(metrics))
+            .route("/events", get(events))
+            .with_state(self);
+        let _ = axum::serve(listener, app).await;
+    }
+
+    fn replay(&self) -> Vec<String> {
+        let view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<&EventRecord> = view
+            .events
+            .iter()
+            .chain(&view.later)
+            .chain(view.lines.values().flatten())
+            .collect();
+        all.sort_by(|a, b| a.t.total_cmp(&b.t));
+        all.into_iter().map(EventRecord::to_json).collect()
+    }
+}
+
+/// The state a node is in after an event of this kind, for records written before events
+/// carried the state.
+fn state_after(what: &What) -> Option<&'static str> {
+    Some(match what {
+        What::Launched | What::Spawned { .. } => "starting",
+        What::Ready { .. } => "ready",
+        What::Failed { .. } => "failed",
+        What::Skipped { .. } => "skipped",
+        What::Exited { .. } => "exited",
+        What::Restarting { .. } => "restarting",
+        What::Stopping => "stopping",
+        What::Stopped { .. } => "stopped",
+        _ => return None,
+    })
+}
+
+async fn graph(State(dashboard): State<Arc<Dashboard>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        dashboard.graph.to_string(),
+    )
+}
+
+/// The run so far, then every event as it happens. `?once` ends the stream after the replay:
+/// a snapshot, for clients that cannot hold a connection open (headless screenshots).
+async fn events(
+    State(dashboard): State<Arc<Dashboard>>,
+    uri: axum::http::Uri,
+) -> impl IntoResponse {
+    let once = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "once"));
+    // Subscribe before the replay, so nothing falls between the two.
+    let live = tokio_stream::wrappers::BroadcastStream::new(dashboard.live.subscribe());
+    let replay = tokio_stream::iter(dashboard.replay()).map(Ok::<_, std::convert::Infallible>);
+    let live = live.filter_map(|item| item.ok()).map(Ok);
+    let stream: std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<String, std::convert::Infallible>> + Send>,
+    > = if once {
+        Box::pin(replay)
+    } else {
+        Box::pin(replay.chain(live))
+    };
+    let stream = stream.map(|data| data.map(|d| SseEvent::default().data(d)));
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(dashboard): State<Arc<Dashboard>>) -> impl IntoResponse {
+    let view = dashboard
+        .view
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut out = String::new();
+    out.push_str("# HELP dagstart_node_state The state of each node (1 for its current state).\n# TYPE dagstart_node_state gauge\n");
+    for (node, state) in &view.states {
+        out.push_str(&format!(
+            "dagstart_node_state{{node=\"{node}\",state=\"{state}\"}} 1\n"
+        ));
+    }
+    out.push_str("# HELP dagstart_node_ready_seconds Time from spawn to ready of each node.\n# TYPE dagstart_node_ready_seconds gauge\n");
+    for (node, seconds) in &view.ready_seconds {
+        out.push_str(&format!(
+            "dagstart_node_ready_seconds{{node=\"{node}\"}} {seconds}\n"
+        ));
+    }
+    out.push_str("# HELP dagstart_node_restarts_total Restarts of each node.\n# TYPE dagstart_node_restarts_total counter\n");
+    for node in view.states.keys() {
+        out.push_str(&format!(
+            "dagstart_node_restarts_total{{node=\"{node}\"}} {}\n",
+            view.restarts.get(node).copied().unwrap_or(0)
+        ));
+    }
+    out.push_str("# HELP dagstart_startup_seconds Time from the start of the run to ready.\n# TYPE dagstart_startup_seconds gauge\n");
+    if let Some(seconds) = view.startup_seconds {
+        out.push_str(&format!("dagstart_startup_seconds {seconds}\n"));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

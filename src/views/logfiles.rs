@@ -1,0 +1,384 @@
+//! The log thread: the one durable subscriber of the events.
+//!
+//! Every node line goes, whole and unprefixed, to `<log_dir>/<node>.log`; dagstart's own
+//! events go, timestamped, to `<log_dir>/dagstart.log`; every event but output lines is
+//! appended to the run record (`.dagstart/runs/<id>.jsonl`) as it happens; the dashboard is fed
+//! too. Then each event is offered to the terminal thread ([`crate::views::terminal`]), which may fall
+//! behind without holding this thread up. This thread waits only for the disk.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::engine::config::{Config, NodeKind};
+use crate::engine::event::{Event, EventKind, EventStream};
+use crate::engine::record::EventRecord;
+use crate::views::report;
+use crate::views::terminal::{Terminal, TerminalFeed, ToTerminal};
+
+/// How long the terminal gets, at the end of a run, to take what it has not shown yet.
+const TERMINAL_GRACE: Duration = Duration::from_secs(2);
+
+/// Writes events until the stream closes.
+pub struct Output {
+    config: Arc<Config>,
+    node_logs: NodeLogs,
+    own_log: BufWriter<File>,
+    /// The web dashboard, fed every event.
+    dashboard: Option<Arc<crate::views::dashboard::Dashboard>>,
+    /// The run record, appended as events happen.
+    recorder: Option<crate::views::history::Recorder>,
+    terminal: Terminal,
+    json: bool,
+}
+
+/// The two threads of a run's output; [`OutputThreads::join`] waits until they are done.
+pub struct OutputThreads {
+    log: std::thread::JoinHandle<()>,
+    terminal_done: std::sync::mpsc::Receiver<()>,
+}
+
+impl OutputThreads {
+    /// Waits for the log files (always) and for the terminal (as long as it keeps reading:
+    /// a terminal that never reads again must not keep dagstart from exiting).
+    pub fn join(self) {
+        let _ = self.log.join();
+        let _ = self.terminal_done.recv_timeout(TERMINAL_GRACE);
+    }
+}
+
+impl Output {
+    /// Creates the log directory, truncates the log files of the `selected` nodes and starts
+    /// the run record.
+    pub fn open(config: Arc<Config>, selected: &[bool], json: bool) -> io::Result<Self> {
+        let dir = &config.settings.log_dir;
+        std::fs::create_dir_all(dir)?;
+        let node_logs = NodeLogs::create(&config, selected)?;
+        let mut own_log = create(&dir.join("dagstart.log"))?;
+        let recorder = crate::views::history::Recorder::create(&config, SystemTime::now())
+            .inspect_err(|e| {
+                let _ = writeln!(own_log, "cannot record the run in the history: {e}");
+            })
+            .ok();
+        Ok(Self {
+            terminal: Terminal::new(config.clone(), selected, json),
+            config,
+            node_logs,
+            own_log,
+            dashboard: None,
+            recorder,
+            json,
+        })
+    }
+
+    /// Consumes events on threads of their own; join the result to know all output is written.
+    pub fn spawn(self, mut events: EventStream) -> io::Result<OutputThreads> {
+        let Output {
+            config,
+            node_logs,
+            own_log,
+            dashboard,
+            recorder,
+            terminal,
+            json,
+        } = self;
+        let (feed, terminal_done) = terminal.spawn()?;
+        let mut log = LogThread {
+            config,
+            node_logs,
+            own_log,
+            dashboard,
+            recorder,
+            feed,
+            json,
+        };
+        let handle = std::thread::Builder::new()
+            .name("dagstart-log".into())
+            .spawn(move || {
+                // The run ends with ShutdownComplete; senders that outlive it (the notify
+                // socket, readers of processes that escaped their group) must not keep us.
+                let mut done = false;
+                while !done {
+                    let Some(event) = events.blocking_recv() else {
+                        break;
+                    };
+                    done = log.write_last(event);
+                    // Batch whatever else is queued, then flush once.
+                    while !done {
+                        let Some(event) = events.try_recv() else {
+                            break;
+                        };
+                        done = log.write_last(event);
+                    }
+                    log.flush();
+                }
+                log.finish();
+            })?;
+        Ok(OutputThreads {
+            log: handle,
+            terminal_done,
+        })
+    }
+
+    /// Feeds every event to `dashboard` too.
+    pub fn with_dashboard(mut self, dashboard: Arc<crate::views::dashboard::Dashboard>) -> Self {
+        self.dashboard = Some(dashboard);
+        self
+    }
+}
+
+struct LogThread {
+    config: Arc<Config>,
+    node_logs: NodeLogs,
+    own_log: BufWriter<File>,
+    dashboard: Option<Arc<crate::views::dashboard::Dashboard>>,
+    recorder: Option<crate::views::history::Recorder>,
+    feed: TerminalFeed,
+    json: bool,
+}
+
+impl LogThread {
+    /// Writes `event` everywhere; true when it is the run's last one.
+    fn write_last(&mut self, event: Event) -> bool {
+        self.write(&event);
+        let is_output = matches!(event.kind, EventKind::Output { .. });
+        // Output lines are the bulk of the events: only the dashboard (and the terminal with
+        // `--output json`) need them as records.
+        let record = if !is_output || self.dashboard.is_some() || self.json {
+            EventRecord::of(&self.config, &event)
+        } else {
+            None
+        };
+        if let (Some(dashboard), Some(record)) = (&self.dashboard, &record) {
+            dashboard.observe(record);
+        }
+        if let (false, Some(recorder), Some(record)) = (is_output, &mut self.recorder, &record) {
+            recorder.event(record);
+        }
+        let last = matches!(event.kind, EventKind::ShutdownComplete { .. });
+        self.feed.offer(ToTerminal::Event(event, record));
+        last
+    }
+
+    fn flush(&mut self) {
+        let _ = self.own_log.flush();
+        self.node_logs.flush();
+        if let Some(recorder) = &mut self.recorder {
+            recorder.flush();
+        }
+        self.feed.flush_backlog();
+    }
+
+    fn finish(mut self) {
+        if self.feed.total_dropped > 0 {
+            let _ = writeln!(
+                self.own_log,
+                "the terminal did not keep up: {} output lines were not shown there (all are in the node logs)",
+                self.feed.total_dropped
+            );
+        }
+        self.flush();
+        self.feed.finish(std::time::Instant::now() + TERMINAL_GRACE);
+    }
+
+    /// After a reload: the new names, and log files for the nodes that were added.
+    fn apply_reload(&mut self, config: &Arc<Config>) {
+        self.node_logs.add(config);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.nodes(config);
+        }
+        self.config = config.clone();
+    }
+
+    fn write(&mut self, event: &Event) {
+        if let EventKind::Reloaded(config) = &event.kind {
+            return self.apply_reload(config);
+        }
+        if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
+            self.node_logs.write(n, line);
+            return;
+        }
+        let Some(text) = describe(&self.config, event) else {
+            return;
+        };
+        let stamp = humantime::format_rfc3339_millis(SystemTime::now());
+        for line in text.lines() {
+            let _ = writeln!(
+                self.own_log,
+                "{stamp} +{:.3}s {line}",
+                event.at.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The text of an event for people: the terminal and dagstart.log.
+pub fn describe(config: &Config, event: &Event) -> Option<String> {
+    let name = event
+        .node
+        .map(|n| config.nodes[n].name.as_str())
+        .unwrap_or_default();
+    let is_component = event
+        .node
+        .is_some_and(|n| config.nodes[n].kind == NodeKind::Component);
+    let text = match &event.kind {
+        EventKind::Plan {
+            nodes,
+            sequential,
+            max_workers,
+        } => {
+            let mode = match (sequential, max_workers) {
+                (true, _) => "sequential, one at a time".to_owned(),
+                (false, Some(w)) => format!("parallel, at most {w} starting at once"),
+                (false, None) => "parallel".to_owned(),
+            };
+            format!("starting {nodes} nodes ({mode})")
+        }
+        EventKind::Launched => format!("{name}: dependencies met, starting"),
+        EventKind::Spawned { pid, attempt: 1 } => format!("{name}: spawned (pid {pid})"),
+        EventKind::Spawned { pid, attempt } => {
+            format!("{name}: spawned (pid {pid}, attempt {attempt})")
+        }
+        EventKind::Ready { took } if is_component => {
+            format!("{name}: completed after {}", secs(*took))
+        }
+        EventKind::Ready { took } => format!("{name}: ready after {}", secs(*took)),
+        EventKind::Retrying {
+            attempt,
+            reason,
+            delay,
+        } => {
+            format!(
+                "{name}: attempt {attempt} failed: {reason}; retrying in {}",
+                humantime::format_duration(*delay)
+            )
+        }
+        EventKind::Failed { reason } => format!("{name}: FAILED: {reason}"),
+        EventKind::Skipped { reason } => format!("{name}: skipped: {reason}"),
+        EventKind::Exited { status } => format!("{name}: exited ({status})"),
+        EventKind::Restarting { delay, restart, .. } => {
+            format!(
+                "{name}: restarting in {} (restart {restart})",
+                humantime::format_duration(*delay)
+            )
+        }
+        EventKind::Output { .. } => return None,
+        EventKind::Status { text } => format!("{name}: status: {text}"),
+        EventKind::StartupComplete(summary) => report::render(config, summary),
+        EventKind::StartupFailed { reason } => format!("startup failed: {reason}"),
+        EventKind::ShutdownStarted { reason } => {
+            format!("shutting down ({reason}): stopping in reverse dependency order")
+        }
+        EventKind::Stopping => format!("{name}: stopping"),
+        EventKind::Stopped {
+            status,
+            killed: true,
+            took,
+        } => {
+            format!(
+                "{name}: did not stop in time, killed ({status}) after {}",
+                secs(*took)
+            )
+        }
+        EventKind::Stopped { status, took, .. } => {
+            format!("{name}: stopped ({status}) in {}", secs(*took))
+        }
+        EventKind::ShutdownComplete { took } => {
+            format!("everything stopped in {}", secs(*took))
+        }
+        EventKind::Note(text) => text.clone(),
+        EventKind::Reloaded(_) => return None,
+    };
+    Some(text)
+}
+
+/// The `<node>.log` files. Each is created (truncated) when the run starts; at most
+/// `OPEN_LOGS` stay open at once, the one opened longest ago is closed to make room and opened
+/// again for appending when its node prints again, so a stack of thousands of services does
+/// not spend a descriptor per node on its log.
+struct NodeLogs {
+    paths: Vec<Option<std::path::PathBuf>>,
+    open: std::collections::HashMap<usize, BufWriter<File>>,
+    /// Open files, oldest first.
+    order: std::collections::VecDeque<usize>,
+}
+
+const OPEN_LOGS: usize = 256;
+
+impl NodeLogs {
+    fn create(config: &Config, selected: &[bool]) -> io::Result<Self> {
+        let mut logs = Self {
+            paths: Vec::new(),
+            open: std::collections::HashMap::new(),
+            order: std::collections::VecDeque::new(),
+        };
+        for (node, &on) in config.nodes.iter().zip(selected) {
+            logs.push(config, node, on)?;
+        }
+        Ok(logs)
+    }
+
+    fn push(
+        &mut self,
+        config: &Config,
+        node: &crate::engine::config::Node,
+        on: bool,
+    ) -> io::Result<()> {
+        let path = on.then(|| config.settings.log_dir.join(format!("{}.log", node.name)));
+        if let Some(path) = &path {
+            File::create(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+        self.paths.push(path);
+        Ok(())
+    }
+
+    /// After a reload: log files for the nodes that were added.
+    fn add(&mut self, config: &Config) {
+        for node in config.nodes.iter().skip(self.paths.len()) {
+            if self.push(config, node, true).is_err() {
+                self.paths.push(None);
+            }
+        }
+    }
+
+    fn write(&mut self, n: usize, line: &str) {
+        if !self.open.contains_key(&n) {
+            let Some(Some(path)) = self.paths.get(n) else {
+                return;
+            };
+            let Ok(file) = File::options().append(true).open(path) else {
+                return;
+            };
+            if self.order.len() == OPEN_LOGS {
+                if let Some(mut oldest) = self.order.pop_front().and_then(|o| self.open.remove(&o))
+                {
+                    let _ = oldest.flush();
+                }
+            }
+            self.open.insert(n, BufWriter::new(file));
+            self.order.push_back(n);
+        }
+        if let Some(log) = self.open.get_mut(&n) {
+            let _ = writeln!(log, "{line}");
+        }
+    }
+
+    fn flush(&mut self) {
+        for log in self.open.values_mut() {
+            let _ = log.flush();
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    report::seconds(d)
+}
+
+fn create(path: &Path) -> io::Result<BufWriter<File>> {
+    File::create(path)
+        .map(BufWriter::new)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}

@@ -260,7 +260,7 @@ fn supervise(
             if error.is_panic() {
                 events.send(
                     None,
-                    crate::engine::event::EventKind::Note(format!(
+                    crate::engine::event::EventKind::note(format!(
                         "internal error: {what} stopped unexpectedly; the run goes on without it"
                     )),
                 );
@@ -328,7 +328,7 @@ async fn run_command_when_ready(
     let (program, args) = command.split_first()?;
     events.send(
         None,
-        crate::engine::event::EventKind::Note(format!("running: {}", shell_words::join(command))),
+        crate::engine::event::EventKind::note(format!("running: {}", shell_words::join(command))),
     );
     let code = match tokio::process::Command::new(program).args(args).spawn() {
         Ok(mut child) => {
@@ -343,14 +343,14 @@ async fn run_command_when_ready(
         Err(e) => {
             events.send(
                 None,
-                crate::engine::event::EventKind::Note(format!("cannot run `{program}`: {e}")),
+                crate::engine::event::EventKind::note(format!("cannot run `{program}`: {e}")),
             );
             127
         }
     };
     events.send(
         None,
-        crate::engine::event::EventKind::Note(format!("command exited with {code}")),
+        crate::engine::event::EventKind::note(format!("command exited with {code}")),
     );
     let _ = control.send(Control::Shutdown("the command finished".into()));
     Some(code)

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};
 
+use serde::{Deserialize, Serialize};
+
 use crate::engine::process::Stream;
 use crate::engine::timing::Summary;
 
@@ -23,7 +25,13 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone)]
+/// What happened. Serialized (with serde) in the shape of docs/events.md: the variant is the
+/// `event` field, durations are whole milliseconds in `*_ms` fields. The same type is what the
+/// engine publishes, what `--output json` prints, what the run record stores, and what
+/// `report` and the dashboard read back ([`crate::engine::record::EventRecord`] adds the time
+/// and the node's name).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventKind {
     /// Before anything starts: what will be started and how.
     Plan {
@@ -37,13 +45,15 @@ pub enum EventKind {
         pid: u32,
         attempt: u32,
     },
-    /// Healthy (a service) or completed (a component), `took` after its first spawn.
+    /// Healthy (a service) or completed (a component), `took` after its launch.
     Ready {
+        #[serde(rename = "took_ms", with = "millis")]
         took: Duration,
     },
     Retrying {
         attempt: u32,
         reason: String,
+        #[serde(rename = "delay_ms", with = "millis")]
         delay: Duration,
     },
     Failed {
@@ -54,6 +64,7 @@ pub enum EventKind {
     },
     /// The restart policy starts the node again after `delay`.
     Restarting {
+        #[serde(rename = "delay_ms", with = "millis")]
         delay: Duration,
         /// Which restart this is within the restart window.
         restart: u32,
@@ -82,15 +93,48 @@ pub enum EventKind {
     Stopped {
         status: String,
         killed: bool,
+        #[serde(rename = "took_ms", with = "millis")]
         took: Duration,
     },
     ShutdownComplete {
+        #[serde(rename = "took_ms", with = "millis")]
         took: Duration,
     },
-    /// A reload changed the configuration; node indices of the old one stay valid.
+    /// A reload changed the configuration; node indices of the old one stay valid. Only for
+    /// subscribers in this process: it is never serialized.
+    #[serde(skip)]
     Reloaded(std::sync::Arc<crate::engine::config::Config>),
     /// Anything else worth telling the user.
-    Note(String),
+    Note {
+        text: String,
+    },
+    /// Not from the engine: how much a terminal that did not keep up was not shown.
+    Dropped {
+        lines: u64,
+        events: u64,
+    },
+}
+
+impl EventKind {
+    pub fn note(text: impl Into<String>) -> Self {
+        EventKind::Note { text: text.into() }
+    }
+}
+
+/// Durations as whole milliseconds, the way every `*_ms` field has them.
+pub mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        // Written as integers; read as any number, for records of other versions.
+        f64::deserialize(deserializer).map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+    }
 }
 
 /// Bytes of output lines that may be on their way to the log files at once. A service that

@@ -218,7 +218,7 @@ fn expire_unclaimed(routes: &Routes, events: &EventSink) {
 fn ignored(events: &EventSink, pid: i32, text: &str) {
     events.send(
         None,
-        EventKind::Note(format!(
+        EventKind::note(format!(
             "ignored a notify message from pid {pid}: it is not a process of any node ({:?})",
             text.trim()
         )),

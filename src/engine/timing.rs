@@ -25,18 +25,25 @@ impl NodeTiming {
     }
 }
 
-/// What a finished startup looked like.
-#[derive(Debug, Clone)]
+/// What a finished startup looked like. Serialized as the `startup_complete` event
+/// (docs/events.md); the per-node timings stay in the process (a record has them as events).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
+    #[serde(rename = "ready_ms", with = "crate::engine::event::millis")]
     pub ready_after: Duration,
     /// The selected nodes, in startup order of readiness (not-ready ones last).
+    #[serde(skip)]
     pub timings: Vec<NodeTiming>,
-    /// The chain of nodes that decided `ready_after`, first to last.
-    pub critical_path: Vec<usize>,
+    /// The names of the chain of nodes that decided `ready_after`, first to last.
+    pub critical_path: Vec<String>,
     /// Sum of the start durations: roughly what one-at-a-time startup would take.
+    #[serde(
+        rename = "sequential_estimate_ms",
+        with = "crate::engine::event::millis"
+    )]
     pub sequential_estimate: Duration,
-    /// Optional nodes still starting when the required ones were ready.
-    pub pending_optional: Vec<usize>,
+    /// Names of the optional nodes still starting when the required ones were ready.
+    pub pending_optional: Vec<String>,
 }
 
 impl Summary {
@@ -52,11 +59,14 @@ impl Summary {
         let pending_optional = timings
             .iter()
             .filter(|t| t.ready_at.is_none() && !config.nodes[t.node].required)
-            .map(|t| t.node)
+            .map(|t| config.nodes[t.node].name.clone())
             .collect();
         Self {
             ready_after,
-            critical_path: critical_path(config, graph, timings),
+            critical_path: critical_path(config, graph, timings)
+                .into_iter()
+                .map(|n| config.nodes[n].name.clone())
+                .collect(),
             timings: ordered,
             sequential_estimate,
             pending_optional,

@@ -32,7 +32,7 @@ pub async fn config_file(
         settled_change(&mut seen, &modified).await;
         let response = crate::engine::control::reload(&source, &control).await;
         if !response.ok {
-            events.send(None, EventKind::Note(response.message));
+            events.send(None, EventKind::note(response.message));
         }
     }
 }
@@ -55,7 +55,7 @@ pub async fn node_files(
         settled_change(&mut seen, &look).await;
         events.send(
             None,
-            EventKind::Note(format!("{name}: watched files changed, restarting")),
+            EventKind::note(format!("{name}: watched files changed, restarting")),
         );
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = Control::Nodes {
@@ -69,7 +69,7 @@ pub async fn node_files(
         if let Ok(Err(reason)) = answer.await {
             events.send(
                 None,
-                EventKind::Note(format!("{name}: not restarted: {reason}")),
+                EventKind::note(format!("{name}: not restarted: {reason}")),
             );
         }
     }

@@ -16,7 +16,8 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::engine::record::{EventRecord, What};
+use crate::engine::event::EventKind;
+use crate::engine::record::EventRecord;
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt as _;
 
@@ -119,35 +120,34 @@ impl Dashboard {
     /// Takes in one event.
     pub fn observe(&self, event: &EventRecord) {
         let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
-        match (&event.what, &event.node) {
-            (What::Output { .. }, Some(node)) => {
+        match (&event.kind, &event.node) {
+            (EventKind::Output { .. }, Some(node)) => {
                 let lines = view.lines.entry(node.clone()).or_default();
                 if lines.len() == LINES {
                     lines.pop_front();
                 }
                 lines.push_back(event.clone());
             }
-            (what, Some(node)) => {
+            (kind, Some(node)) => {
                 // The core's own state name; records of older runs only have the kind.
-                let state = event.state.as_deref().or_else(|| state_after(what));
+                let state = event.state.as_deref().or_else(|| state_after(kind));
                 if let Some(state) = state {
                     view.states.insert(node.clone(), state.to_owned());
                 }
-                if let What::Ready { took_ms } = what {
-                    view.ready_seconds
-                        .insert(node.clone(), *took_ms as f64 / 1000.0);
+                if let EventKind::Ready { took } = kind {
+                    view.ready_seconds.insert(node.clone(), took.as_secs_f64());
                 }
-                if let What::Restarting { .. } = what {
+                if let EventKind::Restarting { .. } = kind {
                     *view.restarts.entry(node.clone()).or_default() += 1;
                 }
                 view.keep(event);
             }
-            (What::StartupComplete { ready_ms, .. }, None) => {
-                view.startup_seconds = Some(*ready_ms as f64 / 1000.0);
+            (EventKind::StartupComplete(summary), None) => {
+                view.startup_seconds = Some(summary.ready_after.as_secs_f64());
                 view.keep(event);
                 view.startup_over = true;
             }
-            (What::StartupFailed { .. }, None) => {
+            (EventKind::StartupFailed { .. }, None) => {
                 view.keep(event);
                 view.startup_over = true;
             }
@@ -183,16 +183,16 @@ impl Dashboard {
 
 /// The state a node is in after an event of this kind, for records written before events
 /// carried the state.
-fn state_after(what: &What) -> Option<&'static str> {
-    Some(match what {
-        What::Launched | What::Spawned { .. } => "starting",
-        What::Ready { .. } => "ready",
-        What::Failed { .. } => "failed",
-        What::Skipped { .. } => "skipped",
-        What::Exited { .. } => "exited",
-        What::Restarting { .. } => "restarting",
-        What::Stopping => "stopping",
-        What::Stopped { .. } => "stopped",
+fn state_after(kind: &EventKind) -> Option<&'static str> {
+    Some(match kind {
+        EventKind::Launched | EventKind::Spawned { .. } => "starting",
+        EventKind::Ready { .. } => "ready",
+        EventKind::Failed { .. } => "failed",
+        EventKind::Skipped { .. } => "skipped",
+        EventKind::Exited { .. } => "exited",
+        EventKind::Restarting { .. } => "restarting",
+        EventKind::Stopping => "stopping",
+        EventKind::Stopped { .. } => "stopped",
         _ => return None,
     })
 }

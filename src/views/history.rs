@@ -15,7 +15,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::config::Config;
-use crate::engine::record::{EventRecord, What};
+use crate::engine::event::EventKind;
+use crate::engine::record::EventRecord;
 
 /// How many runs are kept.
 pub const KEEP: usize = 20;
@@ -108,14 +109,10 @@ impl Recorder {
         if self.events <= MAX_EVENTS {
             let _ = writeln!(self.file, "{}", event.to_json());
         } else if self.events == MAX_EVENTS + 1 {
-            let note = EventRecord {
-                what: What::Note {
-                    text: "the record ends here: too many events".into(),
-                },
-                node: None,
-                state: None,
-                ..event.clone()
-            };
+            let note = EventRecord::run_wide(
+                std::time::Duration::from_secs_f64(event.t.max(0.0)),
+                EventKind::note("the record ends here: too many events"),
+            );
             let _ = writeln!(self.file, "{}", note.to_json());
         }
     }

@@ -288,8 +288,8 @@ pub fn describe(config: &Config, event: &Event) -> Option<String> {
         EventKind::ShutdownComplete { took } => {
             format!("everything stopped in {}", secs(*took))
         }
-        EventKind::Note(text) => text.clone(),
-        EventKind::Reloaded(_) => return None,
+        EventKind::Note { text } => text.clone(),
+        EventKind::Reloaded(_) | EventKind::Dropped { .. } => return None,
     };
     Some(text)
 }

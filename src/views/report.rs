@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::engine::config::Config;
+use crate::engine::event::EventKind;
 pub use crate::engine::timing::{NodeTiming, Summary};
 
 pub(crate) fn seconds(d: Duration) -> String {
@@ -50,17 +51,13 @@ pub fn render(config: &Config, summary: &Summary) -> String {
         let steps: Vec<String> = summary
             .critical_path
             .iter()
-            .map(|&n| {
+            .map(|name| {
                 let took = summary
                     .timings
                     .iter()
-                    .find(|t| t.node == n)
+                    .find(|t| config.nodes[t.node].name == *name)
                     .and_then(NodeTiming::start_duration);
-                format!(
-                    "{} ({})",
-                    config.nodes[n].name,
-                    took.map_or_else(|| "-".into(), seconds)
-                )
+                format!("{name} ({})", took.map_or_else(|| "-".into(), seconds))
             })
             .collect();
         let _ = writeln!(out, "  critical path: {}", steps.join(" -> "));
@@ -99,43 +96,40 @@ pub struct RecordedRun {
 
 impl RecordedRun {
     pub fn from_record(record: &crate::views::history::RunRecord) -> Self {
-        use crate::engine::record::What;
         let mut run = Self::default();
         for event in &record.events {
             let t = event.millis();
-            if let What::StartupComplete {
-                ready_ms,
-                critical_path,
-                sequential_estimate_ms,
-                ..
-            } = &event.what
-            {
-                run.ready_ms = Some(*ready_ms as f64);
-                run.sequential_estimate_ms = Some(*sequential_estimate_ms as f64);
-                run.critical_path.clone_from(critical_path);
+            if let EventKind::StartupComplete(summary) = &event.kind {
+                run.ready_ms = Some(millis(summary.ready_after));
+                run.sequential_estimate_ms = Some(millis(summary.sequential_estimate));
+                run.critical_path.clone_from(&summary.critical_path);
                 continue;
             }
             let Some(node) = &event.node else {
                 continue;
             };
             let timing = run.timings.entry(node.clone()).or_default();
-            match &event.what {
-                What::Launched => {
+            match &event.kind {
+                EventKind::Launched => {
                     timing.launched.get_or_insert(t);
                 }
-                What::Spawned { attempt, .. } => {
+                EventKind::Spawned { attempt, .. } => {
                     timing.spawned.get_or_insert(t);
                     timing.attempts = timing.attempts.max(u64::from(*attempt));
                 }
-                What::Ready { took_ms } if timing.ready.is_none() => {
+                EventKind::Ready { took } if timing.ready.is_none() => {
                     timing.ready = Some(t);
-                    timing.took = Some(*took_ms as f64);
+                    timing.took = Some(millis(*took));
                 }
                 _ => {}
             }
         }
         run
     }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_millis() as f64
 }
 
 fn secs_ms(ms: f64) -> String {

@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use crate::engine::config::Config;
 use crate::engine::event::{Event, EventKind};
-use crate::engine::record::{EventRecord, What};
+use crate::engine::record::EventRecord;
 
 /// Messages queued for the terminal at most.
 const QUEUE: usize = 1024;
@@ -191,12 +191,8 @@ impl Terminal {
             ToTerminal::Event(event, json) => self.show_event(&event, json),
             ToTerminal::Dropped { lines, events } => {
                 if self.json {
-                    let record = EventRecord {
-                        t: crate::engine::record::seconds(self.last_at),
-                        what: What::Dropped { lines, events },
-                        node: None,
-                        state: None,
-                    };
+                    let record =
+                        EventRecord::run_wide(self.last_at, EventKind::Dropped { lines, events });
                     let _ = writeln!(self.out, "{}", record.to_json());
                 } else {
                     let prefix = self.prefix(OWN_NAME, usize::MAX);

@@ -514,7 +514,7 @@ impl Core {
     }
 
     fn note(&mut self, n: usize, text: String) {
-        self.publish(Some(n), EventKind::Note(text));
+        self.publish(Some(n), EventKind::note(text));
     }
 
     // ----- settling: examine what changed, launch what can start ------------------------------
@@ -844,7 +844,7 @@ impl Core {
                     if self.shutdown.as_ref().is_some_and(|s| !s.killed) {
                         self.publish(
                             None,
-                            EventKind::Note("shutdown_timeout passed: killing what is left".into()),
+                            EventKind::note("shutdown_timeout passed: killing what is left"),
                         );
                         self.kill_everything();
                     }
@@ -1564,7 +1564,7 @@ impl Core {
         }
         parts.push(format!("unchanged: {}", plan.unchanged));
         let summary = format!("reloaded ({})", parts.join("; "));
-        self.publish(None, EventKind::Note(summary.clone()));
+        self.publish(None, EventKind::note(summary.clone()));
         Ok(summary)
     }
 }

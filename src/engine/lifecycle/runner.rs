@@ -358,11 +358,11 @@ fn tell(ctx: &RunnerContext, message: NotifyMessage) {
         NotifyMessage::Status(text) => ctx.report(Report::Status(text)),
         NotifyMessage::MainPid(pid) => ctx.events.node(
             ctx.node,
-            EventKind::Note(format!("{name}: main pid is {pid}")),
+            EventKind::note(format!("{name}: main pid is {pid}")),
         ),
         NotifyMessage::Stopping => ctx.events.node(
             ctx.node,
-            EventKind::Note(format!("{name}: says it is stopping")),
+            EventKind::note(format!("{name}: says it is stopping")),
         ),
         NotifyMessage::Ready | NotifyMessage::Watchdog | NotifyMessage::ExtendTimeout(_) => {}
     }

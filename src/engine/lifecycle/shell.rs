@@ -401,7 +401,7 @@ impl Scheduler {
                 }
                 Err(e) => self
                     .events
-                    .node(n, EventKind::Note(format!("cannot watch the sockets: {e}"))),
+                    .node(n, EventKind::note(format!("cannot watch the sockets: {e}"))),
             }
         }
     }

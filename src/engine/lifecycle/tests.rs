@@ -351,7 +351,9 @@ command = "other"
         h.stop_sent("app"),
         "the app kept running on a dead database"
     );
-    assert!(h.published(|k| matches!(k, EventKind::Note(t) if t.contains("stopping app"))));
+    assert!(
+        h.published(|k| matches!(k, EventKind::Note { text: t } if t.contains("stopping app")))
+    );
     h.stopped("app");
     assert_eq!(h.state("app"), NodeState::Stopped);
     assert!(!h.core.shutting_down(), "other still runs");

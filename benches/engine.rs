@@ -87,54 +87,7 @@ fn drive(text: String) -> (usize, Duration) {
     let mut inputs = 0;
     let mut spent = Duration::ZERO;
     let now = Duration::from_millis(1);
-    let mut step =
-        |core: &mut Core, input: Input, queue: &mut std::collections::VecDeque<Input>| {
-            let started = Instant::now();
-            let effects = core.on(input, now);
-            spent += started.elapsed();
-            inputs += 1;
-            for effect in effects {
-                match effect {
-                    Effect::Launch { node, instance } => {
-                        queue.push_back(Input::Report {
-                            node,
-                            instance,
-                            report: Report::Spawned { pid: 1, attempt: 1 },
-                        });
-                        queue.push_back(Input::Report {
-                            node,
-                            instance,
-                            report: Report::Ready,
-                        });
-                    }
-                    Effect::Stop { node, instance } => queue.push_back(Input::Report {
-                        node,
-                        instance,
-                        report: Report::Stopped {
-                            status: "signal 15".into(),
-                            killed: false,
-                            took: Duration::ZERO,
-                        },
-                    }),
-                    Effect::Verify(_) => queue.push_back(Input::Verified(Ok(()))),
-                    _ => {}
-                }
-            }
-        };
-    for effect in core.begin(Duration::ZERO) {
-        if let Effect::Launch { node, instance } = effect {
-            queue.push_back(Input::Report {
-                node,
-                instance,
-                report: Report::Spawned { pid: 1, attempt: 1 },
-            });
-            queue.push_back(Input::Report {
-                node,
-                instance,
-                report: Report::Ready,
-            });
-        }
-    }
+    fake_processes(core.begin(Duration::ZERO), &mut queue);
     let mut shutdown_sent = false;
     while !core.finished() {
         let input = match queue.pop_front() {
@@ -145,9 +98,44 @@ fn drive(text: String) -> (usize, Duration) {
             }
             None => panic!("the core waits for nothing"),
         };
-        step(&mut core, input, &mut queue);
+        let started = Instant::now();
+        let effects = core.on(input, now);
+        spent += started.elapsed();
+        inputs += 1;
+        fake_processes(effects, &mut queue);
     }
     (inputs, spent)
+}
+
+/// Instant fake processes: a launch is spawned and ready at once, a stop is done at once.
+fn fake_processes(effects: Vec<Effect>, queue: &mut std::collections::VecDeque<Input>) {
+    let report = |node, instance, report| Input::Report {
+        node,
+        instance,
+        report,
+    };
+    for effect in effects {
+        match effect {
+            Effect::Launch { node, instance } => {
+                queue.push_back(report(
+                    node,
+                    instance,
+                    Report::Spawned { pid: 1, attempt: 1 },
+                ));
+                queue.push_back(report(node, instance, Report::Ready));
+            }
+            Effect::Stop { node, instance } => {
+                let stopped = Report::Stopped {
+                    status: "signal 15".into(),
+                    killed: false,
+                    took: Duration::ZERO,
+                };
+                queue.push_back(report(node, instance, stopped));
+            }
+            Effect::Verify(_) => queue.push_back(Input::Verified(Ok(()))),
+            _ => {}
+        }
+    }
 }
 
 fn core_alone() {

@@ -559,23 +559,26 @@ impl Core {
                 live,
                 signalled: false,
                 then,
-            } if !self.dependents_live(n) => {
-                self.set(
-                    n,
-                    NodeState::Stopping {
-                        live,
-                        signalled: true,
-                        then,
-                    },
-                );
-                self.effects.push(Effect::Stop {
-                    node: n,
-                    instance: live.instance,
-                });
-                self.publish(Some(n), EventKind::Stopping);
-            }
+            } if !self.dependents_live(n) => self.send_stop(n, live, then),
             _ => {}
         }
+    }
+
+    /// Tells the runner of `live` to stop now.
+    fn send_stop(&mut self, n: usize, live: Live, then: AfterStop) {
+        self.set(
+            n,
+            NodeState::Stopping {
+                live,
+                signalled: true,
+                then,
+            },
+        );
+        self.effects.push(Effect::Stop {
+            node: n,
+            instance: live.instance,
+        });
+        self.publish(Some(n), EventKind::Stopping);
     }
 
     fn queue(&mut self, n: usize) {
@@ -1327,18 +1330,7 @@ impl Core {
                 then,
             } = self.nodes[n].state.clone()
             {
-                self.set(
-                    n,
-                    NodeState::Stopping {
-                        live,
-                        signalled: true,
-                        then,
-                    },
-                );
-                self.effects.push(Effect::Stop {
-                    node: n,
-                    instance: live.instance,
-                });
+                self.send_stop(n, live, then);
             }
         }
     }

@@ -21,8 +21,14 @@ use crate::views::terminal::{Terminal, TerminalFeed, ToTerminal};
 /// How long the terminal gets, at the end of a run, to take what it has not shown yet.
 const TERMINAL_GRACE: Duration = Duration::from_secs(2);
 
-/// Writes events until the stream closes.
+/// A run's output, ready to start: the log thread's sinks and the terminal.
 pub struct Output {
+    sinks: Sinks,
+    terminal: Terminal,
+}
+
+/// Everything the log thread writes to.
+struct Sinks {
     config: Arc<Config>,
     node_logs: NodeLogs,
     own_log: BufWriter<File>,
@@ -30,7 +36,7 @@ pub struct Output {
     dashboard: Option<Arc<crate::views::dashboard::Dashboard>>,
     /// The run record, appended as events happen.
     recorder: Option<crate::views::history::Recorder>,
-    terminal: Terminal,
+    /// `--output json`: the terminal wants every event as a record, output lines too.
     json: bool,
 }
 
@@ -64,35 +70,23 @@ impl Output {
             .ok();
         Ok(Self {
             terminal: Terminal::new(config.clone(), selected, json),
-            config,
-            node_logs,
-            own_log,
-            dashboard: None,
-            recorder,
-            json,
+            sinks: Sinks {
+                config,
+                node_logs,
+                own_log,
+                dashboard: None,
+                recorder,
+                json,
+            },
         })
     }
 
     /// Consumes events on threads of their own; join the result to know all output is written.
     pub fn spawn(self, mut events: EventStream) -> io::Result<OutputThreads> {
-        let Output {
-            config,
-            node_logs,
-            own_log,
-            dashboard,
-            recorder,
-            terminal,
-            json,
-        } = self;
-        let (feed, terminal_done) = terminal.spawn()?;
+        let (feed, terminal_done) = self.terminal.spawn()?;
         let mut log = LogThread {
-            config,
-            node_logs,
-            own_log,
-            dashboard,
-            recorder,
+            sinks: self.sinks,
             feed,
-            json,
         };
         let handle = std::thread::Builder::new()
             .name("dagstart-log".into())
@@ -124,19 +118,14 @@ impl Output {
 
     /// Feeds every event to `dashboard` too.
     pub fn with_dashboard(mut self, dashboard: Arc<crate::views::dashboard::Dashboard>) -> Self {
-        self.dashboard = Some(dashboard);
+        self.sinks.dashboard = Some(dashboard);
         self
     }
 }
 
 struct LogThread {
-    config: Arc<Config>,
-    node_logs: NodeLogs,
-    own_log: BufWriter<File>,
-    dashboard: Option<Arc<crate::views::dashboard::Dashboard>>,
-    recorder: Option<crate::views::history::Recorder>,
+    sinks: Sinks,
     feed: TerminalFeed,
-    json: bool,
 }
 
 impl LogThread {
@@ -146,15 +135,17 @@ impl LogThread {
         let is_output = matches!(event.kind, EventKind::Output { .. });
         // Output lines are the bulk of the events: only the dashboard (and the terminal with
         // `--output json`) need them as records.
-        let record = if !is_output || self.dashboard.is_some() || self.json {
-            EventRecord::of(&self.config, &event)
+        let record = if !is_output || self.sinks.dashboard.is_some() || self.sinks.json {
+            EventRecord::of(&self.sinks.config, &event)
         } else {
             None
         };
-        if let (Some(dashboard), Some(record)) = (&self.dashboard, &record) {
+        if let (Some(dashboard), Some(record)) = (&self.sinks.dashboard, &record) {
             dashboard.observe(record);
         }
-        if let (false, Some(recorder), Some(record)) = (is_output, &mut self.recorder, &record) {
+        if let (false, Some(recorder), Some(record)) =
+            (is_output, &mut self.sinks.recorder, &record)
+        {
             recorder.event(record);
         }
         let last = matches!(event.kind, EventKind::ShutdownComplete { .. });
@@ -163,9 +154,9 @@ impl LogThread {
     }
 
     fn flush(&mut self) {
-        let _ = self.own_log.flush();
-        self.node_logs.flush();
-        if let Some(recorder) = &mut self.recorder {
+        let _ = self.sinks.own_log.flush();
+        self.sinks.node_logs.flush();
+        if let Some(recorder) = &mut self.sinks.recorder {
             recorder.flush();
         }
         self.feed.flush_backlog();
@@ -174,7 +165,7 @@ impl LogThread {
     fn finish(mut self) {
         if self.feed.total_dropped > 0 {
             let _ = writeln!(
-                self.own_log,
+                self.sinks.own_log,
                 "the terminal did not keep up: {} output lines were not shown there (all are in the node logs)",
                 self.feed.total_dropped
             );
@@ -185,11 +176,11 @@ impl LogThread {
 
     /// After a reload: the new names, and log files for the nodes that were added.
     fn apply_reload(&mut self, config: &Arc<Config>) {
-        self.node_logs.add(config);
-        if let Some(recorder) = &mut self.recorder {
+        self.sinks.node_logs.add(config);
+        if let Some(recorder) = &mut self.sinks.recorder {
             recorder.nodes(config);
         }
-        self.config = config.clone();
+        self.sinks.config = config.clone();
     }
 
     fn write(&mut self, event: &Event) {
@@ -197,16 +188,16 @@ impl LogThread {
             return self.apply_reload(config);
         }
         if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
-            self.node_logs.write(n, line);
+            self.sinks.node_logs.write(n, line);
             return;
         }
-        let Some(text) = describe(&self.config, event) else {
+        let Some(text) = describe(&self.sinks.config, event) else {
             return;
         };
         let stamp = humantime::format_rfc3339_millis(SystemTime::now());
         for line in text.lines() {
             let _ = writeln!(
-                self.own_log,
+                self.sinks.own_log,
                 "{stamp} +{:.3}s {line}",
                 event.at.as_secs_f64()
             );

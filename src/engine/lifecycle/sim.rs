@@ -520,16 +520,7 @@ impl World {
         let pid = 1000 + instance as u32;
         if self.rng.below(30) == 0 {
             let after = self.ms(3);
-            let reason = "simulated: cannot start".to_owned();
-            return self.report_later(
-                after,
-                node,
-                instance,
-                Report::Failed {
-                    reason,
-                    tail: vec![],
-                },
-            );
+            return self.report_later(after, node, instance, failed("simulated: cannot start"));
         }
         let spawn = self.ms(3);
         self.report_later(spawn, node, instance, Report::Spawned { pid, attempt: 1 });
@@ -543,17 +534,9 @@ impl World {
             },
             14..=17 => {
                 // Hangs until its start timeout, then fails.
-                let reason = "simulated: not ready within 2s".to_owned();
                 let after = spawn + Duration::from_secs(2);
-                return self.report_later(
-                    after,
-                    node,
-                    instance,
-                    Report::Failed {
-                        reason,
-                        tail: vec![],
-                    },
-                );
+                let hung = failed("simulated: not ready within 2s");
+                return self.report_later(after, node, instance, hung);
             }
             _ if component => Report::Completed,
             _ => Report::Ready,
@@ -657,10 +640,7 @@ impl World {
                     tail: vec![],
                 }
             } else {
-                Report::Failed {
-                    reason: "simulated: killed".into(),
-                    tail: vec![],
-                }
+                failed("simulated: killed")
             };
             self.report_later(MS, node, instance, report);
         }
@@ -913,6 +893,13 @@ impl World {
             // Only "nothing is left running" may end a run on its own.
             self.trace.push("ended by itself".into());
         }
+    }
+}
+
+fn failed(reason: &str) -> Report {
+    Report::Failed {
+        reason: reason.into(),
+        tail: vec![],
     }
 }
 

@@ -208,7 +208,9 @@ impl Scheduler {
             () = sleep_until_opt(deadline), if deadline.is_some() => Some(Input::Tick),
             () = tokio::time::sleep(AUTO_TICK), if auto_tick => {
                 let busy = self.core.busy_workers();
-                self.auto.as_mut().map(|auto| Input::WorkerLimit(auto.adjust(busy)))
+                // Sampling reads /proc: tell the runtime this thread blocks for a moment.
+                let auto = self.auto.as_mut();
+                tokio::task::block_in_place(|| auto.map(|auto| Input::WorkerLimit(auto.adjust(busy))))
             }
         }
     }

@@ -269,7 +269,8 @@ fn supervise(
     });
 }
 
-/// SIGINT/SIGTERM become a graceful shutdown; a second one kills everything at once.
+/// SIGINT, SIGTERM and SIGHUP (the terminal was closed) become a graceful shutdown; a second
+/// one kills everything at once.
 fn forward_signals(
     control: mpsc::UnboundedSender<Control>,
     command_pid: Arc<AtomicU32>,
@@ -278,12 +279,15 @@ fn forward_signals(
         .map_err(|e| Error::io("installing the SIGINT handler", e))?;
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
+    let mut hangup =
+        signal(SignalKind::hangup()).map_err(|e| Error::io("installing the SIGHUP handler", e))?;
     tokio::spawn(async move {
         let mut received = 0;
         loop {
             let name = tokio::select! {
                 Some(()) = interrupt.recv() => "SIGINT",
                 Some(()) = terminate.recv() => "SIGTERM",
+                Some(()) = hangup.recv() => "SIGHUP",
                 else => return,
             };
             received += 1;

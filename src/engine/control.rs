@@ -5,6 +5,7 @@
 //! answering and is refused; a socket file left by a killed run answers nothing and is replaced.
 
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -111,7 +112,15 @@ pub fn socket_path(project_dir: &Path) -> PathBuf {
     project_dir.join(".dagstart").join("control.sock")
 }
 
-/// Binds the control socket, refusing if another run answers on it and replacing a stale one.
+/// `.dagstart/run.lock` beside services.toml: held (flock) by the run for its whole life.
+pub fn lock_path(project_dir: &Path) -> PathBuf {
+    project_dir.join(".dagstart").join("run.lock")
+}
+
+/// Takes the project's run lock and binds the control socket. One run per project rests on
+/// the lock, not on the socket: a socket file that was removed, or a socket that stopped
+/// answering, never lets a second supervisor start. The kernel drops the lock when the run
+/// ends, however it ends. A socket file with nobody behind the lock is stale and replaced.
 pub fn bind(
     project_dir: &Path,
 ) -> Result<(std::os::unix::net::UnixListener, SocketFile), ControlError> {
@@ -120,33 +129,58 @@ pub fn bind(
         path: path.clone(),
         source,
     };
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            return Err(ControlError::AlreadyRunning {
-                project: project_dir.to_owned(),
-            });
-        }
-        std::fs::remove_file(&path).map_err(io)?;
-    }
     let dir = path.parent().expect("the socket has a directory");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(io)?;
+    let lock = lock_run(project_dir)?;
+    if path.exists() {
+        std::fs::remove_file(&path).map_err(io)?;
+    }
     let listener = std::os::unix::net::UnixListener::bind(&path).map_err(io)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     listener.set_nonblocking(true).map_err(io)?;
-    Ok((listener, SocketFile(path)))
+    Ok((listener, SocketFile { path, _lock: lock }))
 }
 
-/// Removes the socket file when the run ends.
+/// Takes the run lock, or says who holds it.
+fn lock_run(project_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ControlError> {
+    let path = lock_path(project_dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| ControlError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| match errno {
+            nix::errno::Errno::EWOULDBLOCK => ControlError::AlreadyRunning {
+                project: project_dir.to_owned(),
+            },
+            other => ControlError::Io {
+                path,
+                source: other.into(),
+            },
+        },
+    )
+}
+
+/// Removes the socket file when the run ends, and holds the run lock until then.
 #[derive(Debug)]
-pub struct SocketFile(PathBuf);
+pub struct SocketFile {
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -159,7 +193,16 @@ pub async fn serve(
     let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
         return;
     };
-    while let Ok((stream, _)) = listener.accept().await {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of descriptors, a connection reset before it was accepted, ...: the socket
+            // itself is fine. Pause a moment (the error may persist) and go on.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let control = control.clone();
         let source = source.clone();
         tokio::spawn(async move {

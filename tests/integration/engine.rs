@@ -212,3 +212,55 @@ fn a_killed_run_leaves_its_record_for_report() {
         !alive(api)
     });
 }
+
+/// Hardening: closing the terminal (SIGHUP) is a graceful shutdown like SIGTERM.
+#[test]
+fn sighup_stops_the_stack_gracefully() {
+    let p = project(|p| {
+        format!(
+            "[services.db]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.api]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "db", ""),
+            svc(p, "api", ""),
+        )
+    });
+    let mut child = start_in_background(&p, &["run"]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+    let log = p.own_log();
+    assert!(log.contains("shutting down (received SIGHUP)"), "{log}");
+    let (api, db) = (
+        log.find("api: stopped").unwrap(),
+        log.find("db: stopped").unwrap(),
+    );
+    assert!(api < db, "stopped in reverse dependency order:\n{log}");
+    assert!(!log.contains("did not stop in time"), "no SIGKILL was needed:\n{log}");
+}
+
+/// Hardening: one run per project rests on a lock, not on the control socket.
+#[test]
+fn a_second_run_is_refused_even_when_the_control_socket_is_gone() {
+    let p = project(|p| format!("[services.a]\ncommand = {}\n", svc(p, "a", "")));
+    let mut child = start_in_background(&p, &["run"]);
+    std::fs::remove_file(p.path().join(".dagstart/control.sock")).unwrap();
+    let second = p
+        .dagstart(&["run"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .expect("dagstart runs");
+    assert_eq!(second.status.code(), Some(6), "{}", stderr_of(&second));
+    assert_eq!(
+        records(&p.path().join("rec"))
+            .iter()
+            .filter(|r| r.event == "start")
+            .count(),
+        1,
+        "a second supervisor started the stack again"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

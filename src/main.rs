@@ -35,8 +35,10 @@ fn run_hidden_step() {
         }
         Some(step) if step == dagstart::engine::guardian::GUARDIAN => {
             let run_id = args.next().unwrap_or_default();
+            let runtime_dir = args.next().map(std::path::PathBuf::from);
             std::process::exit(dagstart::engine::guardian::run_guardian(
                 &run_id.to_string_lossy(),
+                runtime_dir.as_deref(),
             ));
         }
         _ => {}

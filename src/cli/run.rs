@@ -17,16 +17,19 @@ use crate::engine::notify::NotifyHub;
 use crate::engine::sockets::BoundSockets;
 use crate::views::logfiles::Output;
 
-/// A private directory for the run's sockets (mode 0700), removed when the run ends. It lives
-/// in the temp dir because socket paths are limited to 108 bytes.
+/// A private directory for the run's sockets (mode 0700, an unpredictable name from
+/// `mkdtemp`, so another local user can neither guess nor pre-create it), removed when the run
+/// ends (by the guardian when dagstart was killed). It lives in the temp dir because socket
+/// paths are limited to 108 bytes.
 struct RuntimeDir(std::path::PathBuf);
 
 impl RuntimeDir {
     fn create() -> std::io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        let path = std::env::temp_dir().join(format!("dagstart-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        let template = std::env::temp_dir().join(format!(
+            "{}XXXXXX",
+            crate::engine::guardian::RUNTIME_DIR_PREFIX
+        ));
+        let path = nix::unistd::mkdtemp(&template).map_err(std::io::Error::from)?;
         Ok(Self(path))
     }
 
@@ -218,7 +221,7 @@ async fn run_graph(
     };
     let run_id = format!("{}-{}", std::process::id(), unix_nanos());
     crate::engine::guardian::become_subreaper();
-    let guardian = crate::engine::guardian::Guardian::start(&run_id)
+    let guardian = crate::engine::guardian::Guardian::start(&run_id, runtime_dir.path())
         .map_err(|e| Error::io("starting the guardian process", e))?;
     let setup = RunSetup {
         run_id,

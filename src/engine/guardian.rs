@@ -38,10 +38,12 @@ pub struct Guardian {
 }
 
 impl Guardian {
-    /// Starts the guardian for run `run_id`.
-    pub fn start(run_id: &str) -> std::io::Result<Self> {
+    /// Starts the guardian for run `run_id`, whose private runtime directory is `runtime_dir`
+    /// (removed by the guardian if dagstart could not).
+    pub fn start(run_id: &str, runtime_dir: &std::path::Path) -> std::io::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
             .args([GUARDIAN, run_id])
+            .arg(runtime_dir)
             .env_remove(RUN_MARKER)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -90,8 +92,9 @@ impl Drop for Guardian {
     }
 }
 
-/// The guardian itself: collect process groups until stdin closes, then kill what is left.
-pub fn run_guardian(run_id: &str) -> i32 {
+/// The guardian itself: collect process groups until stdin closes, then kill what is left
+/// and remove the run's runtime directory.
+pub fn run_guardian(run_id: &str, runtime_dir: Option<&std::path::Path>) -> i32 {
     let mut groups = Vec::new();
     for line in std::io::stdin().lock().lines() {
         match line {
@@ -103,11 +106,21 @@ pub fn run_guardian(run_id: &str) -> i32 {
         let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
     }
     kill_marked(run_id);
-    // A killed dagstart could not remove its runtime directory (named after its pid).
-    if let Some(pid) = run_id.split('-').next().filter(|p| !p.is_empty()) {
-        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("dagstart-{pid}")));
+    // A killed dagstart could not remove its runtime directory.
+    if let Some(dir) = runtime_dir.filter(|d| is_runtime_dir(d)) {
+        let _ = std::fs::remove_dir_all(dir);
     }
     0
+}
+
+/// The name every runtime directory has: `dagstart-` and six random characters (`mkdtemp`).
+pub const RUNTIME_DIR_PREFIX: &str = "dagstart-";
+
+/// Only ever remove what looks like one of our runtime directories.
+fn is_runtime_dir(dir: &std::path::Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(RUNTIME_DIR_PREFIX))
 }
 
 /// SIGKILLs every process whose environment carries `DAGSTART_RUN=run_id`; returns their pids.

@@ -238,7 +238,10 @@ fn sighup_stops_the_stack_gracefully() {
         log.find("db: stopped").unwrap(),
     );
     assert!(api < db, "stopped in reverse dependency order:\n{log}");
-    assert!(!log.contains("did not stop in time"), "no SIGKILL was needed:\n{log}");
+    assert!(
+        !log.contains("did not stop in time"),
+        "no SIGKILL was needed:\n{log}"
+    );
 }
 
 /// Hardening: one run per project rests on a lock, not on the control socket.
@@ -263,4 +266,36 @@ fn a_second_run_is_refused_even_when_the_control_socket_is_gone() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Hardening: the runtime directory has an unpredictable name, is private, and is removed by
+/// the guardian when dagstart is SIGKILLed.
+#[test]
+fn the_runtime_directory_is_private_unpredictable_and_cleaned_up_after_a_kill() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = project(|p| format!("[services.a]\ncommand = {}\n", svc(p, "a", "")))
+        .env("TMPDIR", tmp.path().to_str().unwrap());
+    let mut child = start_in_background(&p, &["run"]);
+    let entries: Vec<std::path::PathBuf> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let name = entries[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(name.starts_with("dagstart-"), "{name}");
+    assert_ne!(
+        name,
+        format!("dagstart-{}", child.id()),
+        "named after the pid"
+    );
+    let mode = std::fs::metadata(&entries[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until(
+        RUN_LIMIT,
+        "the guardian to remove the runtime directory",
+        || !entries[0].exists(),
+    );
 }

@@ -83,7 +83,7 @@ impl Recorder {
     /// Starts the record of a run that started at `started`, pruning the history to make room.
     pub fn create(config: &Config, started: SystemTime) -> std::io::Result<Self> {
         let dir = runs_dir(&config.base_dir);
-        std::fs::create_dir_all(&dir)?;
+        super::private::create_dir(&dir)?;
         let runs = list(&config.base_dir);
         for old in runs.iter().take((runs.len() + 1).saturating_sub(KEEP)) {
             for ext in ["jsonl", "json"] {
@@ -93,7 +93,9 @@ impl Recorder {
         let id = started
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let mut file = BufWriter::new(File::create(dir.join(format!("{id}.jsonl")))?);
+        let mut file = BufWriter::new(super::private::create_file(
+            &dir.join(format!("{id}.jsonl")),
+        )?);
         let header = serde_json::json!({
             "started": humantime::format_rfc3339_millis(started).to_string(),
             "nodes": recorded_nodes(config),

@@ -60,7 +60,7 @@ impl Output {
     /// the run record.
     pub fn open(config: Arc<Config>, selected: &[bool], json: bool) -> io::Result<Self> {
         let dir = &config.settings.log_dir;
-        std::fs::create_dir_all(dir)?;
+        super::private::create_dir(dir)?;
         let node_logs = NodeLogs::create(&config, selected)?;
         let mut own_log = create(&dir.join("dagstart.log"))?;
         let recorder = crate::views::history::Recorder::create(&config, SystemTime::now())
@@ -319,8 +319,7 @@ impl NodeLogs {
     ) -> io::Result<()> {
         let path = on.then(|| config.settings.log_dir.join(format!("{}.log", node.name)));
         if let Some(path) = &path {
-            File::create(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            super::private::create_file(path)?;
         }
         self.paths.push(path);
         Ok(())
@@ -369,7 +368,5 @@ fn secs(d: Duration) -> String {
 }
 
 fn create(path: &Path) -> io::Result<BufWriter<File>> {
-    File::create(path)
-        .map(BufWriter::new)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    super::private::create_file(path).map(BufWriter::new)
 }

@@ -12,6 +12,7 @@
 //! | [`gantt`] | the SVG/HTML Gantt chart of a recorded startup |
 //! | [`dashboard`] | the web dashboard (SSE) and `/metrics` |
 //! | [`graph_render`] | `dagstart graph`: text, dot, Mermaid, JSON |
+//! | `private` | log and record files only the user may read (0600 in 0700 directories) |
 
 pub mod dashboard;
 pub mod gantt;
@@ -19,5 +20,6 @@ pub mod graph_render;
 pub mod history;
 pub mod live;
 pub mod logfiles;
+mod private;
 pub mod report;
 pub mod terminal;

@@ -299,3 +299,34 @@ fn the_runtime_directory_is_private_unpredictable_and_cleaned_up_after_a_kill() 
         || !entries[0].exists(),
     );
 }
+
+/// Hardening: logs and run records are private to the user (services print secrets).
+#[test]
+fn logs_and_run_records_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = project(|p| format!("[services.a]\ncommand = {}\n", svc(p, "a", "")));
+    let out = p
+        .dagstart(&["run", "--", "true"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let runs = p.path().join(".dagstart/runs");
+    let record = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for (path, expected) in [
+        (p.path().join("logs"), 0o700),
+        (p.path().join("logs/a.log"), 0o600),
+        (p.path().join("logs/dagstart.log"), 0o600),
+        (runs.clone(), 0o700),
+        (record, 0o600),
+    ] {
+        assert_eq!(mode(&path), expected, "{}", path.display());
+    }
+}

@@ -139,7 +139,7 @@ pub fn bind(
     if path.exists() {
         std::fs::remove_file(&path).map_err(io)?;
     }
-    let listener = std::os::unix::net::UnixListener::bind(&path).map_err(io)?;
+    let listener = crate::engine::socket_path::SocketPath::bind(&path).map_err(io)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     listener.set_nonblocking(true).map_err(io)?;
     Ok((listener, SocketFile { path, _lock: lock }))
@@ -316,7 +316,8 @@ pub fn request(project_dir: &Path, request: &Request) -> Result<Response, Contro
     let not_running = || ControlError::NotRunning {
         project: project_dir.to_owned(),
     };
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|_| not_running())?;
+    let mut stream =
+        crate::engine::socket_path::SocketPath::connect(&path).map_err(|_| not_running())?;
     let io = |source| ControlError::Io {
         path: path.clone(),
         source,
@@ -332,5 +333,5 @@ pub fn request(project_dir: &Path, request: &Request) -> Result<Response, Contro
 
 /// True when a dagstart answers on the project's control socket.
 pub fn is_running(project_dir: &Path) -> bool {
-    std::os::unix::net::UnixStream::connect(socket_path(project_dir)).is_ok()
+    crate::engine::socket_path::SocketPath::connect(&socket_path(project_dir)).is_ok()
 }

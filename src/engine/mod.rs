@@ -11,6 +11,7 @@
 //! | [`health`] | probe attempts and the adaptive wait for readiness |
 //! | [`notify`] | systemd's notify protocol: the run's NOTIFY_SOCKET and its routing |
 //! | [`sockets`] | socket activation: listening sockets bound before anything starts |
+//! | [`socket_path`] | unix socket paths of any length (through `/proc/self/fd`) |
 //! | [`guardian`] | no orphans: subreaper, run marker sweep, and the guardian process |
 //! | [`preflight`] | the environment check before anything is spawned |
 //! | [`pressure`] | CPU pressure for `max_workers = "auto"` |
@@ -32,6 +33,7 @@ pub mod preflight;
 pub mod pressure;
 pub mod process;
 pub mod record;
+pub mod socket_path;
 pub mod sockets;
 pub mod timing;
 pub mod watch;

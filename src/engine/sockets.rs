@@ -54,7 +54,7 @@ impl BoundSockets {
                 {
                     std::fs::remove_file(path)?;
                 }
-                let listener = std::os::unix::net::UnixListener::bind(path)?;
+                let listener = crate::engine::socket_path::SocketPath::bind(path)?;
                 self.unix_paths.push(path.clone());
                 Ok(listener.into())
             }

@@ -330,3 +330,49 @@ fn logs_and_run_records_are_private() {
         assert_eq!(mode(&path), expected, "{}", path.display());
     }
 }
+
+/// Hardening: a project however deep in the file system can run and be steered (unix socket
+/// paths are limited to 108 bytes).
+#[test]
+fn a_project_deep_in_the_file_system_runs_and_answers() {
+    let root = tempfile::tempdir().unwrap();
+    let deep = root
+        .path()
+        .join("a-directory-name-of-sixty-characters-to-make-the-path-long-1")
+        .join("a-directory-name-of-sixty-characters-to-make-the-path-long-2");
+    std::fs::create_dir_all(&deep).unwrap();
+    assert!(deep.join(".dagstart/control.sock").as_os_str().len() > 108);
+    let run_in = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dagstart"));
+        cmd.current_dir(&deep).args(args);
+        cmd
+    };
+    std::fs::write(
+        deep.join("services.toml"),
+        format!(
+            "[services.a]\ncommand = [\"{}\", \"--name\", \"a\"]\nhealth = {{ log = \"ready\" }}\n",
+            crate::harness::demo_svc()
+        ),
+    )
+    .unwrap();
+    let mut child = crate::harness::Running::from(
+        run_in(&["run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(RUN_LIMIT, "startup to complete", || {
+        std::fs::read_to_string(deep.join("logs/dagstart.log"))
+            .is_ok_and(|l| l.contains("startup complete"))
+    });
+    let status = run_in(&["status"]).output().unwrap();
+    assert!(status.status.success(), "{}", stderr_of(&status));
+    assert!(
+        stdout_of(&status).contains("ready"),
+        "{}",
+        stdout_of(&status)
+    );
+    assert!(run_in(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+}

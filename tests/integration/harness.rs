@@ -245,6 +245,12 @@ impl std::ops::DerefMut for Running {
     }
 }
 
+impl From<std::process::Child> for Running {
+    fn from(child: std::process::Child) -> Self {
+        Self(child)
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if matches!(self.0.try_wait(), Ok(None)) {

@@ -256,3 +256,58 @@ fn all_mistakes_are_reported_together() {
     assert_eq!(codes.len(), 4, "{text}");
     assert!(text.contains("4 errors in services.toml"), "{text}");
 }
+
+/// Hardening: a node named `dagstart` would write into dagstart's own log.
+#[test]
+fn the_name_dagstart_is_reserved() {
+    let (codes, text) = diagnose("[services.dagstart]\ncommand = \"a\"\n");
+    assert_eq!(codes, ["dagstart::config::reserved_name"]);
+    assert!(text.contains("logs/dagstart.log"), "{text}");
+}
+
+/// Hardening: a name longer than a file name allows is rejected at load, not at `run`.
+#[test]
+fn a_node_name_too_long_for_its_log_file() {
+    let name = "n".repeat(252);
+    let (codes, text) = diagnose(&format!("[services.{name}]\ncommand = \"a\"\n"));
+    assert_eq!(codes, ["dagstart::config::name"]);
+    assert!(text.contains("at most 128 characters"), "{text}");
+}
+
+/// Hardening: a duration of 292 billion years used to pass `check` and panic at run time.
+#[test]
+fn durations_have_an_upper_bound() {
+    let (codes, text) =
+        diagnose("[services.api]\ncommand = \"a\"\nstartup_timeout = \"292000000000years\"\n");
+    assert_eq!(codes, ["dagstart::config::duration"]);
+    assert!(text.contains("at most 100 years"), "{text}");
+}
+
+/// Hardening: an env file that never ends (a device, a FIFO) used to hang `check`.
+#[test]
+fn an_env_file_that_is_not_a_regular_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("services.toml"),
+        "[settings]\nenv_file = \"/dev/zero\"\n[services.api]\ncommand = \"a\"\n",
+    )
+    .unwrap();
+    let out = assert_cmd::Command::cargo_bin("dagstart")
+        .unwrap()
+        .current_dir(dir.path())
+        .arg("check")
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -48,6 +48,11 @@ impl Environment {
 
     /// Adds the variables of a dotenv file that the environment does not already set.
     fn fill_from_dotenv(&mut self, path: &Path) -> Result<(), String> {
+        match check_readable(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+            Ok(()) => {}
+        }
         let iter = match dotenvy::from_path_iter(path) {
             Ok(iter) => iter,
             Err(e) if e.not_found() => return Ok(()),
@@ -76,10 +81,12 @@ pub enum LoadError {
 
 /// Reads and validates the configuration at `path`.
 pub fn load(path: &Path, env: &Environment) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = check_readable(path)
+        .and_then(|()| std::fs::read_to_string(path))
+        .map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
     Ok(load_str(path, text, env)?)
 }
 
@@ -1375,6 +1382,31 @@ impl<'p> Loader<'p> {
                     .help(format!("rename it, e.g. to `{suggestion}`")),
                 );
             }
+            if node.name == RESERVED_NAME {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::reserved_name",
+                        "`dagstart` cannot name a node",
+                    )
+                    .label(
+                        node.name_span.clone(),
+                        "dagstart's own log is logs/dagstart.log",
+                    )
+                    .help("rename it, e.g. to `dagstart-app`"),
+                );
+            }
+            if node.name.len() > MAX_NAME {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::name",
+                        format!("a node name of {} characters", node.name.len()),
+                    )
+                    .label(
+                        node.name_span.clone(),
+                        format!("at most {MAX_NAME} characters (it names the node's log file)"),
+                    ),
+                );
+            }
             if let Some(first) = first_seen.insert(&node.name, node) {
                 self.push(
                     Problem::error(
@@ -1638,8 +1670,40 @@ fn first_line(text: &str) -> String {
     text.lines().last().unwrap_or(text).trim().to_owned()
 }
 
+/// The name no node may have: dagstart's own log would be its log.
+const RESERVED_NAME: &str = "dagstart";
+/// The longest node name: `<name>.log` must be a valid file name everywhere.
+pub(crate) const MAX_NAME: usize = 128;
+/// The longest duration: longer ones are mistakes, and deadlines must not overflow the clock.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// The largest services.toml or env file read: a bigger one (or `/dev/zero`) is a mistake.
+pub(crate) const MAX_FILE: u64 = 256 << 20;
+
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| e.to_string())
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| e.to_string())?;
+    if duration > MAX_DURATION {
+        return Err("durations are at most 100 years".into());
+    }
+    Ok(duration)
+}
+
+/// A file to read as configuration: a regular file of at most [`MAX_FILE`] bytes (a FIFO or a
+/// device would hang the read, or never end).
+fn check_readable(path: &Path) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {} MiB", MAX_FILE >> 20),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {

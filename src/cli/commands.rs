@@ -156,8 +156,9 @@ pub fn load_config(path: &std::path::Path, env: &Environment) -> Result<Config, 
 
 fn print_warnings(config: &Config) {
     let handler = crate::cli::error::terminal_handler();
+    let lines = config::LineIndex::new(&config.source);
     for warning in &config.warnings {
-        let report = miette::Report::new(warning.clone()).with_source_code(config.source.clone());
+        let report = config::diagnostic_report(warning, &lines);
         let mut out = String::new();
         let _ = handler.render_report(&mut out, report.as_ref());
         eprint!("{out}");

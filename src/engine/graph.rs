@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, Reversed};
 
@@ -163,7 +163,7 @@ pub(crate) fn cycle_problems(nodes: &[Node]) -> Vec<Problem> {
         }
     }
     let mut problems = Vec::new();
-    for component in tarjan_scc(&graph) {
+    for component in kosaraju_scc(&graph) {
         if component.len() < 2 {
             continue;
         }
@@ -171,10 +171,12 @@ pub(crate) fn cycle_problems(nodes: &[Node]) -> Vec<Problem> {
         let names: Vec<&str> = path.iter().map(|&(n, _)| nodes[n].name.as_str()).collect();
         let mut problem = Problem::error(
             "dagstart::config::cycle",
-            format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
+            format!("dependency cycle: {} -> {}", cycle_text(&names), names[0]),
         )
         .help("a cycle can never start; remove one of these dependencies");
-        for (i, &(n, entry)) in path.iter().enumerate() {
+        // A cycle through thousands of nodes is labelled where it starts; the message says
+        // how long it is.
+        for (i, &(n, entry)) in path.iter().enumerate().take(CYCLE_LABELS) {
             let next = names[(i + 1) % names.len()];
             problem = problem.label(
                 nodes[n].depends_on[entry].span.clone(),
@@ -184,6 +186,22 @@ pub(crate) fn cycle_problems(nodes: &[Node]) -> Vec<Problem> {
         problems.push(problem);
     }
     problems
+}
+
+/// Edges of a cycle labelled at most, and nodes of it named in its message at most.
+const CYCLE_LABELS: usize = 20;
+
+/// The nodes of a cycle, first to last, shortened in the middle when there are many.
+fn cycle_text(names: &[&str]) -> String {
+    if names.len() <= 2 * CYCLE_LABELS {
+        return names.join(" -> ");
+    }
+    format!(
+        "{} -> ... ({} more) ... -> {}",
+        names[..CYCLE_LABELS].join(" -> "),
+        names.len() - 2 * CYCLE_LABELS,
+        names[names.len() - CYCLE_LABELS..].join(" -> ")
+    )
 }
 
 /// A cycle inside a strongly connected component: each step is (node, depends_on entry).

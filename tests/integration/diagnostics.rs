@@ -311,3 +311,37 @@ fn an_env_file_that_is_not_a_regular_file_is_an_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Hardening: a problem past column 65,535 used to panic the renderer; it is located in text.
+#[test]
+fn an_error_far_right_on_a_line_is_located_not_a_panic() {
+    let text = format!(
+        "[services.api]\ncommand = \"a\"\n{}startup_timeout = \"soon\"\n",
+        " ".repeat(70_000)
+    );
+    let (codes, rendered) = diagnose(&text);
+    assert_eq!(codes, ["dagstart::config::duration"]);
+    assert!(
+        rendered.contains("at services.toml:3:70019"),
+        "{}",
+        &rendered[..rendered.len().min(500)]
+    );
+}
+
+/// Hardening: a cycle through tens of thousands of nodes used to overflow the stack.
+#[test]
+fn a_cycle_through_thirty_thousand_nodes_is_reported() {
+    const N: usize = 30_000;
+    let mut text = String::new();
+    for i in 0..N {
+        let dep = if i == 0 { N - 1 } else { i - 1 };
+        text += &format!("[services.n{i}]\ncommand = \"a\"\ndepends_on = [\"n{dep}\"]\n");
+    }
+    let (codes, rendered) = diagnose(&text);
+    assert_eq!(codes, ["dagstart::config::cycle"]);
+    assert!(
+        rendered.contains("(29960 more)"),
+        "{}",
+        &rendered[..rendered.len().min(800)]
+    );
+}

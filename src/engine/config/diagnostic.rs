@@ -119,19 +119,47 @@ impl ConfigError {
 
     /// Each problem as a report that carries the file's text, ready to print with `{:?}`.
     pub fn reports(&self) -> impl Iterator<Item = miette::Report> + '_ {
-        self.problems
-            .iter()
-            .map(|p| miette::Report::new(p.clone()).with_source_code(self.file.clone()))
+        let lines = LineIndex::new(&self.file);
+        self.problems.iter().map(move |p| report(p, &lines))
     }
 
     /// The problems as plain data, for `--format json`.
     pub fn to_json(&self) -> Vec<JsonProblem> {
-        let text = self.file.inner().as_str();
+        let lines = LineIndex::new(&self.file);
         self.problems
             .iter()
-            .map(|p| JsonProblem::new(p, text))
+            .map(|p| JsonProblem::new(p, &lines))
             .collect()
     }
+}
+
+/// Columns past this are not drawn under their source line: the renderer cannot pad that far
+/// (it panicked past 65,535) and nobody reads such a line on a terminal anyway.
+const MAX_DRAWN_COLUMN: usize = 4096;
+
+/// `problem` as a report on `file`. A label too far right to draw becomes text naming its
+/// line and column, so every problem stays located.
+pub fn report(problem: &Problem, lines: &LineIndex) -> miette::Report {
+    let too_wide = |span: &Span| {
+        lines.line_column(span.start).1 > MAX_DRAWN_COLUMN
+            || lines.line_column(span.end).1 > MAX_DRAWN_COLUMN
+    };
+    if !problem.labels.iter().any(|(span, _)| too_wide(span)) {
+        return miette::Report::new(problem.clone()).with_source_code(lines.clone());
+    }
+    let mut located = problem.clone();
+    let mut places = Vec::new();
+    located.labels.retain(|(span, label)| {
+        if too_wide(span) {
+            let (line, column) = lines.line_column(span.start);
+            places.push(format!("{}:{line}:{column}: {label}", lines.name));
+            false
+        } else {
+            true
+        }
+    });
+    located.message = format!("{}\n  at {}", located.message, places.join("\n  at "));
+    miette::Report::new(located).with_source_code(lines.clone())
 }
 
 /// A problem as `dagstart check --format json` prints it.
@@ -155,7 +183,7 @@ pub struct JsonLabel {
 }
 
 impl JsonProblem {
-    fn new(problem: &Problem, text: &str) -> Self {
+    fn new(problem: &Problem, lines: &LineIndex) -> Self {
         Self {
             severity: severity_name(problem.severity),
             code: problem.code,
@@ -165,7 +193,7 @@ impl JsonProblem {
                 .labels
                 .iter()
                 .map(|(span, label)| {
-                    let (line, column) = line_column(text, span.start);
+                    let (line, column) = lines.line_column(span.start);
                     JsonLabel {
                         label: label.clone(),
                         offset: span.start,
@@ -194,6 +222,76 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, before[line_start..].chars().count() + 1)
+}
+
+/// A file's text with where each of its lines starts, so that many offsets become (line,
+/// column), and many problems render, without scanning the text again for each: a file with
+/// 10,000 problems stays linear. It is also the source code the reports draw from: miette's
+/// own reader scans from the top of the text for every span.
+#[derive(Debug, Clone)]
+pub struct LineIndex {
+    name: String,
+    text: Arc<String>,
+    starts: Arc<Vec<usize>>,
+}
+
+impl LineIndex {
+    pub fn new(file: &NamedSource<Arc<String>>) -> Self {
+        let text = file.inner().clone();
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            name: file.name().to_owned(),
+            text,
+            starts: Arc::new(starts),
+        }
+    }
+
+    /// The 0-based line of byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&start| start <= offset) - 1
+    }
+
+    /// The 1-based line and column (in characters) of byte `offset`.
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
+        let line = self.line_of(offset);
+        let start = self.starts[line];
+        (line + 1, self.text[start..offset].chars().count() + 1)
+    }
+}
+
+impl miette::SourceCode for LineIndex {
+    /// Reads the lines around `span` only, then puts the result back in the file's place.
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let end = span.offset() + span.len();
+        if end > self.text.len() {
+            return Err(miette::MietteError::OutOfBounds);
+        }
+        let first = self
+            .line_of(span.offset())
+            .saturating_sub(context_lines_before + 1);
+        let last = self.line_of(end) + context_lines_after + 2;
+        let from = self.starts[first];
+        let to = self.starts.get(last).copied().unwrap_or(self.text.len());
+        let window = &self.text[from..to];
+        let inner = miette::SourceSpan::new((span.offset() - from).into(), span.len());
+        let read = window.read_span(&inner, context_lines_before, context_lines_after)?;
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.name.clone(),
+            read.data(),
+            miette::SourceSpan::new((read.span().offset() + from).into(), read.span().len()),
+            read.line() + first,
+            read.column(),
+            read.line_count() + first,
+        )))
+    }
 }
 
 fn floor_char_boundary(text: &str, mut offset: usize) -> usize {

@@ -1441,6 +1441,7 @@ impl<'p> Loader<'p> {
             .collect();
         let kinds: Vec<NodeKind> = nodes.iter().map(|n| n.kind).collect();
         let has_sockets: Vec<bool> = nodes.iter().map(|n| !n.sockets.is_empty()).collect();
+        let suggestions = Suggestions::new(index.keys().copied());
         let mut resolved: Vec<Vec<Dependency>> = Vec::with_capacity(nodes.len());
         for (node, node_spans) in nodes.iter().zip(spans) {
             let mut kept = Vec::with_capacity(node.depends_on.len());
@@ -1450,7 +1451,7 @@ impl<'p> Loader<'p> {
                     continue;
                 }
                 let Some(&target) = index.get(dep.name.as_str()) else {
-                    self.push(unknown_dependency(node, dep, &index));
+                    self.push(unknown_dependency(node, dep, &suggestions));
                     continue;
                 };
                 if let Some(condition) = self.settle_condition(
@@ -1580,7 +1581,7 @@ fn self_dependency(node: &Node, dep: &Dependency) -> Problem {
     .help("remove it: a node cannot wait for itself")
 }
 
-fn unknown_dependency(node: &Node, dep: &Dependency, index: &HashMap<&str, usize>) -> Problem {
+fn unknown_dependency(node: &Node, dep: &Dependency, suggestions: &Suggestions<'_>) -> Problem {
     let problem = Problem::error(
         "dagstart::config::unknown_dependency",
         format!(
@@ -1589,11 +1590,39 @@ fn unknown_dependency(node: &Node, dep: &Dependency, index: &HashMap<&str, usize
         ),
     )
     .label(dep.span.clone(), "no service or component has this name");
-    let mut names: Vec<&str> = index.keys().copied().collect();
-    names.sort_unstable();
-    match did_you_mean(&dep.name, names) {
+    match suggestions.for_name(&dep.name) {
         Some(s) => problem.help(format!("did you mean `{s}`?")),
         None => problem.help("declare it under [services] or [components], or remove the entry"),
+    }
+}
+
+/// The declared names, grouped by first character, for "did you mean": a typo rarely changes
+/// the first character, and a file with thousands of unknown names must not compare each with
+/// every declared name (at most [`Suggestions::MAX_COMPARED`] comparisons per name).
+struct Suggestions<'a> {
+    by_first: HashMap<char, Vec<&'a str>>,
+}
+
+impl<'a> Suggestions<'a> {
+    const MAX_COMPARED: usize = 1000;
+
+    fn new(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut by_first: HashMap<char, Vec<&'a str>> = HashMap::new();
+        for name in names {
+            if let Some(first) = name.chars().next() {
+                by_first.entry(first).or_default().push(name);
+            }
+        }
+        for names in by_first.values_mut() {
+            names.sort_unstable();
+        }
+        Self { by_first }
+    }
+
+    fn for_name(&self, name: &str) -> Option<&'a str> {
+        let first = name.chars().next()?;
+        let candidates = self.by_first.get(&first)?;
+        did_you_mean(name, candidates.iter().take(Self::MAX_COMPARED).copied())
     }
 }
 

@@ -18,7 +18,8 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 pub use diagnostic::{
-    ConfigError, JsonLabel, JsonProblem, Problem, Span, did_you_mean, line_column, plain_handler,
+    ConfigError, JsonLabel, JsonProblem, LineIndex, Problem, Span, did_you_mean, line_column,
+    plain_handler, report as diagnostic_report,
 };
 pub use load::{Environment, KNOWN_KEYS, LoadError, load, load_str};
 pub use render::{node_fingerprint, render_json, render_toml};

@@ -7,8 +7,8 @@
 //! (b) Whole runs with real, cheap processes (`sleep`, ready when spawned): 5,000 independent
 //!     services and a 2,000-level chain; dagstart's CPU time divided by the events it logged.
 //! (c) A service printing 500 MB as fast as it can while dagstart's stdout is a pipe read at
-//!     1 MB/s: dagstart's peak RSS, whether the node's log got every line, and how long SIGTERM
-//!     takes to end the run.
+//!     1 MB/s: dagstart's peak RSS, whether the node's log got every line (rotation set to
+//!     1 GiB so it all stays in one file), and how long SIGTERM takes to end the run.
 //!
 //! `ENGINE_BENCH=a,b,c` picks the parts (all by default).
 
@@ -272,7 +272,7 @@ fn flood() {
     );
     let payload = "x".repeat(LINE - 1);
     let text = format!(
-        "[services.flood]\ncommand = \"yes {payload} | head -n {LINES}; exec sleep 600\"\nshell = true\n"
+        "[settings]\nlog_max_size = \"1GiB\"\n\n[services.flood]\ncommand = \"yes {payload} | head -n {LINES}; exec sleep 600\"\nshell = true\n"
     );
     let dir = project(&text);
     let started = Instant::now();

@@ -138,7 +138,9 @@ pub fn schema() -> Value {
                 "parallel_health_checks": { "type": "boolean" },
                 "log_dir": { "type": "string" },
                 "shutdown_timeout": duration("budget for the whole shutdown (default 30s)"),
-                "env_file": { "type": "string" }
+                "env_file": { "type": "string" },
+                "log_max_size": { "type": "string", "description": "rotate a node's log at this size, e.g. \"100MiB\" (default)" },
+                "log_keep": { "type": "integer", "minimum": 0, "description": "rotated logs kept per node (default 5)" }
             }},
             "env": { "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } },
             "services": { "type": "object", "propertyNames": { "pattern": name }, "additionalProperties": service() },

@@ -87,6 +87,7 @@ impl Output {
         let mut log = LogThread {
             sinks: self.sinks,
             feed,
+            last_at: Duration::ZERO,
         };
         let handle = std::thread::Builder::new()
             .name("dagstart-log".into())
@@ -126,11 +127,14 @@ impl Output {
 struct LogThread {
     sinks: Sinks,
     feed: TerminalFeed,
+    /// Run time of the latest event, for what the log thread says itself.
+    last_at: Duration,
 }
 
 impl LogThread {
     /// Writes `event` everywhere; true when it is the run's last one.
     fn write_last(&mut self, event: Event) -> bool {
+        self.last_at = event.at;
         self.write(&event);
         let is_output = matches!(event.kind, EventKind::Output { .. });
         // Output lines are the bulk of the events: only the dashboard (and the terminal with
@@ -153,9 +157,29 @@ impl LogThread {
         last
     }
 
+    /// A problem with the log files themselves: in dagstart.log and on the terminal, once.
+    fn tell(&mut self, n: usize, at: Duration, text: String) {
+        let stamp = humantime::format_rfc3339_millis(SystemTime::now());
+        let _ = writeln!(
+            self.sinks.own_log,
+            "{stamp} +{:.3}s {text}",
+            at.as_secs_f64()
+        );
+        let event = Event {
+            at,
+            node: Some(n),
+            state: None,
+            kind: EventKind::note(text),
+        };
+        let record = EventRecord::of(&self.sinks.config, &event);
+        self.feed.offer(ToTerminal::Event(event, record));
+    }
+
     fn flush(&mut self) {
         let _ = self.sinks.own_log.flush();
-        self.sinks.node_logs.flush();
+        for (n, text) in self.sinks.node_logs.flush() {
+            self.tell(n, self.last_at, text);
+        }
         if let Some(recorder) = &mut self.sinks.recorder {
             recorder.flush();
         }
@@ -188,7 +212,9 @@ impl LogThread {
             return self.apply_reload(config);
         }
         if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
-            self.sinks.node_logs.write(n, line);
+            if let Some(problem) = self.sinks.node_logs.write(n, line) {
+                self.tell(n, event.at, problem);
+            }
             return;
         }
         let Some(text) = describe(&self.sinks.config, event) else {
@@ -285,15 +311,27 @@ pub fn describe(config: &Config, event: &Event) -> Option<String> {
     Some(text)
 }
 
-/// The `<node>.log` files. Each is created (truncated) when the run starts; at most
-/// `OPEN_LOGS` stay open at once, the one opened longest ago is closed to make room and opened
-/// again for appending when its node prints again, so a stack of thousands of services does
-/// not spend a descriptor per node on its log.
+/// The `<node>.log` files. Each is created (truncated) when the run starts and rotated when
+/// it reaches `settings.log_max_size` (`<node>.log.1` is the newest of `settings.log_keep` old
+/// ones). At most `OPEN_LOGS` stay open at once: the one opened longest ago is closed to make
+/// room and opened again for appending when its node prints again, so a stack of thousands of
+/// services does not spend a descriptor per node on its log. A write that fails (a full disk)
+/// is reported once per node, and the run goes on.
 struct NodeLogs {
-    paths: Vec<Option<std::path::PathBuf>>,
+    logs: Vec<Option<NodeLog>>,
     open: std::collections::HashMap<usize, BufWriter<File>>,
     /// Open files, oldest first.
     order: std::collections::VecDeque<usize>,
+    max_size: u64,
+    keep: u32,
+}
+
+struct NodeLog {
+    path: std::path::PathBuf,
+    /// Bytes in the current file.
+    written: u64,
+    /// A write failed and was reported.
+    failed: bool,
 }
 
 const OPEN_LOGS: usize = 256;
@@ -301,9 +339,11 @@ const OPEN_LOGS: usize = 256;
 impl NodeLogs {
     fn create(config: &Config, selected: &[bool]) -> io::Result<Self> {
         let mut logs = Self {
-            paths: Vec::new(),
+            logs: Vec::new(),
             open: std::collections::HashMap::new(),
             order: std::collections::VecDeque::new(),
+            max_size: config.settings.log_max_size,
+            keep: config.settings.log_keep,
         };
         for (node, &on) in config.nodes.iter().zip(selected) {
             logs.push(config, node, on)?;
@@ -321,27 +361,49 @@ impl NodeLogs {
         if let Some(path) = &path {
             super::private::create_file(path)?;
         }
-        self.paths.push(path);
+        self.logs.push(path.map(|path| NodeLog {
+            path,
+            written: 0,
+            failed: false,
+        }));
         Ok(())
     }
 
     /// After a reload: log files for the nodes that were added.
     fn add(&mut self, config: &Config) {
-        for node in config.nodes.iter().skip(self.paths.len()) {
+        for node in config.nodes.iter().skip(self.logs.len()) {
             if self.push(config, node, true).is_err() {
-                self.paths.push(None);
+                self.logs.push(None);
             }
         }
     }
 
-    fn write(&mut self, n: usize, line: &str) {
+    /// Appends `line` to node `n`'s log; the text of a failure not reported before.
+    fn write(&mut self, n: usize, line: &str) -> Option<String> {
+        let len = line.len() as u64 + 1;
+        let log = self.logs.get(n)?.as_ref()?;
+        if log.written > 0 && log.written + len > self.max_size {
+            if let Err(e) = self.rotate(n) {
+                return self.failed(n, &e);
+            }
+        }
+        let result = self.handle(n).and_then(|file| writeln!(file, "{line}"));
+        match result {
+            Ok(()) => {
+                if let Some(Some(log)) = self.logs.get_mut(n) {
+                    log.written += len;
+                }
+                None
+            }
+            Err(e) => self.failed(n, &e),
+        }
+    }
+
+    /// The open file of node `n`, opening it (and closing the oldest) as needed.
+    fn handle(&mut self, n: usize) -> io::Result<&mut BufWriter<File>> {
         if !self.open.contains_key(&n) {
-            let Some(Some(path)) = self.paths.get(n) else {
-                return;
-            };
-            let Ok(file) = File::options().append(true).open(path) else {
-                return;
-            };
+            let path = &self.logs[n].as_ref().expect("a node with a log").path;
+            let file = File::options().append(true).open(path)?;
             if self.order.len() == OPEN_LOGS {
                 if let Some(mut oldest) = self.order.pop_front().and_then(|o| self.open.remove(&o))
                 {
@@ -351,15 +413,55 @@ impl NodeLogs {
             self.open.insert(n, BufWriter::new(file));
             self.order.push_back(n);
         }
-        if let Some(log) = self.open.get_mut(&n) {
-            let _ = writeln!(log, "{line}");
-        }
+        Ok(self.open.get_mut(&n).expect("just opened"))
     }
 
-    fn flush(&mut self) {
-        for log in self.open.values_mut() {
-            let _ = log.flush();
+    /// `<node>.log` becomes `<node>.log.1`, `.1` becomes `.2`, ... up to `keep`.
+    fn rotate(&mut self, n: usize) -> io::Result<()> {
+        if let Some(mut file) = self.open.remove(&n) {
+            file.flush()?;
+            self.order.retain(|&o| o != n);
         }
+        let log = self.logs[n].as_mut().expect("a node with a log");
+        let numbered = |k: u32| {
+            let mut name = log.path.clone().into_os_string();
+            name.push(format!(".{k}"));
+            std::path::PathBuf::from(name)
+        };
+        for k in (1..self.keep).rev() {
+            let _ = std::fs::rename(numbered(k), numbered(k + 1));
+        }
+        if self.keep > 0 {
+            std::fs::rename(&log.path, numbered(1))?;
+        }
+        super::private::create_file(&log.path)?;
+        log.written = 0;
+        Ok(())
+    }
+
+    fn failed(&mut self, n: usize, error: &io::Error) -> Option<String> {
+        let log = self.logs.get_mut(n)?.as_mut()?;
+        if std::mem::replace(&mut log.failed, true) {
+            return None;
+        }
+        Some(format!(
+            "cannot write {}: {error}; its lines still reach the terminal",
+            log.path.display()
+        ))
+    }
+
+    /// Flushes every open log; the failures not reported before.
+    fn flush(&mut self) -> Vec<(usize, String)> {
+        let mut errors = Vec::new();
+        for (&n, log) in &mut self.open {
+            if let Err(e) = log.flush() {
+                errors.push((n, e));
+            }
+        }
+        errors
+            .into_iter()
+            .filter_map(|(n, e)| self.failed(n, &e).map(|text| (n, text)))
+            .collect()
     }
 }
 

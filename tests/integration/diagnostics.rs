@@ -345,3 +345,10 @@ fn a_cycle_through_thirty_thousand_nodes_is_reported() {
         &rendered[..rendered.len().min(800)]
     );
 }
+
+#[test]
+fn a_log_size_needs_a_unit() {
+    let (codes, text) = diagnose("[settings]\nlog_max_size = \"100\"\n");
+    assert_eq!(codes, ["dagstart::config::size"]);
+    assert!(text.contains("needs a unit"), "{text}");
+}

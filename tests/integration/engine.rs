@@ -376,3 +376,62 @@ fn a_project_deep_in_the_file_system_runs_and_answers() {
     assert!(run_in(&["down"]).output().unwrap().status.success());
     assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
 }
+
+/// Hardening: node logs are rotated by size and bounded in number.
+#[test]
+fn node_logs_rotate_by_size() {
+    let p = Project::new(
+        "[settings]\nlog_max_size = \"2KiB\"\nlog_keep = 2\n\n\
+         [services.chatty]\ncommand = \"seq 1 2000; exec sleep 600\"\nshell = true\n",
+    );
+    let mut child = start_in_background(&p, &["run"]);
+    let logs = p.path().join("logs");
+    wait_until(RUN_LIMIT, "the last line in the current log", || {
+        std::fs::read_to_string(logs.join("chatty.log")).is_ok_and(|t| t.ends_with("2000\n"))
+    });
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap();
+    let (current, older, oldest) = (
+        read("chatty.log"),
+        read("chatty.log.1"),
+        read("chatty.log.2"),
+    );
+    assert!(
+        !logs.join("chatty.log.3").exists(),
+        "only log_keep old files are kept"
+    );
+    for text in [&current, &older, &oldest] {
+        assert!(text.len() <= 2048, "{} bytes", text.len());
+    }
+    // The newest lines, in order, across the files.
+    let lines: Vec<u32> = [&oldest, &older, &current]
+        .iter()
+        .flat_map(|t| t.lines().map(|l| l.parse::<u32>().unwrap()))
+        .collect();
+    assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
+    assert_eq!(*lines.last().unwrap(), 2000);
+    assert!(down(&p, &mut child).success());
+}
+
+/// Hardening: a log that cannot be written (a full disk, here a directory in its place) is
+/// reported once, and the run goes on.
+#[test]
+fn a_log_that_cannot_be_written_is_reported_once() {
+    let p = Project::new(
+        "[services.late]\ncommand = \"sleep 1; seq 1 100; exec sleep 600\"\nshell = true\n",
+    );
+    let mut child = start_in_background(&p, &["run"]);
+    let log = p.path().join("logs/late.log");
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    wait_until(RUN_LIMIT, "the failure to be reported", || {
+        p.own_log().contains("cannot write")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        p.own_log().matches("cannot write").count(),
+        1,
+        "{}",
+        p.own_log()
+    );
+    assert!(down(&p, &mut child).success());
+}

@@ -167,6 +167,8 @@ const SETTINGS_KEYS: &[&str] = &[
     "log_dir",
     "shutdown_timeout",
     "env_file",
+    "log_max_size",
+    "log_keep",
 ];
 const SERVICE_KEYS: &[&str] = &[
     "command",
@@ -451,6 +453,25 @@ impl<'p> Loader<'p> {
         }
     }
 
+    /// A size with a unit: "500KB", "64MiB", "1GiB".
+    fn size(&mut self, value: &Value<'_>, key_path: &str) -> Option<u64> {
+        let text = self.string(value, key_path)?;
+        match parse_size(&text) {
+            Ok(size) => Some(size),
+            Err(reason) => {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::size",
+                        format!("`{}` is not a valid size", leaf(key_path)),
+                    )
+                    .label(value.span(), reason)
+                    .help("sizes look like \"500KB\", \"64MiB\" or \"1GiB\""),
+                );
+                None
+            }
+        }
+    }
+
     /// A port number, or a string such as "${API_PORT:-8010}" that expands to one.
     fn port(&mut self, value: &Value<'_>, key_path: &str) -> Option<u16> {
         if !value.get_ref().is_str() {
@@ -581,6 +602,16 @@ impl<'p> Loader<'p> {
         }
         if let Some(v) = table.get("env_file") {
             self.string(v, "settings.env_file");
+        }
+        if let Some(v) = table.get("log_max_size") {
+            s.log_max_size = self
+                .size(v, "settings.log_max_size")
+                .unwrap_or(s.log_max_size);
+        }
+        if let Some(v) = table.get("log_keep") {
+            s.log_keep = self
+                .integer(v, "log_keep", 1000)
+                .map_or(s.log_keep, |n| n as u32);
         }
         s.log_dir = join_clean(&self.base_dir, &s.log_dir);
         self.settings_from_env(&mut s);
@@ -1714,6 +1745,36 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("durations are at most 100 years".into());
     }
     Ok(duration)
+}
+
+/// "500KB", "64MiB", "1GiB" (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024); at least 1 KiB.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| "expected a number and a unit".to_owned())?;
+    let scale: u64 = match unit.trim() {
+        "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000 * 1000,
+        "GB" => 1000 * 1000 * 1000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "" => return Err("a size needs a unit (B, KB, MB, GB, KiB, MiB, GiB)".into()),
+        other => return Err(format!("unknown unit `{other}`")),
+    };
+    let size = number
+        .checked_mul(scale)
+        .ok_or_else(|| "too large".to_owned())?;
+    if size < 1024 {
+        return Err("at least 1KiB".into());
+    }
+    Ok(size)
 }
 
 /// A file to read as configuration: a regular file of at most [`MAX_FILE`] bytes (a FIFO or a

@@ -63,6 +63,10 @@ pub struct Settings {
     pub parallel_health_checks: bool,
     pub log_dir: PathBuf,
     pub shutdown_timeout: Duration,
+    /// A node's log is rotated when it reaches this many bytes.
+    pub log_max_size: u64,
+    /// Rotated logs kept per node (`<node>.log.1` is the newest).
+    pub log_keep: u32,
 }
 
 impl Default for Settings {
@@ -74,6 +78,8 @@ impl Default for Settings {
             parallel_health_checks: true,
             log_dir: PathBuf::from("logs"),
             shutdown_timeout: Duration::from_secs(30),
+            log_max_size: 100 << 20,
+            log_keep: 5,
         }
     }
 }

@@ -95,6 +95,14 @@ pub fn render_toml(config: &Config) -> String {
         "shutdown_timeout",
         quote(&duration(s.shutdown_timeout)),
     );
+    line(
+        &mut out,
+        config,
+        "settings",
+        "log_max_size",
+        quote(&size(s.log_max_size)),
+    );
+    line(&mut out, config, "settings", "log_keep", s.log_keep);
     if !config.env.is_empty() {
         out.push_str("\n[env]\n");
         for (k, v) in &config.env {
@@ -342,6 +350,8 @@ pub fn render_json(config: &Config) -> String {
             "parallel_health_checks": s.parallel_health_checks,
             "log_dir": s.log_dir.display().to_string(),
             "shutdown_timeout": duration(s.shutdown_timeout),
+            "log_max_size": size(s.log_max_size),
+            "log_keep": s.log_keep,
         },
         "env": config.env,
         "services": services,
@@ -349,4 +359,14 @@ pub fn render_json(config: &Config) -> String {
         "from_env": config.from_env,
     });
     serde_json::to_string_pretty(&doc).expect("config serializes")
+}
+
+/// A size the way services.toml writes it: "100MiB", or bytes when no unit divides it.
+fn size(bytes: u64) -> String {
+    for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes % scale == 0 {
+            return format!("{}{unit}", bytes / scale);
+        }
+    }
+    format!("{bytes}B")
 }

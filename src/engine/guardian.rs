@@ -79,6 +79,13 @@ impl Guardian {
             let _ = groups.send(group.id());
         }
     }
+
+    /// Tells the guardian that a process group is gone and must be forgotten.
+    pub fn forget(&mut self, group: ProcessGroup) {
+        if let Some(groups) = &self.groups {
+            let _ = groups.send(-group.id());
+        }
+    }
 }
 
 impl Drop for Guardian {
@@ -95,11 +102,19 @@ impl Drop for Guardian {
 /// The guardian itself: collect process groups until stdin closes, then kill what is left
 /// and remove the run's runtime directory.
 pub fn run_guardian(run_id: &str, runtime_dir: Option<&std::path::Path>) -> i32 {
-    let mut groups = Vec::new();
+    // "<pgid>" adds a group, "-<pgid>" forgets one that is gone: its number may be handed to
+    // an unrelated process later, which must never be signalled.
+    let mut groups = std::collections::HashSet::new();
     for line in std::io::stdin().lock().lines() {
-        match line {
-            Ok(line) => groups.extend(line.trim().parse::<i32>().ok()),
-            Err(_) => break,
+        let Ok(line) = line else { break };
+        match line.trim().parse::<i32>() {
+            Ok(gone) if gone < 0 => {
+                groups.remove(&-gone);
+            }
+            Ok(group) => {
+                groups.insert(group);
+            }
+            Err(_) => {}
         }
     }
     for group in groups {

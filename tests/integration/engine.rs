@@ -435,3 +435,92 @@ fn a_log_that_cannot_be_written_is_reported_once() {
     );
     assert!(down(&p, &mut child).success());
 }
+
+/// Starts `sleep 300` as a process group leader whose pid (and so pgid) is `pid`, by steering
+/// the kernel's next pid (`/proc/sys/kernel/ns_last_pid`, root only). `None` where that is not
+/// possible.
+fn stranger_with_pid(pid: i32) -> Option<std::process::Child> {
+    use std::os::unix::process::CommandExt as _;
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        let mut child = std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .ok()?;
+        if child.id() as i32 == pid {
+            return Some(child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+/// The pid of `node`'s first spawn, from dagstart.log.
+fn spawned_pid(p: &Project, node: &str) -> i32 {
+    let log = p.own_log();
+    let marker = format!("{node}: spawned (pid ");
+    let at = log.find(&marker).unwrap_or_else(|| panic!("{log}")) + marker.len();
+    log[at..].split(')').next().unwrap().parse().unwrap()
+}
+
+fn finished_component_project() -> Project {
+    project(|p| {
+        format!(
+            "[components.once]\ncommand = [\"true\"]\n\n\
+             [services.keep]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "keep", "")
+        )
+    })
+}
+
+/// Hardening: the process group of a node that is gone is forgotten, so a process that later
+/// gets its number is never signalled by the end of the run (reproduced: an unrelated session
+/// leader SIGKILLed by `dagstart down`).
+#[test]
+fn a_reused_process_group_number_is_not_signalled_at_the_end_of_the_run() {
+    let p = finished_component_project();
+    let mut child = start_in_background(&p, &["run"]);
+    let Some(mut stranger) = stranger_with_pid(spawned_pid(&p, "once")) else {
+        eprintln!("skipped: /proc/sys/kernel/ns_last_pid cannot be steered here (needs root)");
+        down(&p, &mut child);
+        return;
+    };
+    assert!(down(&p, &mut child).success());
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(alive, "dagstart signalled a process it never started");
+}
+
+/// The same for the guardian, after dagstart was SIGKILLed.
+#[test]
+fn a_reused_process_group_number_is_not_signalled_by_the_guardian() {
+    let p = finished_component_project();
+    let mut child = start_in_background(&p, &["run"]);
+    let keep = records(&p.path().join("rec"))
+        .iter()
+        .find(|r| r.name == "keep")
+        .unwrap()
+        .pid;
+    let Some(mut stranger) = stranger_with_pid(spawned_pid(&p, "once")) else {
+        eprintln!("skipped: /proc/sys/kernel/ns_last_pid cannot be steered here (needs root)");
+        down(&p, &mut child);
+        return;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until(RUN_LIMIT, "the guardian to take the stack down", || {
+        !alive(keep)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(
+        alive,
+        "the guardian signalled a process dagstart never started"
+    );
+}

@@ -115,8 +115,10 @@ pub struct Scheduler {
     verified_tx: mpsc::UnboundedSender<Result<(), VerifyFailure>>,
     verified_rx: mpsc::UnboundedReceiver<Result<(), VerifyFailure>>,
     startup_tx: watch::Sender<Startup>,
-    /// Every process group this run created, for the final sweep.
-    groups: Vec<ProcessGroup>,
+    /// The process groups this run created that may still have members, by node, for the
+    /// final sweep. A group is forgotten the moment it is empty: its number can then be handed
+    /// to an unrelated process, which must never be signalled.
+    groups: HashMap<usize, Vec<ProcessGroup>>,
     notify: Option<NotifyHub>,
     sockets: Arc<BoundSockets>,
     run_id: String,
@@ -156,7 +158,7 @@ impl Scheduler {
             verified_tx,
             verified_rx,
             startup_tx,
-            groups: Vec::new(),
+            groups: HashMap::new(),
             notify: setup.notify,
             sockets: setup.sockets,
             run_id: setup.run_id,
@@ -222,8 +224,10 @@ impl Scheduler {
             report,
         } = msg;
         if let Report::Spawned { pid, .. } = &report {
+            // An earlier attempt's group may be gone by now.
+            self.forget_empty_groups(node);
             let group = ProcessGroup::led_by(*pid);
-            self.groups.push(group);
+            self.groups.entry(node).or_default().push(group);
             if let Some(guardian) = &mut self.guardian {
                 guardian.watch(group);
             }
@@ -231,8 +235,11 @@ impl Scheduler {
                 live.group = Some(group);
             }
         }
-        if report.is_last() && self.instances.get(&node).is_some_and(|i| i.id == instance) {
-            self.instances.remove(&node);
+        if report.is_last() {
+            if self.instances.get(&node).is_some_and(|i| i.id == instance) {
+                self.instances.remove(&node);
+            }
+            self.forget_empty_groups(node);
         }
         Input::Report {
             node,
@@ -408,11 +415,29 @@ impl Scheduler {
         }
     }
 
+    /// Forgets the groups of `node` that have no member left (the runner has reaped its
+    /// leader, so an empty group stays empty until its number is reused).
+    fn forget_empty_groups(&mut self, node: usize) {
+        let Some(groups) = self.groups.get_mut(&node) else {
+            return;
+        };
+        let guardian = &mut self.guardian;
+        groups.retain(|&group| {
+            let alive = group.is_alive();
+            if !alive {
+                if let Some(guardian) = guardian.as_mut() {
+                    guardian.forget(group);
+                }
+            }
+            alive
+        });
+    }
+
     /// The end of every run: SIGKILL every process group it created and every process that
     /// still carries the run's marker (escapees from their group), then reap those that were
     /// re-parented to us. Reading /proc blocks, so it runs on a blocking thread.
     async fn sweep_groups(&self) {
-        for group in &self.groups {
+        for group in self.groups.values().flatten() {
             let _ = group.signal(Signal::SIGKILL);
         }
         if !self.run_id.is_empty() {

@@ -61,7 +61,7 @@ fn check_node(config: &Config, node: &Node, problems: &mut Vec<String>) {
         }
     }
     if let Some(port) = node.port {
-        if port != 0 && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+        if port != 0 && port_taken(port) {
             problems.push(format!("{name}: port {port} is already in use"));
         }
     }
@@ -95,5 +95,18 @@ fn executable(path: &Path) -> Result<(), String> {
             Err(format!("is not executable ({})", path.display()))
         }
         Ok(_) => Ok(()),
+    }
+}
+
+/// Whether another process listens on `port` on either loopback: health checks of `localhost`
+/// try both, so a process on [::1] alone would pass them in the service's place.
+fn port_taken(port: u16) -> bool {
+    if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+        return true;
+    }
+    match TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port)) {
+        Ok(_) => false,
+        // No IPv6 on this machine: nothing can listen there either.
+        Err(e) => e.kind() == std::io::ErrorKind::AddrInUse,
     }
 }

@@ -352,3 +352,25 @@ fn a_log_size_needs_a_unit() {
     assert_eq!(codes, ["dagstart::config::size"]);
     assert!(text.contains("needs a unit"), "{text}");
 }
+
+/// Hardening: a file that is not UTF-8 used to be refused without a location.
+#[test]
+fn a_file_that_is_not_utf8_is_located() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("services.toml"),
+        b"[services.a]\ncommand = \"\xff\"\n",
+    )
+    .unwrap();
+    let out = assert_cmd::Command::cargo_bin("dagstart")
+        .unwrap()
+        .current_dir(dir.path())
+        .arg("check")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("dagstart::config::encoding"), "{stderr}");
+    assert!(stderr.contains("services.toml:2:12"), "{stderr}");
+}

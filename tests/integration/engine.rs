@@ -524,3 +524,27 @@ fn a_reused_process_group_number_is_not_signalled_by_the_guardian() {
         "the guardian signalled a process dagstart never started"
     );
 }
+
+/// Hardening: a port another process holds on [::1] only used to pass preflight, and then that
+/// process passed the service's health check in its place.
+#[test]
+fn a_port_taken_on_the_ipv6_loopback_fails_preflight() {
+    let Ok(taken) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    };
+    let port = taken.local_addr().unwrap().port();
+    let p = project(|p| {
+        format!(
+            "[services.api]\ncommand = {}\nport = {port}\n",
+            svc(p, "api", "")
+        )
+    });
+    let out = p.dagstart(&["run"]).timeout(RUN_LIMIT).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains(&format!("api: port {port} is already in use")),
+        "{}",
+        stderr_of(&out)
+    );
+}

@@ -81,13 +81,33 @@ pub enum LoadError {
 
 /// Reads and validates the configuration at `path`.
 pub fn load(path: &Path, env: &Environment) -> Result<Config, LoadError> {
-    let text = check_readable(path)
-        .and_then(|()| std::fs::read_to_string(path))
+    let bytes = check_readable(path)
+        .and_then(|()| std::fs::read(path))
         .map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
         })?;
+    let text = String::from_utf8(bytes).map_err(|e| not_utf8(path, &e))?;
     Ok(load_str(path, text, env)?)
+}
+
+/// A file that is not UTF-8, with the first bad byte located (in a lossy copy of the text).
+fn not_utf8(path: &Path, error: &std::string::FromUtf8Error) -> ConfigError {
+    let at = error.utf8_error().valid_up_to();
+    let lossy = String::from_utf8_lossy(error.as_bytes()).into_owned();
+    // In the lossy copy the bad byte is the replacement character at the same offset.
+    let width = lossy[at..].chars().next().map_or(0, char::len_utf8);
+    ConfigError {
+        file: NamedSource::new(path.display().to_string(), Arc::new(lossy)),
+        problems: vec![
+            Problem::error(
+                "dagstart::config::encoding",
+                "services.toml must be UTF-8 text",
+            )
+            .label(at..at + width, "this byte is not UTF-8")
+            .help("save the file as UTF-8"),
+        ],
+    }
 }
 
 /// Validates configuration `text` as if it had been read from `path` (which need not exist).

@@ -125,3 +125,63 @@ proptest! {
         load(doc);
     }
 }
+
+/// Hostile shapes that found panics, stack overflows and quadratic time before (the hardening
+/// issue): deep nesting, very long lines, huge names, long cycles, many errors, odd bytes.
+fn hostile() -> impl Strategy<Value = String> {
+    prop_oneof![
+        // Nesting deeper than the parser's limit, in arrays or inline tables.
+        (1usize..300, any::<bool>()).prop_map(|(depth, arrays)| {
+            let (open, close) = if arrays { ("[", "]") } else { ("{a=", "}") };
+            let inner = if arrays { "" } else { "1" };
+            format!(
+                "[services.a]\ncommand = \"a\"\nenv = {}{inner}{}\n",
+                open.repeat(depth),
+                close.repeat(depth)
+            )
+        }),
+        // A problem far right on a long line.
+        (0usize..120_000).prop_map(|pad| format!(
+            "[services.a]\ncommand = \"a\"\n{}startup_timeout = \"x\"\n",
+            " ".repeat(pad)
+        )),
+        // Node names of any length, valid characters or not.
+        (1usize..70_000, prop::sample::select(&["n", "é", " "][..]))
+            .prop_map(|(len, c)| format!("[services.\"{}\"]\ncommand = \"a\"\n", c.repeat(len))),
+        // A cycle through many nodes, with or without a way out.
+        (2usize..3000).prop_map(|n| {
+            (0..n)
+                .map(|i| {
+                    let dep = if i == 0 { n - 1 } else { i - 1 };
+                    format!("[services.n{i}]\ncommand = \"a\"\ndepends_on = [\"n{dep}\"]\n")
+                })
+                .collect()
+        }),
+        // Many errors at once.
+        (1usize..3000).prop_map(|n| {
+            (0..n)
+                .map(|i| format!("[services.n{i}]\ncommand = \"a\"\nstartup_timeout = \"{i}\"\ndepends_on = [\"m{i}\"]\n"))
+                .collect()
+        }),
+        // Durations and sizes at the edges.
+        prop::sample::select(&["1ns", "999999999999999years", "100years", "0s", "18446744073709551615s"][..])
+            .prop_map(|d| format!("[settings]\nshutdown_timeout = \"{d}\"\nlog_max_size = \"{d}\"\n")),
+        // Odd bytes in otherwise good files.
+        (prop::collection::vec(any::<u8>(), 1..40), 0usize..40).prop_map(|(junk, at)| {
+            let mut text = "[services.a]\ncommand = \"a\"\nport = 8080\n".to_owned().into_bytes();
+            let at = at.min(text.len());
+            text.splice(at..at, junk);
+            String::from_utf8_lossy(&text).into_owned()
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Bounded (64 cases, each a few milliseconds to a second) so it runs in every `cargo test`.
+    #[test]
+    fn hostile_input_never_panics(doc in hostile()) {
+        load(doc);
+    }
+}

@@ -2,8 +2,12 @@
 //! service to become ready.
 //!
 //! Probing starts right after spawn and backs off in proportion to the time waited so far, up
-//! to `interval`, so a service that becomes ready is seen within milliseconds of it. With parallel health checks a new attempt
-//! starts on schedule even while earlier ones still hang; the first success wins.
+//! to `interval`, so a service that becomes ready is seen within milliseconds of it. A probe
+//! costs the service something (a connection, a database session, a Perl interpreter for
+//! `pg_isready`): one attempt is in flight at a time, and the pause before the next is never
+//! shorter than the last attempt took, so probing never takes more than half of what the
+//! service gives it. Hedging (`parallel_health_checks = true`) lets one more attempt start on
+//! schedule while an earlier one hangs; the first success wins.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,9 +27,14 @@ const MIN_PAUSE: Duration = Duration::from_micros(250);
 /// so a service is seen ready at most ~1.5 % of its own startup time late.
 const PAUSE_DIVISOR: u32 = 64;
 
-/// The pause before the next attempt, `waited` after spawn.
-fn pause_after(waited: Duration, interval: Duration) -> Duration {
-    (waited / PAUSE_DIVISOR).clamp(MIN_PAUSE, interval.max(MIN_PAUSE))
+/// Attempts in flight at once with hedging; one without.
+const HEDGED_IN_FLIGHT: usize = 2;
+
+/// The pause before the next attempt, `waited` after spawn, when the last attempt took `cost`.
+fn pause_after(waited: Duration, interval: Duration, cost: Duration) -> Duration {
+    (waited / PAUSE_DIVISOR)
+        .clamp(MIN_PAUSE, interval.max(MIN_PAUSE))
+        .max(cost)
 }
 
 /// What an attempt may need besides the probe itself.
@@ -228,7 +237,7 @@ pub struct Unhealthy {
 /// `interval` (the fast early attempts are free); `retries` counted failures in a row give up.
 pub async fn wait_until_healthy(
     health: &Health,
-    parallel: bool,
+    hedged: bool,
     spawned_at: Instant,
     ctx: &ProbeContext,
 ) -> Result<(), Unhealthy> {
@@ -236,23 +245,34 @@ pub async fn wait_until_healthy(
         return wait_for_log_line(ctx).await;
     }
     let mut tally = FailureTally::new(health, spawned_at);
-    let mut in_flight: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut in_flight: JoinSet<(Result<(), String>, Duration)> = JoinSet::new();
     let mut next_attempt = tokio::time::Instant::now();
+    let limit = if hedged { HEDGED_IN_FLIGHT } else { 1 };
     loop {
-        let may_start = in_flight.is_empty() || parallel;
         tokio::select! {
-            () = tokio::time::sleep_until(next_attempt), if may_start => {
+            () = tokio::time::sleep_until(next_attempt), if in_flight.len() < limit => {
                 let (probe, timeout, ctx) = (health.probe.clone(), health.timeout, ctx.clone());
-                in_flight.spawn(async move { attempt(&probe, timeout, &ctx).await });
-                next_attempt = tokio::time::Instant::now() + pause_after(spawned_at.elapsed(), health.interval);
+                in_flight.spawn(async move {
+                    let started = Instant::now();
+                    let result = attempt(&probe, timeout, &ctx).await;
+                    (result, started.elapsed())
+                });
+                // With hedging the next attempt is due on schedule (it starts only if this one
+                // hangs); without, it is set when this one ends.
+                next_attempt = tokio::time::Instant::now()
+                    + pause_after(spawned_at.elapsed(), health.interval, Duration::ZERO);
             }
             Some(result) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let outcome = result.unwrap_or_else(|e| Err(e.to_string()));
-                tracing::trace!(probe = %health.probe.describe(), ?outcome, "probe attempt");
+                let (outcome, cost) = result.unwrap_or_else(|e| (Err(e.to_string()), Duration::ZERO));
+                tracing::trace!(probe = %health.probe.describe(), ?outcome, ?cost, "probe attempt");
                 match outcome {
                     Ok(()) => return Ok(()),
                     Err(error) => tally.failed(error)?,
                 }
+                next_attempt = next_attempt.max(
+                    tokio::time::Instant::now()
+                        + pause_after(spawned_at.elapsed(), health.interval, cost),
+                );
             }
         }
     }

@@ -548,3 +548,42 @@ fn a_port_taken_on_the_ipv6_loopback_fails_preflight() {
         stderr_of(&out)
     );
 }
+
+/// Real stacks: against a health endpoint that hangs, probes never pile up (seen: 93
+/// connections open at once after 1 s): one attempt at a time unless hedging is asked for.
+#[test]
+fn a_hanging_health_endpoint_never_has_more_than_one_probe_open() {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let p = Project::new(&format!(
+        "[services.api]\ncommand = \"sleep 600\"\nstartup_timeout = \"2s\"\n\
+         health = {{ http = \"http://127.0.0.1:{port}/health\", timeout = \"200ms\" }}\n"
+    ));
+    let mut child = p
+        .dagstart_std(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Accept every probe and never answer; count the connections open at once.
+    let mut open: Vec<std::net::TcpStream> = Vec::new();
+    let (mut most, mut accepted) = (0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+    while std::time::Instant::now() < deadline {
+        while let Ok((stream, _)) = listener.accept() {
+            stream.set_nonblocking(true).unwrap();
+            open.push(stream);
+            accepted += 1;
+        }
+        let mut buf = [0u8; 1024];
+        open.retain_mut(|s| !matches!(s.read(&mut buf), Ok(0)));
+        most = most.max(open.len());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = wait_exit(&mut child, RUN_LIMIT);
+    assert_eq!(status.code(), Some(4), "the start fails at its timeout");
+    assert!(accepted >= 3, "it kept probing: {accepted} attempts");
+    assert_eq!(most, 1, "probe connections open at once");
+}

@@ -608,7 +608,9 @@ impl<'p> Loader<'p> {
             s.parallel = self.bool(v, "parallel").unwrap_or(s.parallel);
         }
         if let Some(v) = table.get("parallel_health_checks") {
-            s.parallel_health_checks = self.bool(v, "parallel_health_checks").unwrap_or(true);
+            s.parallel_health_checks = self
+                .bool(v, "parallel_health_checks")
+                .unwrap_or(s.parallel_health_checks);
         }
         if let Some(v) = table.get("log_dir") {
             if let Some(dir) = self.string(v, "settings.log_dir") {

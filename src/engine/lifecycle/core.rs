@@ -118,6 +118,17 @@ impl Counters {
     }
 }
 
+/// Which ready node gets a scarce start slot first: a required one before an optional one
+/// (optional nodes never hold up startup), then the one with the most work still behind it (the
+/// critical path is never queued behind leaves: list scheduling by height), then the earlier
+/// in topological order (what `--sequential` promises).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Priority {
+    required: bool,
+    height: usize,
+    rank: Reverse<usize>,
+}
+
 /// What the restart policy decided for a service that ended.
 enum Restart {
     Scheduled,
@@ -143,9 +154,11 @@ pub struct Core {
     /// Nodes to examine before the next input.
     dirty: Vec<usize>,
     is_dirty: Vec<bool>,
-    /// Nodes whose conditions held when examined, by height.
-    ready: BinaryHeap<(usize, Reverse<usize>)>,
+    /// Nodes whose conditions held when examined, most urgent first (see [`Priority`]).
+    ready: BinaryHeap<(Priority, usize)>,
     queued: Vec<bool>,
+    /// Each node's position in the topological order, for ties.
+    rank: Vec<usize>,
     next_instance: u64,
     effects: Vec<Effect>,
     /// How many times a node was examined, to show that work follows what changed.
@@ -191,6 +204,7 @@ impl Core {
             is_dirty: Vec::new(),
             ready: BinaryHeap::new(),
             queued: Vec::new(),
+            rank: Vec::new(),
             next_instance: 1,
             effects: Vec::new(),
             examined: 0,
@@ -500,6 +514,10 @@ impl Core {
         self.queued = vec![false; self.nodes.len()];
         self.dirty.clear();
         self.ready.clear();
+        self.rank = vec![0; self.nodes.len()];
+        for (position, &n) in self.graph.topological_order().iter().enumerate() {
+            self.rank[n] = position;
+        }
         for n in 0..self.nodes.len() {
             self.mark(n);
         }
@@ -584,16 +602,19 @@ impl Core {
     fn queue(&mut self, n: usize) {
         if !self.queued[n] {
             self.queued[n] = true;
-            self.ready.push((self.graph.height(n), Reverse(n)));
+            let priority = Priority {
+                required: self.config.nodes[n].required,
+                height: self.graph.height(n),
+                rank: Reverse(self.rank[n]),
+            };
+            self.ready.push((priority, n));
         }
     }
 
-    /// Launches queued nodes while start slots are free. When slots are scarce, the node with
-    /// the most work still behind it goes first: the critical path is never queued behind
-    /// leaves (list scheduling by height).
+    /// Launches queued nodes while start slots are free, most urgent first ([`Priority`]).
     fn launch_queued(&mut self) {
         while self.busy_workers < self.worker_limit {
-            let Some((_, Reverse(n))) = self.ready.pop() else {
+            let Some((_, n)) = self.ready.pop() else {
                 break;
             };
             self.queued[n] = false;

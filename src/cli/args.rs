@@ -229,7 +229,7 @@ pub enum GraphFormat {
 /// Print the fully resolved configuration.
 ///
 /// Defaults are filled in, `${VAR}` is expanded, and environment overrides
-/// (STARTUP_TIMEOUT, <NODE>_TIMEOUT, ...) are applied; each value that came from the
+/// (STARTUP_TIMEOUT, `<NODE>_TIMEOUT`, ...) are applied; each value that came from the
 /// environment is marked with the variable it came from.
 ///
 /// Example:
@@ -257,8 +257,9 @@ pub enum ConfigFormat {
 /// Start the graph and supervise it until Ctrl-C.
 ///
 /// Every node starts the moment its dependencies meet their condition. Output of each node is
-/// shown prefixed with its name and written to <log_dir>/<node>.log. Ctrl-C or SIGTERM stops
-/// everything in reverse dependency order; a second Ctrl-C kills at once.
+/// shown prefixed with its name and written to `<log_dir>/<node>.log` (rotated by size). Ctrl-C,
+/// SIGTERM or SIGHUP stops everything in reverse dependency order; a second Ctrl-C kills at once.
+/// Exit status 7: a required node failed for good after startup (what needed it was stopped).
 ///
 /// With `-- CMD ARGS...`, dagstart starts the graph, waits until it is ready, runs CMD, then
 /// stops everything and exits with CMD's exit status.

@@ -10,12 +10,13 @@
 //!         └──────────────────────── Input::Verified ◄─────────────────────────┘
 //! ```
 //!
-//! - [`state`]: [`NodeState`], the one enum a node's state lives in.
-//! - [`core`]: [`Core`], the pure transitions: `on(Input, now) -> Vec<Effect>`.
-//! - [`input`], [`effect`]: what goes in and what comes out.
-//! - [`timers`]: the deadline queue (startup, shutdown, restart backoffs).
-//! - [`reload`]: mapping an edited services.toml onto the running one.
-//! - [`shell`]: the async loop that feeds the core and performs its effects.
+//! - `state`: [`NodeState`], the one enum a node's state lives in.
+//! - `core`: [`Core`], the pure transitions: `on(Input, now) -> Vec<Effect>`
+//!   (reports, stopping, user requests and reloads in files of their own).
+//! - `input`, `effect`: what goes in and what comes out.
+//! - `timers`: the deadline queue (startup, shutdown, restart backoffs).
+//! - `reload`: mapping an edited services.toml onto the running one.
+//! - `shell`: the async loop that feeds the core and performs its effects.
 //! - `runner`: one task per started instance: spawn, readiness, supervision, stop.
 
 mod core;

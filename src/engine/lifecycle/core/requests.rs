@@ -1,0 +1,125 @@
+//! What `dagstart start|stop|restart` do to the lifecycle.
+
+use super::Core;
+use crate::engine::lifecycle::input::NodeAction;
+use crate::engine::lifecycle::state::{AfterStop, NodeState};
+
+impl Core {
+    pub(super) fn act_on_nodes(
+        &mut self,
+        action: NodeAction,
+        names: &[String],
+    ) -> Result<String, String> {
+        if self.shutdown.is_some() {
+            return Err("dagstart is shutting down".into());
+        }
+        let mut targets = Vec::new();
+        for name in names {
+            match self.config.nodes.iter().position(|n| &n.name == name) {
+                Some(n) if self.nodes[n].state == NodeState::Removed => {
+                    return Err(format!("`{name}` was removed from services.toml"));
+                }
+                Some(n) if self.nodes[n].state != NodeState::Off => targets.push(n),
+                Some(_) => return Err(format!("`{name}` is not part of this run")),
+                None => {
+                    let known = self.selected().map(|n| self.config.nodes[n].name.as_str());
+                    let hint = crate::engine::config::did_you_mean(name, known)
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    return Err(format!("no node is named `{name}`{hint}"));
+                }
+            }
+        }
+        Ok(match action {
+            NodeAction::Stop => self.stop_nodes(&targets),
+            NodeAction::Restart => self.restart_nodes(&targets),
+            NodeAction::Start => self.start_nodes(&targets),
+        })
+    }
+
+    pub(super) fn names_of(&self, nodes: &[usize]) -> String {
+        nodes
+            .iter()
+            .map(|&n| self.name(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Stops `targets` and everything that depends on them, dependents first. They stay down,
+    /// and keep the run alive, until started again: a node waiting for its dependencies or for
+    /// its restart backoff is held as well.
+    pub(super) fn stop_nodes(&mut self, targets: &[usize]) -> String {
+        let mut affected = self.with_dependents(targets);
+        affected.retain(|&n| !matches!(self.nodes[n].state, NodeState::Off | NodeState::Removed));
+        for &n in &affected {
+            match &self.nodes[n].state {
+                NodeState::Starting(_) | NodeState::Ready { .. } | NodeState::Stopping { .. } => {
+                    self.request_stop(n, AfterStop::Hold);
+                }
+                // A completed component counts as stopped too: `start` runs it again.
+                _ => self.set(n, NodeState::Held),
+            }
+        }
+        format!("stopping: {}", self.names_of(&affected))
+    }
+
+    /// Stops `targets` and their running dependents, dependents first, and starts them again.
+    pub(super) fn restart_nodes(&mut self, targets: &[usize]) -> String {
+        let mut affected = self.with_dependents(targets);
+        affected.retain(|&n| targets.contains(&n) || self.nodes[n].state.is_live());
+        for &n in &affected {
+            match &self.nodes[n].state {
+                NodeState::Starting(_) | NodeState::Ready { .. } | NodeState::Stopping { .. } => {
+                    self.request_stop(n, AfterStop::Relaunch);
+                }
+                NodeState::Off | NodeState::Removed => {}
+                _ => {
+                    self.nodes[n].restarts.clear();
+                    self.set(n, NodeState::Waiting { demanded: true });
+                }
+            }
+        }
+        format!("restarting: {}", self.names_of(&affected))
+    }
+
+    /// Starts `targets` and whatever they need that is not running.
+    pub(super) fn start_nodes(&mut self, targets: &[usize]) -> String {
+        let mut started = Vec::new();
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack = targets.to_vec();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut seen[n], true) {
+                continue;
+            }
+            stack.extend(self.graph.dependencies(n).map(|(d, _)| d));
+            match self.nodes[n].state.clone() {
+                NodeState::Stopping {
+                    live,
+                    signalled,
+                    then: AfterStop::Hold,
+                } => {
+                    self.set(
+                        n,
+                        NodeState::Stopping {
+                            live,
+                            signalled,
+                            then: AfterStop::Relaunch,
+                        },
+                    );
+                    started.push(n);
+                }
+                state if state.is_down() || state == (NodeState::Waiting { demanded: false }) => {
+                    self.nodes[n].restarts.clear();
+                    self.set(n, NodeState::Waiting { demanded: true });
+                    started.push(n);
+                }
+                _ => {}
+            }
+        }
+        if started.is_empty() {
+            "already running".to_owned()
+        } else {
+            format!("starting: {}", self.names_of(&started))
+        }
+    }
+}

@@ -290,7 +290,7 @@ struct FailureTally {
 impl FailureTally {
     fn new(health: &Health, spawned_at: Instant) -> Self {
         Self {
-            retries: health.retries.max(1),
+            retries: health.retries,
             interval: health.interval,
             grace_until: spawned_at + health.start_period,
             counted: 0,
@@ -298,8 +298,12 @@ impl FailureTally {
         }
     }
 
-    /// Records a failure; `Err` once `retries` of them have been counted in a row.
+    /// Records a failure; `Err` once `retries` of them have been counted in a row. With
+    /// `retries = 0` failures never end the start: waiting is not failing.
     fn failed(&mut self, error: String) -> Result<(), Unhealthy> {
+        if self.retries == 0 {
+            return Ok(());
+        }
         let now = Instant::now();
         let too_soon = self
             .last_counted

@@ -587,3 +587,27 @@ fn a_hanging_health_endpoint_never_has_more_than_one_probe_open() {
     assert!(accepted >= 3, "it kept probing: {accepted} attempts");
     assert_eq!(most, 1, "probe connections open at once");
 }
+
+/// Real stacks: waiting is not failing. A service that needs seconds to start (a JVM, a model
+/// server) used to be killed and retried by default after three refused probes.
+#[test]
+fn a_slow_starter_is_waited_for_not_killed() {
+    let port = free_port();
+    let p = project(|p| {
+        format!(
+            "[services.slow]\ncommand = {}\nport = {port}\n",
+            svc(p, "slow", &format!("--delay 3500ms --port {port}"))
+        )
+    });
+    let out = p
+        .dagstart(&["run", "--", "true"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stderr_of(&out), p.own_log());
+    let starts = records(&p.path().join("rec"))
+        .iter()
+        .filter(|r| r.name == "slow" && r.event == "start")
+        .count();
+    assert_eq!(starts, 1, "started once, never killed for being slow");
+}

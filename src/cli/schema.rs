@@ -49,7 +49,7 @@ fn health() -> Value {
         "timeout".into(),
         duration("time limit of one attempt (default 2s)"),
     );
-    properties.insert("retries".into(), json!({ "type": "integer", "minimum": 0, "description": "failures in a row that fail the start (default 3)" }));
+    properties.insert("retries".into(), json!({ "type": "integer", "minimum": 0, "description": "failures in a row that fail the start (default 0: none, only startup_timeout does)" }));
     properties.insert(
         "start_period".into(),
         duration("grace time after spawn (default 0s)"),

@@ -611,3 +611,55 @@ fn a_slow_starter_is_waited_for_not_killed() {
         .count();
     assert_eq!(starts, 1, "started once, never killed for being slow");
 }
+
+/// The run time dagstart.log gives a line that contains `needle`, in seconds.
+fn logged_at(log: &str, needle: &str) -> f64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no `{needle}` in\n{log}"));
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches('+')
+        .trim_end_matches('s')
+        .parse()
+        .unwrap()
+}
+
+/// Hardening: an escaped child that keeps the node's output pipes open used to add 2 s per
+/// pipe to stopping the node; once the group is gone, dagstart no longer waits for the pipes.
+#[test]
+fn an_escaped_child_holding_the_pipes_does_not_hold_up_a_stop() {
+    let p = project(|p| {
+        format!(
+            "[services.leaky]\ncommand = \"setsid sleep 30 & exec sleep 600\"\nshell = true\n\n\
+             [services.other]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "other", "")
+        )
+    });
+    let mut child = start_in_background(&p, &["run"]);
+    let out = p.dagstart(&["stop", "leaky"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_until(RUN_LIMIT, "leaky to stop", || {
+        p.own_log().contains("leaky: stopped")
+    });
+    let log = p.own_log();
+    let stopping = logged_at(&log, "leaky: stopping");
+    let stopped = logged_at(&log, "leaky: stopped");
+    let line = log.lines().find(|l| l.contains("leaky: stopped")).unwrap();
+    let took: f64 = line
+        .rsplit(" in ")
+        .next()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    // Between the stop signal and the report: the stop itself, plus waiting for the pipes.
+    let waited_for_pipes = stopped - stopping - took;
+    assert!(
+        waited_for_pipes < 1.0,
+        "waited {waited_for_pipes:.2}s for the pipes:\n{log}"
+    );
+    assert!(down(&p, &mut child).success());
+}

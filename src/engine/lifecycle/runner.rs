@@ -23,6 +23,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long to wait for the output pipes to drain after the process ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often to look whether anything is left in the node's process group while draining.
+const GROUP_POLL: Duration = Duration::from_millis(20);
+/// Once the group is empty, how long the readers get for what is already in the pipes.
+const AFTER_GROUP: Duration = Duration::from_millis(100);
 
 /// What the scheduler can ask of a runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,8 +480,26 @@ async fn stop(ctx: &RunnerContext, spawned: &mut Spawned) -> StopReport {
 }
 
 /// Waits until the output readers have forwarded every line, so no output is lost.
+///
+/// A process that left the group (a `setsid` escapee) may keep the pipes open for as long as
+/// it lives: once nothing is left in the group, the readers get a moment to forward what is
+/// already in the pipes and are then left to finish on their own (they still forward every
+/// line), so an escapee never holds up a stop or the notice of an exit.
 async fn drain(spawned: &mut Spawned) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    let group = spawned.group;
+    let group_gone = async move {
+        while group.is_alive() {
+            tokio::time::sleep(GROUP_POLL).await;
+        }
+        tokio::time::sleep(AFTER_GROUP).await;
+    };
+    tokio::pin!(group_gone);
     for reader in spawned.readers.drain(..) {
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, reader).await;
+        tokio::select! {
+            _ = reader => {}
+            () = &mut group_gone => return,
+            () = tokio::time::sleep_until(deadline) => return,
+        }
     }
 }

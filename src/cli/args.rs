@@ -174,16 +174,22 @@ pub struct LogsArgs {
 /// Validate services.toml without starting anything.
 ///
 /// Reports every problem in the file at once, each pointing at the exact place, with a
-/// suggestion where there is one. Exits 0 when the file is valid (warnings allowed), 2 when not.
+/// suggestion where there is one; then, as `run` would, every command and working directory
+/// that does not exist, at the node that names it. Exits 0 when all is well (warnings
+/// allowed), 2 when the file is invalid, 3 when `run` would refuse a command or directory.
 ///
-/// Example:
+/// Examples:
 ///   dagstart check --format json
+///   dagstart check --config-only        only the file (e.g. in CI, before anything is built)
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct CheckArgs {
     /// How to print the result.
     #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
     pub format: CheckFormat,
+    /// Check the file only, not whether its commands and working directories exist here.
+    #[arg(long)]
+    pub config_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

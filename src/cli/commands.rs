@@ -15,7 +15,7 @@ use crate::engine::graph::Graph;
 pub fn execute(cli: Cli) -> Result<i32, Error> {
     let env = Environment::from_process();
     match cli.command {
-        Command::Check(args) => check(&cli.file, &env, args.format),
+        Command::Check(args) => check(&cli.file, &env, args.format, args.config_only),
         Command::Graph(args) => graph_command(&cli.file, &env, &args),
         Command::Config(args) => config_command(&cli.file, &env, &args),
         Command::Run(args) => {
@@ -165,9 +165,48 @@ fn print_warnings(config: &Config) {
     }
 }
 
-fn check(path: &std::path::Path, env: &Environment, format: CheckFormat) -> Result<i32, Error> {
+/// Commands and working directories that `run` would not find, as located problems: `check`
+/// reports what `run` would refuse (exit 3), not only what the file says.
+fn missing_files(config: &Config) -> Vec<config::Problem> {
+    let all = vec![true; config.nodes.len()];
+    crate::engine::preflight::files(config, &all)
+        .into_iter()
+        .map(|(n, text)| {
+            let node = &config.nodes[n];
+            config::Problem::located_error(
+                "dagstart::preflight::files",
+                format!("`{}`: {text}", node.name),
+                node.name_span.clone(),
+                "`run` would refuse to start this node",
+            )
+        })
+        .collect()
+}
+
+fn check(
+    path: &std::path::Path,
+    env: &Environment,
+    format: CheckFormat,
+    config_only: bool,
+) -> Result<i32, Error> {
+    let missing_files = |config: &Config| {
+        if config_only {
+            Vec::new()
+        } else {
+            missing_files(config)
+        }
+    };
     if format == CheckFormat::Text {
         let config = load_config(path, env)?;
+        let missing = missing_files(&config);
+        if !missing.is_empty() {
+            let found = config::ConfigError {
+                file: config.source.clone(),
+                problems: missing,
+            };
+            eprint!("{}", found.render(&crate::cli::error::terminal_handler()));
+            return Ok(exit_code::PREFLIGHT);
+        }
         let graph = Graph::build(&config);
         println!(
             "ok: {} services, {} components, depth {}",
@@ -180,9 +219,11 @@ fn check(path: &std::path::Path, env: &Environment, format: CheckFormat) -> Resu
     let (ok, problems, summary) = match config::load(path, env) {
         Ok(config) => {
             let graph = Graph::build(&config);
+            let mut found = config.warnings.clone();
+            found.extend(missing_files(&config));
             let problems = config::ConfigError {
                 file: config.source.clone(),
-                problems: config.warnings.clone(),
+                problems: found,
             }
             .to_json();
             let summary = serde_json::json!({
@@ -195,9 +236,15 @@ fn check(path: &std::path::Path, env: &Environment, format: CheckFormat) -> Resu
         Err(config::LoadError::Invalid(e)) => (false, e.to_json(), serde_json::Value::Null),
         Err(e) => return Err(e.into()),
     };
+    let refused = ok && problems.iter().any(|p| p.severity == "error");
+    let ok = ok && !refused;
     let doc = serde_json::json!({ "ok": ok, "summary": summary, "diagnostics": problems });
     print_out(&serde_json::to_string_pretty(&doc).expect("json"))?;
-    Ok(if ok { exit_code::OK } else { exit_code::CONFIG })
+    Ok(match (ok, refused) {
+        (true, _) => exit_code::OK,
+        (false, true) => exit_code::PREFLIGHT,
+        (false, false) => exit_code::CONFIG,
+    })
 }
 
 fn graph_command(

@@ -21,9 +21,16 @@ pub struct PreflightError {
 
 /// Checks the `selected` nodes of `config`.
 pub fn check(config: &Config, selected: &[bool]) -> Result<(), PreflightError> {
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = files(config, selected)
+        .into_iter()
+        .map(|(n, text)| format!("{}: {text}", config.nodes[n].name))
+        .collect();
     for (node, _) in config.nodes.iter().zip(selected).filter(|(_, on)| **on) {
-        check_node(config, node, &mut problems);
+        if let Some(port) = node.port {
+            if port != 0 && port_taken(port) {
+                problems.push(format!("{}: port {port} is already in use", node.name));
+            }
+        }
     }
     if problems.is_empty() {
         Ok(())
@@ -32,14 +39,28 @@ pub fn check(config: &Config, selected: &[bool]) -> Result<(), PreflightError> {
     }
 }
 
-fn check_node(config: &Config, node: &Node, problems: &mut Vec<String>) {
-    let name = &node.name;
+/// The part of preflight that does not depend on the moment (commands, working directories),
+/// for `dagstart check` too: each problem with the index of its node.
+pub fn files(config: &Config, selected: &[bool]) -> Vec<(usize, String)> {
+    let mut problems = Vec::new();
+    for (n, node) in config.nodes.iter().enumerate() {
+        if selected.get(n).copied().unwrap_or(false) {
+            for text in node_files(config, node) {
+                problems.push((n, text));
+            }
+        }
+    }
+    problems
+}
+
+fn node_files(config: &Config, node: &Node) -> Vec<String> {
+    let mut problems = Vec::new();
     if !node.cwd.is_dir() {
         problems.push(format!(
-            "{name}: working directory {} does not exist",
+            "working directory {} does not exist",
             node.cwd.display()
         ));
-        return;
+        return problems;
     }
     let path_var = node
         .env
@@ -52,19 +73,15 @@ fn check_node(config: &Config, node: &Node, problems: &mut Vec<String>) {
         Command::Shell(_) => "/bin/sh".to_owned(),
     };
     if let Err(reason) = resolve(&program, &node.cwd, path_var.as_deref()) {
-        problems.push(format!("{name}: command `{program}` {reason}"));
+        problems.push(format!("command `{program}` {reason}"));
     }
     if let Probe::Exec { argv } = &node.health.probe {
         let program = argv.first().map_or("", String::as_str);
         if let Err(reason) = resolve(program, &node.cwd, path_var.as_deref()) {
-            problems.push(format!("{name}: health check command `{program}` {reason}"));
+            problems.push(format!("health check command `{program}` {reason}"));
         }
     }
-    if let Some(port) = node.port {
-        if port != 0 && port_taken(port) {
-            problems.push(format!("{name}: port {port} is already in use"));
-        }
-    }
+    problems
 }
 
 /// Finds `program` the way exec does: a path with a slash is taken relative to `cwd`,

@@ -5,7 +5,10 @@ use crate::harness::{Project, fixture, stderr_of, stdout_of};
 #[test]
 fn valid_file_prints_counts_and_depth() {
     let project = Project::new(&std::fs::read_to_string(fixture("stack.toml")).unwrap());
-    let out = project.dagstart(&["check"]).output().unwrap();
+    let out = project
+        .dagstart(&["check", "--config-only"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(stdout_of(&out), "ok: 4 services, 2 components, depth 3\n");
 }
@@ -45,7 +48,7 @@ fn json_format_gives_positions() {
 fn json_format_on_a_valid_file() {
     let project = Project::new(&std::fs::read_to_string(fixture("stack.toml")).unwrap());
     let out = project
-        .dagstart(&["check", "--format", "json"])
+        .dagstart(&["check", "--format", "json", "--config-only"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -69,7 +72,7 @@ fn missing_file_is_a_config_error() {
 #[test]
 fn warnings_do_not_fail_the_check() {
     let project = Project::new(
-        "[components.m]\ncommand = \"m\"\nrequired = false\n[services.a]\ncommand = \"a\"\ndepends_on = [\"m\"]\n",
+        "[components.m]\ncommand = \"true\"\nrequired = false\n[services.a]\ncommand = \"true\"\ndepends_on = [\"m\"]\n",
     );
     let out = project.dagstart(&["check"]).output().unwrap();
     assert!(out.status.success());
@@ -129,4 +132,34 @@ fn no_input_makes_it_panic() {
         );
         assert!(!stderr_of(&out).contains("panicked"), "{text:?}");
     }
+}
+
+/// Real stacks: `check` refuses what `run` would refuse, at the node that names it (a missing
+/// command used to pass `check` and fail only at `run`, without a line number).
+#[test]
+fn a_command_that_does_not_exist_fails_check_where_it_is_named() {
+    let project = Project::new(
+        "[services.ok]\ncommand = \"true\"\n\n[services.api]\ncommand = \"./no-such-api\"\n",
+    );
+    let out = project.dagstart(&["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("`api`: command `./no-such-api` does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("services.toml:4:"), "{err}");
+    let json = project
+        .dagstart(&["check", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(3));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["diagnostics"][0]["labels"][0]["line"], 4);
+    let only = project
+        .dagstart(&["check", "--config-only"])
+        .output()
+        .unwrap();
+    assert!(only.status.success(), "{}", stderr_of(&only));
 }

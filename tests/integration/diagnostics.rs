@@ -374,3 +374,30 @@ fn a_file_that_is_not_utf8_is_located() {
     assert!(stderr.contains("dagstart::config::encoding"), "{stderr}");
     assert!(stderr.contains("services.toml:2:12"), "{stderr}");
 }
+
+/// Real stacks: a health URL on another port than the service's is worth a word at load time
+/// (it used to fail at run time with the wrong advice).
+#[test]
+fn a_health_url_on_another_port_is_a_warning() {
+    let env = Environment::default();
+    let config = load_str(
+        Path::new("services.toml"),
+        "[services.api]\ncommand = \"a\"\nport = 8010\nhealth = { http = \"http://127.0.0.1:8011/health\" }\n"
+            .into(),
+        &env,
+    )
+    .expect("only a warning");
+    let codes: Vec<&str> = config.warnings.iter().map(|w| w.code).collect();
+    assert_eq!(codes, ["dagstart::config::health_port"]);
+    for same in ["http://127.0.0.1:8010/health", "http://localhost:8010/"] {
+        let config = load_str(
+            Path::new("services.toml"),
+            format!(
+                "[services.api]\ncommand = \"a\"\nport = 8010\nhealth = {{ http = \"{same}\" }}\n"
+            ),
+            &env,
+        )
+        .unwrap();
+        assert!(config.warnings.is_empty(), "{same}");
+    }
+}

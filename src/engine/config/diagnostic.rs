@@ -25,6 +25,16 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// An error with one label, for problems found outside the loader (preflight).
+    pub fn located_error(
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
+        Self::error(code, message).label(span, label)
+    }
+
     pub(crate) fn error(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,

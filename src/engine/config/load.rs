@@ -1323,6 +1323,20 @@ impl<'p> Loader<'p> {
 
     fn http_probe(&mut self, target: &str, span: Span, port: Option<u16>) -> Option<Probe> {
         if target.starts_with("http://") {
+            if let (Some(port), Some(probed)) = (port, url_port(target)) {
+                if probed != port {
+                    self.push(
+                        Problem::warning(
+                            "dagstart::config::health_port",
+                            format!("the health check probes port {probed}, the service declares {port}"),
+                        )
+                        .label(span, format!("port {probed}"))
+                        .help(format!(
+                            "if the service listens on {port}, write the path alone (http = \"/health\") and it is probed there"
+                        )),
+                    );
+                }
+            }
             return Some(Probe::Http {
                 url: target.to_owned(),
             });
@@ -1767,6 +1781,17 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("durations are at most 100 years".into());
     }
     Ok(duration)
+}
+
+/// The port of an `http://host[:port]/...` URL (80 when it names none).
+fn url_port(url: &str) -> Option<u16> {
+    let authority = url.strip_prefix("http://")?.split('/').next()?;
+    let host_port = authority.rsplit('@').next()?;
+    match host_port.rsplit_once(':') {
+        // An IPv6 literal without a port ends with `]`.
+        Some((_, port)) if !port.ends_with(']') => port.parse().ok(),
+        _ => Some(80),
+    }
 }
 
 /// "500KB", "64MiB", "1GiB" (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024); at least 1 KiB.

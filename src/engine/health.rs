@@ -4,10 +4,11 @@
 //! Probing starts right after spawn and backs off in proportion to the time waited so far, up
 //! to `interval`, so a service that becomes ready is seen within milliseconds of it. A probe
 //! costs the service something (a connection, a database session, a Perl interpreter for
-//! `pg_isready`): one attempt is in flight at a time, and the pause before the next is never
-//! shorter than the last attempt took, so probing never takes more than half of what the
-//! service gives it. Hedging (`parallel_health_checks = true`) lets one more attempt start on
-//! schedule while an earlier one hangs; the first success wins.
+//! `pg_isready`): the pause before the next attempt is never shorter than the last attempt
+//! took, so probing never takes more than half of what the service gives it. With hedging
+//! (`parallel_health_checks = true`, the default) a second attempt starts only when the first
+//! has been out twice as long as attempts usually take, never more than two in flight; without,
+//! one at a time. The first success wins.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -245,37 +246,52 @@ pub async fn wait_until_healthy(
         return wait_for_log_line(ctx).await;
     }
     let mut tally = FailureTally::new(health, spawned_at);
-    let mut in_flight: JoinSet<(Result<(), String>, Duration)> = JoinSet::new();
+    let mut in_flight: JoinSet<(Result<(), String>, Instant, Duration)> = JoinSet::new();
+    // When each attempt still in flight started, and what attempts usually cost.
+    let mut started: Vec<Instant> = Vec::new();
+    let mut usual: Option<Duration> = None;
     let mut next_attempt = tokio::time::Instant::now();
     let limit = if hedged { HEDGED_IN_FLIGHT } else { 1 };
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next_attempt), if in_flight.len() < limit => {
                 let (probe, timeout, ctx) = (health.probe.clone(), health.timeout, ctx.clone());
+                let now = Instant::now();
+                started.push(now);
                 in_flight.spawn(async move {
-                    let started = Instant::now();
                     let result = attempt(&probe, timeout, &ctx).await;
-                    (result, started.elapsed())
+                    (result, now, now.elapsed())
                 });
-                // With hedging the next attempt is due on schedule (it starts only if this one
-                // hangs); without, it is set when this one ends.
-                next_attempt = tokio::time::Instant::now()
-                    + pause_after(spawned_at.elapsed(), health.interval, Duration::ZERO);
+                // A hedge, if this one is still out when it is overdue (without hedging the
+                // branch stays closed while an attempt is in flight).
+                next_attempt = tokio::time::Instant::from_std(now + hedge_after(usual, health));
             }
             Some(result) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let (outcome, cost) = result.unwrap_or_else(|e| (Err(e.to_string()), Duration::ZERO));
+                let (outcome, began, cost) = result
+                    .unwrap_or_else(|e| (Err(e.to_string()), Instant::now(), Duration::ZERO));
+                started.retain(|&s| s != began);
                 tracing::trace!(probe = %health.probe.describe(), ?outcome, ?cost, "probe attempt");
                 match outcome {
                     Ok(()) => return Ok(()),
                     Err(error) => tally.failed(error)?,
                 }
-                next_attempt = next_attempt.max(
-                    tokio::time::Instant::now()
-                        + pause_after(spawned_at.elapsed(), health.interval, cost),
-                );
+                usual = Some(usual.map_or(cost, |u| (u * 3 + cost) / 4));
+                let paced = Instant::now() + pause_after(spawned_at.elapsed(), health.interval, cost);
+                // Another attempt still out: the next one is a hedge for it, not a third.
+                let due = match started.iter().min() {
+                    Some(&out_since) => paced.max(out_since + hedge_after(usual, health)),
+                    None => paced,
+                };
+                next_attempt = tokio::time::Instant::from_std(due);
             }
         }
     }
+}
+
+/// How long an attempt may be out before a hedge starts beside it: twice what attempts
+/// usually take, or half the timeout before any has come back.
+fn hedge_after(usual: Option<Duration>, health: &Health) -> Duration {
+    usual.map_or(health.timeout / 2, |u| (u * 2).max(MIN_PAUSE))
 }
 
 /// Counts failed attempts the way `retries`, `interval` and `start_period` say.

@@ -75,7 +75,7 @@ impl Default for Settings {
             max_workers: MaxWorkers::Unlimited,
             startup_timeout: Duration::from_secs(300),
             parallel: true,
-            parallel_health_checks: false,
+            parallel_health_checks: true,
             log_dir: PathBuf::from("logs"),
             shutdown_timeout: Duration::from_secs(30),
             log_max_size: 100 << 20,

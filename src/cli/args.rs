@@ -174,9 +174,10 @@ pub struct LogsArgs {
 /// Validate services.toml without starting anything.
 ///
 /// Reports every problem in the file at once, each pointing at the exact place, with a
-/// suggestion where there is one; then, as `run` would, every command and working directory
-/// that does not exist, at the node that names it. Exits 0 when all is well (warnings
-/// allowed), 2 when the file is invalid, 3 when `run` would refuse a command or directory.
+/// suggestion where there is one; then every command (a warning: an earlier component may
+/// build it) and working directory (an error, as `run` would refuse it) that does not exist, at
+/// the node that names it. Exits 0 when all is well (warnings allowed), 2 when the file is
+/// invalid, 3 when a working directory is missing.
 ///
 /// Examples:
 ///   dagstart check --format json

@@ -165,20 +165,32 @@ fn print_warnings(config: &Config) {
     }
 }
 
-/// Commands and working directories that `run` would not find, as located problems: `check`
-/// reports what `run` would refuse (exit 3), not only what the file says.
+/// Commands and working directories that `run` would not find, as located problems: a
+/// missing working directory is an error (`run` would refuse it, exit 3), a missing command a
+/// warning (an earlier component may build it).
 fn missing_files(config: &Config) -> Vec<config::Problem> {
+    use crate::engine::preflight::Missing;
     let all = vec![true; config.nodes.len()];
     crate::engine::preflight::files(config, &all)
         .into_iter()
-        .map(|(n, text)| {
+        .map(|(n, missing)| {
             let node = &config.nodes[n];
-            config::Problem::located_error(
-                "dagstart::preflight::files",
-                format!("`{}`: {text}", node.name),
-                node.name_span.clone(),
-                "`run` would refuse to start this node",
-            )
+            let message = format!("`{}`: {}", node.name, missing.text());
+            let span = node.name_span.clone();
+            match missing {
+                Missing::Directory(_) => config::Problem::located_error(
+                    "dagstart::preflight::directory",
+                    message,
+                    span,
+                    "`run` would refuse to start this node",
+                ),
+                Missing::Command(_) => config::Problem::located_warning(
+                    "dagstart::preflight::command",
+                    message,
+                    span,
+                    "unless an earlier component builds it, this node will fail to start",
+                ),
+            }
         })
         .collect()
 }
@@ -200,12 +212,20 @@ fn check(
         let config = load_config(path, env)?;
         let missing = missing_files(&config);
         if !missing.is_empty() {
-            let found = config::ConfigError {
-                file: config.source.clone(),
-                problems: missing,
-            };
-            eprint!("{}", found.render(&crate::cli::error::terminal_handler()));
-            return Ok(exit_code::PREFLIGHT);
+            let refused = missing.iter().any(config::Problem::is_error);
+            let lines = config::LineIndex::new(&config.source);
+            let handler = crate::cli::error::terminal_handler();
+            for problem in &missing {
+                let mut out = String::new();
+                let _ = handler.render_report(
+                    &mut out,
+                    config::diagnostic_report(problem, &lines).as_ref(),
+                );
+                eprint!("{out}");
+            }
+            if refused {
+                return Ok(exit_code::PREFLIGHT);
+            }
         }
         let graph = Graph::build(&config);
         println!(

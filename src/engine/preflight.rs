@@ -23,7 +23,7 @@ pub struct PreflightError {
 pub fn check(config: &Config, selected: &[bool]) -> Result<(), PreflightError> {
     let mut problems: Vec<String> = files(config, selected)
         .into_iter()
-        .map(|(n, text)| format!("{}: {text}", config.nodes[n].name))
+        .map(|(n, missing)| format!("{}: {}", config.nodes[n].name, missing.text()))
         .collect();
     for (node, _) in config.nodes.iter().zip(selected).filter(|(_, on)| **on) {
         if let Some(port) = node.port {
@@ -39,27 +39,44 @@ pub fn check(config: &Config, selected: &[bool]) -> Result<(), PreflightError> {
     }
 }
 
+/// What is missing on this machine for a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// Its working directory.
+    Directory(String),
+    /// A command (its own or its exec probe's); an earlier component may still build it.
+    Command(String),
+}
+
+impl Missing {
+    pub fn text(&self) -> &str {
+        match self {
+            Missing::Directory(text) | Missing::Command(text) => text,
+        }
+    }
+}
+
 /// The part of preflight that does not depend on the moment (commands, working directories),
 /// for `dagstart check` too: each problem with the index of its node.
-pub fn files(config: &Config, selected: &[bool]) -> Vec<(usize, String)> {
+pub fn files(config: &Config, selected: &[bool]) -> Vec<(usize, Missing)> {
     let mut problems = Vec::new();
     for (n, node) in config.nodes.iter().enumerate() {
         if selected.get(n).copied().unwrap_or(false) {
-            for text in node_files(config, node) {
-                problems.push((n, text));
+            for missing in node_files(config, node) {
+                problems.push((n, missing));
             }
         }
     }
     problems
 }
 
-fn node_files(config: &Config, node: &Node) -> Vec<String> {
+fn node_files(config: &Config, node: &Node) -> Vec<Missing> {
     let mut problems = Vec::new();
     if !node.cwd.is_dir() {
-        problems.push(format!(
+        problems.push(Missing::Directory(format!(
             "working directory {} does not exist",
             node.cwd.display()
-        ));
+        )));
         return problems;
     }
     let path_var = node
@@ -73,12 +90,14 @@ fn node_files(config: &Config, node: &Node) -> Vec<String> {
         Command::Shell(_) => "/bin/sh".to_owned(),
     };
     if let Err(reason) = resolve(&program, &node.cwd, path_var.as_deref()) {
-        problems.push(format!("command `{program}` {reason}"));
+        problems.push(Missing::Command(format!("command `{program}` {reason}")));
     }
     if let Probe::Exec { argv } = &node.health.probe {
         let program = argv.first().map_or("", String::as_str);
         if let Err(reason) = resolve(program, &node.cwd, path_var.as_deref()) {
-            problems.push(format!("health check command `{program}` {reason}"));
+            problems.push(Missing::Command(format!(
+                "health check command `{program}` {reason}"
+            )));
         }
     }
     problems

@@ -134,15 +134,17 @@ fn no_input_makes_it_panic() {
     }
 }
 
-/// Real stacks: `check` refuses what `run` would refuse, at the node that names it (a missing
-/// command used to pass `check` and fail only at `run`, without a line number).
+/// Real stacks: `check` says what `run` would trip over, at the node that names it (a missing
+/// command used to pass `check` silently and fail only at `run`, without a line number). A
+/// missing command is a warning (an earlier component may build it); a missing working
+/// directory is refused as `run` would (exit 3).
 #[test]
-fn a_command_that_does_not_exist_fails_check_where_it_is_named() {
+fn check_locates_missing_commands_and_refuses_missing_directories() {
     let project = Project::new(
         "[services.ok]\ncommand = \"true\"\n\n[services.api]\ncommand = \"./no-such-api\"\n",
     );
     let out = project.dagstart(&["check"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(out.status.success(), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     assert!(
         err.contains("`api`: command `./no-such-api` does not exist"),
@@ -153,10 +155,19 @@ fn a_command_that_does_not_exist_fails_check_where_it_is_named() {
         .dagstart(&["check", "--format", "json"])
         .output()
         .unwrap();
-    assert_eq!(json.status.code(), Some(3));
+    assert!(json.status.success());
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["diagnostics"][0]["severity"], "warning");
     assert_eq!(doc["diagnostics"][0]["labels"][0]["line"], 4);
+
+    let project = Project::new("[services.api]\ncommand = \"true\"\ncwd = \"missing-dir\"\n");
+    let out = project.dagstart(&["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("working directory"),
+        "{}",
+        stderr_of(&out)
+    );
     let only = project
         .dagstart(&["check", "--config-only"])
         .output()

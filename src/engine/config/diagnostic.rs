@@ -35,6 +35,16 @@ impl Problem {
         Self::error(code, message).label(span, label)
     }
 
+    /// A warning with one label, for problems found outside the loader (preflight).
+    pub fn located_warning(
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
+        Self::warning(code, message).label(span, label)
+    }
+
     pub(crate) fn error(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,

@@ -22,6 +22,10 @@ use dagstart::engine::config::Environment;
 use dagstart::engine::graph::Graph;
 use dagstart::engine::lifecycle::{Core, Effect, Input, Options, Report};
 
+mod common;
+
+use common::{cpu_of, rss_kib};
+
 const DAGSTART: &str = env!("CARGO_BIN_EXE_dagstart");
 
 fn main() {
@@ -178,29 +182,6 @@ fn cheap(n: usize, chained: bool) -> String {
         }
     }
     text
-}
-
-/// utime + stime of `pid`, from /proc.
-fn cpu_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn own_log(dir: &Path) -> String {

@@ -7,6 +7,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{fds, rss_kib};
+
 const DAGSTART: &str = env!("CARGO_BIN_EXE_dagstart");
 const DEMO_SVC: &str = env!("CARGO_BIN_EXE_demo-svc");
 
@@ -58,17 +62,4 @@ fn main() {
 
 fn count(log: &Path, needle: &str) -> usize {
     std::fs::read_to_string(log).map_or(0, |l| l.matches(needle).count())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }

@@ -2,8 +2,8 @@
 //! down; a second run refused; a stale socket replaced.
 
 use crate::harness::{
-    Project, RUN_LIMIT, alive, project, start_in_background, stderr_of, stdout_of, svc, wait_exit,
-    wait_until,
+    Project, RUN_LIMIT, alive, project, start_in_background, status_json, stderr_of, stdout_of,
+    svc, wait_exit, wait_until,
 };
 
 fn stack() -> Project {
@@ -19,15 +19,6 @@ fn stack() -> Project {
             svc(p, "other", ""),
         )
     })
-}
-
-fn status_json(p: &Project) -> Vec<serde_json::Value> {
-    let out = p
-        .dagstart(&["status", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn node<'a>(status: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {

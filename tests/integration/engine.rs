@@ -6,21 +6,12 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use crate::harness::{
-    Project, RUN_LIMIT, alive, free_port, project, records, start_in_background, stderr_of,
-    stdout_of, svc, wait_exit, wait_until,
+    Project, RUN_LIMIT, alive, free_port, project, records, start_in_background, status_json,
+    stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
 
-fn status(p: &Project) -> Vec<serde_json::Value> {
-    let out = p
-        .dagstart(&["status", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn state_of(p: &Project, name: &str) -> Option<String> {
-    status(p)
+    status_json(p)
         .iter()
         .find(|n| n["name"] == name)
         .map(|n| n["state"].as_str().unwrap_or_default().to_owned())

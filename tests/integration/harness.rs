@@ -279,3 +279,13 @@ pub(crate) fn start_in_background(p: &Project, args: &[&str]) -> Running {
     });
     child
 }
+
+/// `dagstart status --format json` of the dagstart running in `p`.
+pub(crate) fn status_json(p: &Project) -> Vec<serde_json::Value> {
+    let out = p
+        .dagstart(&["status", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -45,19 +45,7 @@ impl Core {
                     self.set(n, NodeState::Waiting { demanded: !lazy });
                     added.push(n);
                 }
-                NodeState::Stopping {
-                    live,
-                    signalled,
-                    then: AfterStop::Remove,
-                } => {
-                    self.set(
-                        n,
-                        NodeState::Stopping {
-                            live,
-                            signalled,
-                            then: AfterStop::Relaunch,
-                        },
-                    );
+                NodeState::Stopping { .. } if self.relaunch_instead_of(n, &AfterStop::Remove) => {
                     added.push(n);
                 }
                 _ => {}

@@ -68,13 +68,7 @@ impl Core {
             }
             Report::Crashed(message) => {
                 let reason = format!("internal error: its runner stopped unexpectedly ({message})");
-                self.nodes[n].last = Some(reason.clone());
-                self.publish(
-                    Some(n),
-                    EventKind::Failed {
-                        reason: reason.clone(),
-                    },
-                );
+                self.tell_failure(n, &reason);
                 if matches!(self.nodes[n].state, NodeState::Stopping { .. }) {
                     self.finish_stop(n);
                 } else {
@@ -147,14 +141,19 @@ impl Core {
         self.publish(Some(n), EventKind::Ready { took });
     }
 
-    pub(super) fn on_failed(&mut self, n: usize, reason: String, tail: &[String]) {
-        self.nodes[n].last = Some(reason.clone());
+    /// The node's `last` and a `failed` event: why it failed.
+    fn tell_failure(&mut self, n: usize, reason: &str) {
+        self.nodes[n].last = Some(reason.to_owned());
         self.publish(
             Some(n),
             EventKind::Failed {
-                reason: reason.clone(),
+                reason: reason.to_owned(),
             },
         );
+    }
+
+    pub(super) fn on_failed(&mut self, n: usize, reason: String, tail: &[String]) {
+        self.tell_failure(n, &reason);
         if matches!(self.nodes[n].state, NodeState::Stopping { .. }) {
             return self.finish_stop(n);
         }
@@ -202,13 +201,7 @@ impl Core {
     }
 
     pub(super) fn crash_loop(&mut self, n: usize, reason: String, tail: &[String]) {
-        self.nodes[n].last = Some(reason.clone());
-        self.publish(
-            Some(n),
-            EventKind::Failed {
-                reason: reason.clone(),
-            },
-        );
+        self.tell_failure(n, &reason);
         self.fail_for_good(n, reason, tail);
     }
 

@@ -93,19 +93,7 @@ impl Core {
             }
             stack.extend(self.graph.dependencies(n).map(|(d, _)| d));
             match self.nodes[n].state.clone() {
-                NodeState::Stopping {
-                    live,
-                    signalled,
-                    then: AfterStop::Hold,
-                } => {
-                    self.set(
-                        n,
-                        NodeState::Stopping {
-                            live,
-                            signalled,
-                            then: AfterStop::Relaunch,
-                        },
-                    );
+                NodeState::Stopping { .. } if self.relaunch_instead_of(n, &AfterStop::Hold) => {
                     started.push(n);
                 }
                 state if state.is_down() || state == (NodeState::Waiting { demanded: false }) => {

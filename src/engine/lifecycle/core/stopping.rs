@@ -118,4 +118,29 @@ impl Core {
             }
         }
     }
+
+    /// A stop under way of node `n` ends in a start again instead of what it was for; true
+    /// when `n` was being stopped for `reason`.
+    pub(super) fn relaunch_instead_of(&mut self, n: usize, reason: &AfterStop) -> bool {
+        let NodeState::Stopping {
+            live,
+            signalled,
+            then,
+        } = self.nodes[n].state.clone()
+        else {
+            return false;
+        };
+        if then != *reason {
+            return false;
+        }
+        self.set(
+            n,
+            NodeState::Stopping {
+                live,
+                signalled,
+                then: AfterStop::Relaunch,
+            },
+        );
+        true
+    }
 }

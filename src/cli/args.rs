@@ -77,6 +77,9 @@ pub enum Command {
     Man,
     /// Stop the running dagstart gracefully, as Ctrl-C in its terminal would.
     ///
+    /// Returns once everything has stopped (at most 120 s), so `dagstart down && dagstart run`
+    /// works.
+    ///
     /// Example:
     ///   dagstart down
     #[command(verbatim_doc_comment)]

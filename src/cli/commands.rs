@@ -138,12 +138,27 @@ fn status_table(nodes: &[crate::engine::lifecycle::NodeStatus]) -> String {
     out
 }
 
+/// How long `down` waits for the stack to have stopped.
+const DOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 fn act(path: &std::path::Path, request: Request) -> Result<i32, Error> {
-    let response = control::request(&project_dir(path)?, &request)?;
+    let dir = project_dir(path)?;
+    let down = matches!(request, Request::Down);
+    let response = control::request(&dir, &request)?;
     if !response.ok {
         return Err(Error::Refused(response.message));
     }
     print_out(&response.message)?;
+    // `down` returns once everything has stopped, so that `dagstart down && dagstart run` works.
+    if down {
+        if !control::wait_until_ended(&dir, DOWN_LIMIT) {
+            return Err(Error::Refused(format!(
+                "the run is still stopping after {}s (waited for its lock, .dagstart/run.lock, to be released)",
+                DOWN_LIMIT.as_secs()
+            )));
+        }
+        print_out("stopped")?;
+    }
     Ok(exit_code::OK)
 }
 

@@ -145,6 +145,24 @@ pub fn bind(
     Ok((listener, SocketFile { path, _lock: lock }))
 }
 
+/// Waits until the run of `project_dir` has ended (its lock is free), up to `limit`; false when
+/// it is still running then.
+pub fn wait_until_ended(project_dir: &Path, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match lock_run(project_dir) {
+            Ok(_released_at_once) => return true,
+            Err(ControlError::AlreadyRunning { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            // Still running at the deadline, or no lock to take (no project there): as far as
+            // we can tell it is not running.
+            Err(ControlError::AlreadyRunning { .. }) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Takes the run lock, or says who holds it.
 fn lock_run(project_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ControlError> {
     let path = lock_path(project_dir);

@@ -665,3 +665,31 @@ fn an_escaped_child_holding_the_pipes_does_not_hold_up_a_stop() {
     );
     assert!(down(&p, &mut child).success());
 }
+
+/// Real stacks: `down` returns once the stack has stopped (it used to return at once), so
+/// `dagstart down && dagstart run` works.
+#[test]
+fn down_returns_when_everything_has_stopped() {
+    let p = project(|p| {
+        format!(
+            "[services.slow_to_stop]\ncommand = {}\nhealth = {{ log = \"ready\" }}\nstop_timeout = \"1s\"\n",
+            svc(p, "slow_to_stop", "--ignore-sigterm")
+        )
+    });
+    let mut child = start_in_background(&p, &["run"]);
+    let out = p.dagstart(&["down"]).timeout(RUN_LIMIT).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("stopped"), "{}", stdout_of(&out));
+    assert!(
+        p.own_log().contains("everything stopped"),
+        "down returned before the run ended:\n{}",
+        p.own_log()
+    );
+    let again = p
+        .dagstart(&["run", "--", "true"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", stderr_of(&again));
+    assert!(wait_exit(&mut child, RUN_LIMIT).success());
+}

@@ -82,6 +82,10 @@ pub enum EventKind {
     Status {
         text: String,
     },
+    /// While starting: why it is not ready yet (the latest failed probe, each new answer once).
+    Probe {
+        result: String,
+    },
     StartupComplete(Box<Summary>),
     StartupFailed {
         reason: String,

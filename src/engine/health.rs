@@ -236,11 +236,13 @@ pub struct Unhealthy {
 
 /// Probes until the first success. Failures count only after `start_period`, at most one per
 /// `interval` (the fast early attempts are free); `retries` counted failures in a row give up.
+/// `seen` hears every failed attempt, so that one can tell why a node is not ready yet.
 pub async fn wait_until_healthy(
     health: &Health,
     hedged: bool,
     spawned_at: Instant,
     ctx: &ProbeContext,
+    seen: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(), Unhealthy> {
     if let Probe::Log { .. } = health.probe {
         return wait_for_log_line(ctx).await;
@@ -273,7 +275,10 @@ pub async fn wait_until_healthy(
                 tracing::trace!(probe = %health.probe.describe(), ?outcome, ?cost, "probe attempt");
                 match outcome {
                     Ok(()) => return Ok(()),
-                    Err(error) => tally.failed(error)?,
+                    Err(error) => {
+                        seen(&error);
+                        tally.failed(error)?;
+                    }
                 }
                 usual = Some(usual.map_or(cost, |u| (u * 3 + cost) / 4));
                 let paced = Instant::now() + pause_after(spawned_at.elapsed(), health.interval, cost);

@@ -72,6 +72,9 @@ impl LiveView {
                 bar.set_message(format!("retrying after attempt {attempt}"))
             }
             (EventKind::Status { text }, Some(bar)) => bar.set_message(format!("probing: {text}")),
+            (EventKind::Probe { result }, Some(bar)) => {
+                bar.set_message(format!("not ready yet: {result}"));
+            }
             (EventKind::Ready { took }, Some(bar)) => {
                 bar.finish_with_message(format!("ready after {:.2}s", took.as_secs_f64()))
             }

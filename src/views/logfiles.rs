@@ -283,6 +283,7 @@ pub fn describe(config: &Config, event: &Event) -> Option<String> {
         }
         EventKind::Output { .. } => return None,
         EventKind::Status { text } => format!("{name}: status: {text}"),
+        EventKind::Probe { result } => format!("{name}: not ready yet: {result}"),
         EventKind::StartupComplete(summary) => report::render(config, summary),
         EventKind::StartupFailed { reason } => format!("startup failed: {reason}"),
         EventKind::ShutdownStarted { reason } => {

@@ -6,8 +6,8 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use crate::harness::{
-    Project, RUN_LIMIT, alive, free_port, project, records, start_in_background, status_json,
-    stderr_of, stdout_of, svc, wait_exit, wait_until,
+    Project, RUN_LIMIT, alive, free_port, project, records, spawn_in_background,
+    start_in_background, status_json, stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
 
 fn state_of(p: &Project, name: &str) -> Option<String> {
@@ -692,4 +692,33 @@ fn down_returns_when_everything_has_stopped() {
         .unwrap();
     assert!(again.status.success(), "{}", stderr_of(&again));
     assert!(wait_exit(&mut child, RUN_LIMIT).success());
+}
+
+/// Real stacks: while a node is not ready, `status` says why (a service answering errors on
+/// its health path used to show only "probing" and an empty `last` until its start failed).
+#[test]
+fn status_says_why_a_node_is_not_ready_yet() {
+    let port = free_port();
+    let p = project(|p| {
+        format!(
+            "[services.api]\ncommand = {}\nport = {port}\nstartup_timeout = \"5s\"\n\
+             health = {{ http = \"/health\" }}\n",
+            svc(p, "api", &format!("--port {port} --unhealthy-after 0s"))
+        )
+    });
+    let mut child = spawn_in_background(&p, &["run"]);
+    wait_until(RUN_LIMIT, "api to be spawned", || {
+        p.own_log().contains("api: spawned")
+    });
+    wait_until(RUN_LIMIT, "status to show the failing probe", || {
+        status_json(&p).first().is_some_and(|n| {
+            n["state"] == "starting" && n["last"].as_str().is_some_and(|l| l.contains("500"))
+        })
+    });
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(4));
+    assert!(
+        p.own_log().contains("api: not ready yet: "),
+        "{}",
+        p.own_log()
+    );
 }

@@ -93,6 +93,8 @@ pub enum Report {
     Status(String),
     /// A failed liveness check that did not (yet) end the service.
     Health(String),
+    /// While starting: the latest failed readiness probe (each new answer once).
+    Probe(String),
     /// The runner task itself died (a panic): the shell has killed the process group.
     Crashed(String),
 }

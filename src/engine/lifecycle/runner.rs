@@ -302,14 +302,27 @@ async fn start_phase(
         match (&health.probe, ready_pipe) {
             (Probe::Notify, _) => std::future::pending().await,
             (Probe::ReadyFd { fd }, Some(pipe)) => wait_for_ready_pipe(pipe, *fd).await,
-            _ => health::wait_until_healthy(health, ctx.parallel_health_checks, spawned_at, &probe_ctx)
-                .await
-                .map_err(|u| {
-                    format!(
-                        "health check failed {} times in a row ({}); if it needs longer to start, set health.start_period",
-                        u.failures, u.last_error
-                    )
-                }),
+            _ => {
+                // Why it is not ready yet, for `status` and the live view: each new answer once.
+                let last_told = Mutex::new(String::new());
+                let seen = |result: &str| {
+                    let mut told = last_told
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if *told != result {
+                        result.clone_into(&mut told);
+                        ctx.report(Report::Probe(result.to_owned()));
+                    }
+                };
+                health::wait_until_healthy(health, ctx.parallel_health_checks, spawned_at, &probe_ctx, &seen)
+                    .await
+                    .map_err(|u| {
+                        format!(
+                            "health check failed {} times in a row ({}); without health.retries it would be waited for up to startup_timeout",
+                            u.failures, u.last_error
+                        )
+                    })
+            }
         }
     };
     tokio::pin!(readiness);

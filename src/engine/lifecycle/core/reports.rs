@@ -40,6 +40,10 @@ impl Core {
                 self.nodes[n].last = Some(text.clone());
                 self.publish(Some(n), EventKind::Status { text });
             }
+            Report::Probe(result) => {
+                self.nodes[n].last = Some(result.clone());
+                self.publish(Some(n), EventKind::Probe { result });
+            }
             Report::Health(text) => {
                 let note = format!("{}: {text}", self.name(n));
                 self.nodes[n].last = Some(text);

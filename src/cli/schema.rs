@@ -91,6 +91,8 @@ fn common_node_properties() -> serde_json::Map<String, Value> {
         "lazy": { "type": "boolean", "description": "start only when needed" },
         "restart_with_dependency": { "type": "boolean", "description": "restart when a dependency restarts" },
         "watch": { "type": "array", "items": { "type": "string" }, "description": "globs whose changes restart the node" },
+        "user": { "type": ["string", "integer"], "description": "run as this user (name or uid; dagstart must run as root)" },
+        "group": { "type": ["string", "integer"], "description": "with user: run with this group instead of the user's own" },
     });
     match properties {
         Value::Object(map) => map,

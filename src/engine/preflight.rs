@@ -25,7 +25,18 @@ pub fn check(config: &Config, selected: &[bool]) -> Result<(), PreflightError> {
         .into_iter()
         .map(|(n, missing)| format!("{}: {}", config.nodes[n].name, missing.text()))
         .collect();
+    let root = nix::unistd::geteuid().is_root();
     for (node, _) in config.nodes.iter().zip(selected).filter(|(_, on)| **on) {
+        if let Some(run_as) = node
+            .run_as
+            .as_ref()
+            .filter(|r| !root && r.uid != nix::unistd::geteuid().as_raw())
+        {
+            problems.push(format!(
+                "{}: running as user `{}` needs dagstart to run as root",
+                node.name, run_as.user
+            ));
+        }
         if let Some(port) = node.port {
             if port != 0 && port_taken(port) {
                 problems.push(format!("{}: port {port} is already in use", node.name));

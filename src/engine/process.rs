@@ -158,7 +158,13 @@ pub fn spawn(
         fd_map.push((copy.as_raw_fd(), *target));
         placed.push(copy);
     }
-    die_with_parent(&mut command, fd_map);
+    if let Some(run_as) = &node.run_as {
+        command
+            .env("HOME", &run_as.home)
+            .env("USER", &run_as.user)
+            .env("LOGNAME", &run_as.user);
+    }
+    die_with_parent(&mut command, fd_map, node.run_as.clone());
     let mut child = command.spawn()?;
     drop(placed);
     drop(extras.ready_fd);
@@ -196,12 +202,32 @@ fn high_copy(fd: &OwnedFd) -> io::Result<OwnedFd> {
 /// places each `(source, target)` fd. Spawns only happen on the runtime's worker threads,
 /// which live as long as dagstart (the death signal fires when the forking *thread* exits, so
 /// never spawn from `spawn_blocking`).
+///
+/// With `run_as`, the child first takes the node's groups, group and user (in that order:
+/// after `setuid` it could not change its groups); the death signal is set after the switch,
+/// because changing credentials clears it.
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command, fd_map: Vec<(RawFd, RawFd)>) {
-    // SAFETY: the closure runs between fork and exec. prctl and dup2 are async-signal-safe,
-    // and the closure neither allocates nor takes locks (fd_map was built before the fork).
+fn die_with_parent(
+    command: &mut Command,
+    fd_map: Vec<(RawFd, RawFd)>,
+    run_as: Option<crate::engine::config::RunAs>,
+) {
+    let groups: Vec<nix::unistd::Gid> = run_as
+        .iter()
+        .flat_map(|r| r.groups.iter().map(|&g| nix::unistd::Gid::from_raw(g)))
+        .collect();
+    // SAFETY: the closure runs between fork and exec. setgroups, setgid, setuid, prctl and dup2
+    // are async-signal-safe system calls, and the closure neither allocates nor takes locks
+    // (fd_map, groups and run_as were built before the fork).
     unsafe {
         command.pre_exec(move || {
+            if let Some(run_as) = &run_as {
+                nix::unistd::setgroups(&groups).map_err(io::Error::from)?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(run_as.gid))
+                    .map_err(io::Error::from)?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(run_as.uid))
+                    .map_err(io::Error::from)?;
+            }
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
             for &(source, target) in &fd_map {
                 // dup2 leaves the new descriptor without FD_CLOEXEC, so it survives the exec.

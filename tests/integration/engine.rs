@@ -722,3 +722,53 @@ fn status_says_why_a_node_is_not_ready_yet() {
         p.own_log()
     );
 }
+
+/// Real stacks: `user` runs a node as another account (postgres refuses to run as root); an
+/// unknown user is an error at its key.
+#[test]
+fn a_node_runs_as_its_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let p = Project::new(
+        "[services.as_nobody]\ncommand = \"sleep 600\"\nuser = \"nobody\"\n\n\
+         [services.as_root]\ncommand = \"sleep 600\"\n",
+    );
+    let mut child = start_in_background(&p, &["run"]);
+    let pid = status_json(&p)
+        .iter()
+        .find(|n| n["name"] == "as_nobody")
+        .and_then(|n| n["pid"].as_i64())
+        .unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert!(
+        uid.split_whitespace()
+            .skip(1)
+            .all(|u| u == nobody.to_string()),
+        "{uid}"
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(environ.split('\0').any(|v| v == "USER=nobody"), "{environ}");
+    assert!(down(&p, &mut child).success());
+
+    let unknown =
+        Project::new("[services.a]\ncommand = \"sleep 1\"\nuser = \"no-such-user-here\"\n");
+    let out = unknown
+        .dagstart(&["check", "--config-only"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("no user `no-such-user-here`"),
+        "{}",
+        stderr_of(&out)
+    );
+}

@@ -16,8 +16,8 @@ use toml::de::{DeTable, DeValue};
 use super::diagnostic::{ConfigError, Problem, Span, did_you_mean};
 use super::expand::{ExpandError, expand};
 use super::{
-    Command, Condition, Config, Dependency, Health, MaxWorkers, Node, NodeKind, Probe, Settings,
-    SocketAddress, timeout_env_var,
+    Command, Condition, Config, Dependency, Health, MaxWorkers, Node, NodeKind, Probe, RunAs,
+    Settings, SocketAddress, timeout_env_var,
 };
 
 /// The variables a configuration is read with: the process environment, filled in by `.env`.
@@ -214,6 +214,8 @@ const SERVICE_KEYS: &[&str] = &[
     "liveness",
     "restart_with_dependency",
     "watch",
+    "user",
+    "group",
 ];
 const COMPONENT_KEYS: &[&str] = &[
     "command",
@@ -229,6 +231,8 @@ const COMPONENT_KEYS: &[&str] = &[
     "lazy",
     "restart_with_dependency",
     "watch",
+    "user",
+    "group",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "http",
@@ -471,6 +475,84 @@ impl<'p> Loader<'p> {
                 None
             }
         }
+    }
+
+    /// `user` (and `group`): names or numbers, resolved now, so an unknown one is a diagnostic
+    /// at its key rather than a failure at spawn.
+    fn run_as(&mut self, table: &DeTable<'_>, path: &str) -> Option<RunAs> {
+        let user_value = table.get("user");
+        let group_value = table.get("group");
+        if user_value.is_none() {
+            if let Some(v) = group_value {
+                self.push(
+                    Problem::error("dagstart::config::user", "`group` without `user`")
+                        .label(v.span(), "the group of which user?")
+                        .help("add `user = \"NAME\"` beside it"),
+                );
+            }
+            return None;
+        }
+        let v = user_value?;
+        let name = self.account_name(v, &format!("{path}.user"))?;
+        let user = match name.parse::<u32>() {
+            Ok(uid) => nix::unistd::User::from_uid(uid.into()),
+            Err(_) => nix::unistd::User::from_name(&name),
+        };
+        let Ok(Some(user)) = user else {
+            self.push(
+                Problem::error(
+                    "dagstart::config::user",
+                    format!("no user `{name}` on this machine"),
+                )
+                .label(v.span(), "unknown user"),
+            );
+            return None;
+        };
+        let mut gid = user.gid.as_raw();
+        if let Some(gv) = group_value {
+            let group_name = self.account_name(gv, &format!("{path}.group"))?;
+            let group = match group_name.parse::<u32>() {
+                Ok(id) => nix::unistd::Group::from_gid(id.into()),
+                Err(_) => nix::unistd::Group::from_name(&group_name),
+            };
+            match group {
+                Ok(Some(group)) => gid = group.gid.as_raw(),
+                _ => {
+                    self.push(
+                        Problem::error(
+                            "dagstart::config::user",
+                            format!("no group `{group_name}` on this machine"),
+                        )
+                        .label(gv.span(), "unknown group"),
+                    );
+                    return None;
+                }
+            }
+        }
+        let c_name = std::ffi::CString::new(user.name.clone()).ok()?;
+        let mut groups: Vec<u32> = nix::unistd::getgrouplist(&c_name, user.gid)
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_default();
+        if !groups.contains(&gid) {
+            groups.push(gid);
+        }
+        Some(RunAs {
+            user: user.name,
+            uid: user.uid.as_raw(),
+            gid,
+            groups,
+            home: user.dir,
+        })
+    }
+
+    /// A user or group: a name, or a number (as a number or a string).
+    fn account_name(&mut self, value: &Value<'_>, key_path: &str) -> Option<String> {
+        if value.get_ref().is_integer() {
+            return self
+                .integer(value, leaf(key_path), u64::from(u32::MAX))
+                .map(|n| n.to_string());
+        }
+        self.string(value, key_path)
     }
 
     /// A size with a unit: "500KB", "64MiB", "1GiB".
@@ -809,6 +891,7 @@ impl<'p> Loader<'p> {
             .get("watch")
             .map(|v| self.watch(v, &format!("{path}.watch")))
             .unwrap_or_default();
+        let run_as = self.run_as(table, &path);
         let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on.into_iter().unzip();
         let node = Node {
             name: name.to_owned(),
@@ -832,6 +915,7 @@ impl<'p> Loader<'p> {
             liveness,
             restart_with_dependency,
             watch,
+            run_as,
         };
         let spans = NodeSpans {
             port: port.map(|p| p.1),

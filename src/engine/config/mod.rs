@@ -147,6 +147,19 @@ pub struct Node {
     /// Glob patterns (absolute, resolved against services.toml's directory): a change to a
     /// matching file restarts the node.
     pub watch: Vec<String>,
+    /// The account the node runs as (`user` and `group`), resolved at load.
+    pub run_as: Option<RunAs>,
+}
+
+/// A user (and group) a node runs as, resolved from names or numbers when the file is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups of the user (and the group, when given).
+    pub groups: Vec<u32>,
+    pub home: std::path::PathBuf,
 }
 
 /// `restart = "no" | "on-failure" | "always"`.

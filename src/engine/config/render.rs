@@ -247,6 +247,10 @@ fn node_toml(out: &mut String, config: &Config, node: &Node) {
     if !node.watch.is_empty() {
         line(out, config, &path, "watch", quote_all(&node.watch));
     }
+    if let Some(run_as) = &node.run_as {
+        line(out, config, &path, "user", quote(&run_as.user));
+        line(out, config, &path, "group", run_as.gid);
+    }
 }
 
 fn section(kind: NodeKind) -> &'static str {
@@ -320,6 +324,8 @@ fn node_json(node: &Node) -> Value {
         }),
         "restart_with_dependency": node.restart_with_dependency,
         "watch": node.watch,
+        "user": node.run_as.as_ref().map(|r| &r.user),
+        "group": node.run_as.as_ref().map(|r| r.gid),
     })
 }
 

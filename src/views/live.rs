@@ -12,6 +12,68 @@ use crate::engine::event::{Event, EventKind};
 pub struct LiveView {
     multi: MultiProgress,
     bars: Vec<Option<ProgressBar>>,
+    waits: Waits,
+}
+
+/// What each node still waits for: its dependencies that are not ready yet.
+struct Waits {
+    names: Vec<String>,
+    dependencies: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
+    ready: Vec<bool>,
+    launched: Vec<bool>,
+}
+
+impl Waits {
+    fn new(config: &Config) -> Self {
+        let count = config.nodes.len();
+        let mut dependents = vec![Vec::new(); count];
+        let dependencies: Vec<Vec<usize>> = config
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                node.depends_on
+                    .iter()
+                    .map(|d| {
+                        dependents[d.node].push(n);
+                        d.node
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            names: config.nodes.iter().map(|n| n.name.clone()).collect(),
+            dependencies,
+            dependents,
+            ready: vec![false; count],
+            launched: vec![false; count],
+        }
+    }
+
+    /// "waiting for a, b", naming only what is not ready yet.
+    fn message(&self, n: usize) -> String {
+        let pending: Vec<&str> = self.dependencies[n]
+            .iter()
+            .filter(|&&d| !self.ready[d])
+            .map(|&d| self.names[d].as_str())
+            .collect();
+        if pending.is_empty() {
+            "waiting".to_owned()
+        } else {
+            format!("waiting for {}", pending.join(", "))
+        }
+    }
+
+    /// `d` is ready: the nodes still waiting on it, whose message changes.
+    fn ready(&mut self, d: usize) -> Vec<usize> {
+        self.ready[d] = true;
+        self.dependents[d]
+            .iter()
+            .copied()
+            .filter(|&n| !self.launched[n])
+            .collect()
+    }
 }
 
 impl LiveView {
@@ -23,29 +85,26 @@ impl LiveView {
             "{{spinner}} {{prefix:<{width}}} {{elapsed:>4}}  {{msg}}"
         ))
         .expect("a valid template");
+        let waits = Waits::new(config);
         let bars = config
             .nodes
             .iter()
+            .enumerate()
             .zip(selected)
-            .map(|(node, &on)| {
+            .map(|((n, node), &on)| {
                 on.then(|| {
                     let bar = multi.add(
                         ProgressBar::new_spinner()
                             .with_style(style.clone())
                             .with_prefix(node.name.clone()),
                     );
-                    let deps: Vec<&str> = node.depends_on.iter().map(|d| d.name.as_str()).collect();
-                    bar.set_message(if deps.is_empty() {
-                        "waiting".to_owned()
-                    } else {
-                        format!("waiting for {}", deps.join(", "))
-                    });
+                    bar.set_message(waits.message(n));
                     bar.enable_steady_tick(Duration::from_millis(120));
                     bar
                 })
             })
             .collect();
-        Self { multi, bars }
+        Self { multi, bars, waits }
     }
 
     /// Prints a line above the node lines.
@@ -60,6 +119,16 @@ impl LiveView {
             .node
             .and_then(|n| self.bars.get(n))
             .and_then(Option::as_ref);
+        if let (Some(n), EventKind::Launched) = (event.node, &event.kind) {
+            self.waits.launched[n] = true;
+        }
+        if let (Some(n), EventKind::Ready { .. }) = (event.node, &event.kind) {
+            for waiting in self.waits.ready(n) {
+                if let Some(Some(bar)) = self.bars.get(waiting) {
+                    bar.set_message(self.waits.message(waiting));
+                }
+            }
+        }
         match (&event.kind, bar) {
             (EventKind::Launched, Some(bar)) => bar.set_message("starting"),
             (EventKind::Spawned { pid, attempt: 1 }, Some(bar)) => {
@@ -103,5 +172,28 @@ impl LiveView {
             bar.finish_and_clear();
         }
         let _ = self.multi.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_node_names_only_what_it_still_waits_for() {
+        let config = crate::engine::config::load_str(
+            std::path::Path::new("services.toml"),
+            "[services.db]\ncommand = \"a\"\n[services.cache]\ncommand = \"a\"\n\
+             [services.api]\ncommand = \"a\"\ndepends_on = [\"db\", \"cache\"]\n"
+                .into(),
+            &crate::engine::config::Environment::default(),
+        )
+        .unwrap();
+        let mut waits = Waits::new(&config);
+        assert_eq!(waits.message(2), "waiting for db, cache");
+        assert_eq!(waits.ready(0), vec![2]);
+        assert_eq!(waits.message(2), "waiting for cache");
+        waits.ready(1);
+        assert_eq!(waits.message(2), "waiting");
     }
 }

@@ -555,6 +555,11 @@ impl World {
                 },
             );
         }
+        if !component && self.rng.below(3) == 0 {
+            // Why it is not ready yet, told while starting.
+            let result = Report::Probe("simulated: answered 503".into());
+            self.report_later(start / 3 + MS, node, instance, result);
+        }
         let ready = last == Report::Ready;
         self.report_later(start, node, instance, last);
         if ready {

@@ -176,16 +176,21 @@ fn a_terminal_that_stops_reading_loses_no_log_line_and_does_not_hold_up_sigterm(
     );
 }
 
-#[test]
-fn a_killed_run_leaves_its_record_for_report() {
-    let p = project(|p| {
+/// `api` on `db`, both demo-svc ready on their "ready" line, each started with `flags`.
+fn db_and_api(flags: &str) -> Project {
+    project(|p| {
         format!(
             "[services.db]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
              [services.api]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n",
-            svc(p, "db", "--delay 100ms"),
-            svc(p, "api", "--delay 100ms"),
+            svc(p, "db", flags),
+            svc(p, "api", flags),
         )
-    });
+    })
+}
+
+#[test]
+fn a_killed_run_leaves_its_record_for_report() {
+    let p = db_and_api("--delay 100ms");
     let mut child = start_in_background(&p, &["run"]);
     let api = records(&p.path().join("rec"))
         .iter()
@@ -207,14 +212,7 @@ fn a_killed_run_leaves_its_record_for_report() {
 /// Hardening: closing the terminal (SIGHUP) is a graceful shutdown like SIGTERM.
 #[test]
 fn sighup_stops_the_stack_gracefully() {
-    let p = project(|p| {
-        format!(
-            "[services.db]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
-             [services.api]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n",
-            svc(p, "db", ""),
-            svc(p, "api", ""),
-        )
-    });
+    let p = db_and_api("");
     let mut child = start_in_background(&p, &["run"]);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

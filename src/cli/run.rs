@@ -71,23 +71,74 @@ pub fn run(config: Config, env: &Environment, args: RunRequest) -> Result<i32, E
     crate::engine::preflight::check(&config, &selected)?;
     // Bound before anything starts, so `listening` dependents can start at once.
     let sockets = Arc::new(BoundSockets::bind(&config, &selected)?);
+    let keeper = Keeper::start(control_listener, sockets)?;
+    if config.settings.pid_namespace {
+        // Before the runtime's threads exist: they inherit the namespace for children.
+        if let Err(why) = crate::engine::containment::enter() {
+            tracing::info!("the run's processes are not in a PID namespace: {}", why.0);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dagstart-worker")
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
     let result = runtime.block_on(run_graph(
-        control_listener,
         Arc::new(config),
         Arc::new(graph),
         selected,
-        sockets,
         env.clone(),
         args,
+        keeper.setup,
     ));
     // Reader tasks of processes that escaped their group may still hold a pipe; do not wait.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    // Whatever is still in the namespace (an escapee that ignored everything) dies now.
+    crate::engine::containment::end(std::time::Duration::from_secs(5));
+    drop(keeper.runtime_dir);
     result
+}
+
+/// What keeps a run from leaving anything behind, set up before any thread that spawns
+/// exists: the runtime directory, and the guardian (outside the run's PID namespace, so that
+/// it outlives it and can remove that directory after a kill -9).
+struct Keeper {
+    runtime_dir: RuntimeDir,
+    setup: KeeperSetup,
+}
+
+/// The parts the run takes over: those, and what was bound before anything started.
+struct KeeperSetup {
+    control_listener: std::os::unix::net::UnixListener,
+    sockets: Arc<BoundSockets>,
+    run_id: String,
+    guardian: crate::engine::guardian::Guardian,
+    runtime_path: std::path::PathBuf,
+}
+
+impl Keeper {
+    fn start(
+        control_listener: std::os::unix::net::UnixListener,
+        sockets: Arc<BoundSockets>,
+    ) -> Result<Self, Error> {
+        let runtime_dir =
+            RuntimeDir::create().map_err(|e| Error::io("creating the runtime directory", e))?;
+        let run_id = format!("{}-{}", std::process::id(), unix_nanos());
+        crate::engine::guardian::become_subreaper();
+        let guardian = crate::engine::guardian::Guardian::start(&run_id, runtime_dir.path())
+            .map_err(|e| Error::io("starting the guardian process", e))?;
+        let runtime_path = runtime_dir.path().to_owned();
+        Ok(Self {
+            runtime_dir,
+            setup: KeeperSetup {
+                control_listener,
+                sockets,
+                run_id,
+                guardian,
+                runtime_path,
+            },
+        })
+    }
 }
 
 /// Descriptors a node holds at most while it runs (its two output pipes, a readiness pipe,
@@ -142,13 +193,12 @@ fn options(config: &Config, sequential: bool) -> Options {
 }
 
 async fn run_graph(
-    control_listener: std::os::unix::net::UnixListener,
     config: Arc<Config>,
     graph: Arc<Graph>,
     selected: Vec<bool>,
-    sockets: Arc<BoundSockets>,
     env: Environment,
     args: RunRequest,
+    keeper: KeeperSetup,
 ) -> Result<i32, Error> {
     let json = args.json;
     let output = Output::open(config.clone(), &selected, json).map_err(|e| {
@@ -181,7 +231,7 @@ async fn run_graph(
         env,
     };
     let server =
-        crate::engine::control::serve(control_listener, control_tx.clone(), source.clone());
+        crate::engine::control::serve(keeper.control_listener, control_tx.clone(), source.clone());
     supervise(&events, "the control socket", server);
     if args.watch {
         let watcher = crate::engine::watch::config_file(source, control_tx.clone(), events.clone());
@@ -204,8 +254,6 @@ async fn run_graph(
         }
     }
     let opts = options(&config, args.sequential);
-    let runtime_dir =
-        RuntimeDir::create().map_err(|e| Error::io("creating the runtime directory", e))?;
     let notify = if config
         .nodes
         .iter()
@@ -213,21 +261,17 @@ async fn run_graph(
         .any(|(n, &on)| on && n.health.probe == Probe::Notify)
     {
         Some(
-            NotifyHub::bind(runtime_dir.path(), events.clone())
+            NotifyHub::bind(&keeper.runtime_path, events.clone())
                 .map_err(|e| Error::io("binding the notify socket", e))?,
         )
     } else {
         None
     };
-    let run_id = format!("{}-{}", std::process::id(), unix_nanos());
-    crate::engine::guardian::become_subreaper();
-    let guardian = crate::engine::guardian::Guardian::start(&run_id, runtime_dir.path())
-        .map_err(|e| Error::io("starting the guardian process", e))?;
     let setup = RunSetup {
-        run_id,
-        guardian: Some(guardian),
+        run_id: keeper.run_id,
+        guardian: Some(keeper.guardian),
         notify,
-        sockets,
+        sockets: keeper.sockets,
     };
     let (scheduler, startup) =
         Scheduler::new(config, graph, &selected, opts, events.clone(), setup);
@@ -337,7 +381,12 @@ async fn run_command_when_ready(
         None,
         crate::engine::event::EventKind::note(format!("running: {}", shell_words::join(command))),
     );
-    let code = match tokio::process::Command::new(program).args(args).spawn() {
+    let mut child = tokio::process::Command::new(program);
+    child.args(args);
+    let spawned = std::env::current_dir()
+        .and_then(|cwd| crate::engine::containment::join_in_child(&mut child, &cwd))
+        .and_then(|()| crate::engine::containment::spawn(&mut child));
+    let code = match spawned {
         Ok(mut child) => {
             command_pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
             let status = child.wait().await;

@@ -142,7 +142,8 @@ pub fn schema() -> Value {
                 "shutdown_timeout": duration("budget for the whole shutdown (default 30s)"),
                 "env_file": { "type": "string" },
                 "log_max_size": { "type": "string", "description": "rotate a node's log at this size, e.g. \"100MiB\" (default)" },
-                "log_keep": { "type": "integer", "minimum": 0, "description": "rotated logs kept per node (default 5)" }
+                "log_keep": { "type": "integer", "minimum": 0, "description": "rotated logs kept per node (default 5)" },
+                "pid_namespace": { "type": "boolean", "description": "run the nodes in a PID namespace of their own where the system allows it (default true)" }
             }},
             "env": { "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } },
             "services": { "type": "object", "propertyNames": { "pattern": name }, "additionalProperties": service() },

@@ -1,6 +1,7 @@
 //! No orphans, even when dagstart itself is killed.
 //!
-//! Three layers, each covering what the one before cannot:
+//! Where the run has a PID namespace ([`crate::engine::containment`]) the kernel is the last
+//! line; these three layers hold with or without it, each covering what the one before cannot:
 //! 1. Every node process gets `PR_SET_PDEATHSIG = SIGKILL`: the kernel kills it when dagstart
 //!    dies (see [`crate::engine::process`]).
 //! 2. dagstart is a child subreaper, and every node runs with `DAGSTART_RUN=<id>` in its
@@ -12,7 +13,8 @@
 //!    closes (dagstart exited, however it died) it does the same sweep as 2 and exits: the
 //!    grandchildren that PDEATHSIG cannot reach are gone within moments.
 //!
-//! What is not covered: a process that both leaves the group and clears its environment.
+//! What these do not cover (the namespace does): a process that both leaves the group and
+//! clears its environment.
 
 use std::io::{BufRead as _, Write as _};
 use std::os::unix::process::CommandExt as _;

@@ -197,8 +197,9 @@ async fn exec(argv: &[String], ctx: &ProbeContext) -> Result<(), String> {
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command
-        .spawn()
+    crate::engine::containment::join_in_child(&mut command, &ctx.cwd)
+        .map_err(|e| format!("exec {program}: {e}"))?;
+    let mut child = crate::engine::containment::spawn(&mut command)
         .map_err(|e| format!("exec {program}: {e}"))?;
     let pid = child.id();
     // If the attempt times out this future is dropped: kill_on_drop ends the probe itself and

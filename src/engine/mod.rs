@@ -12,6 +12,7 @@
 //! | [`notify`] | systemd's notify protocol: the run's NOTIFY_SOCKET and its routing |
 //! | [`sockets`] | socket activation: listening sockets bound before anything starts |
 //! | [`socket_path`] | unix socket paths of any length (through `/proc/self/fd`) |
+//! | [`containment`] | no orphans, by the kernel: the run's PID namespace and its init |
 //! | [`guardian`] | no orphans: subreaper, run marker sweep, and the guardian process |
 //! | [`preflight`] | the environment check before anything is spawned |
 //! | [`pressure`] | CPU pressure for `max_workers = "auto"` |
@@ -22,6 +23,7 @@
 //! | [`timing`] | a run's timeline: critical path, sequential estimate |
 
 pub mod config;
+pub mod containment;
 pub mod control;
 pub mod event;
 pub mod graph;

@@ -164,8 +164,10 @@ pub fn spawn(
             .env("USER", &run_as.user)
             .env("LOGNAME", &run_as.user);
     }
+    // Joining the namespace's mounts needs the privileges the `user` switch gives up.
+    crate::engine::containment::join_in_child(&mut command, &node.cwd)?;
     die_with_parent(&mut command, fd_map, node.run_as.clone());
-    let mut child = command.spawn()?;
+    let mut child = crate::engine::containment::spawn(&mut command)?;
     drop(placed);
     drop(extras.ready_fd);
     let pid = child.id().expect("a just-spawned child has a pid");

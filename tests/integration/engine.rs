@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use crate::harness::{
-    Project, RUN_LIMIT, alive, free_port, project, records, spawn_in_background,
+    Project, RUN_LIMIT, alive, free_port, project, records, spawn_in_background, spawned_pid,
     start_in_background, status_json, stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
 
@@ -192,11 +192,7 @@ fn db_and_api(flags: &str) -> Project {
 fn a_killed_run_leaves_its_record_for_report() {
     let p = db_and_api("--delay 100ms");
     let mut child = start_in_background(&p, &["run"]);
-    let api = records(&p.path().join("rec"))
-        .iter()
-        .find(|r| r.name == "api")
-        .unwrap()
-        .pid;
+    let api = spawned_pid(&p, "api");
     child.kill().unwrap();
     child.wait().unwrap();
     let out = p.dagstart(&["report"]).output().unwrap();
@@ -446,14 +442,6 @@ fn stranger_with_pid(pid: i32) -> Option<std::process::Child> {
     None
 }
 
-/// The pid of `node`'s first spawn, from dagstart.log.
-fn spawned_pid(p: &Project, node: &str) -> i32 {
-    let log = p.own_log();
-    let marker = format!("{node}: spawned (pid ");
-    let at = log.find(&marker).unwrap_or_else(|| panic!("{log}")) + marker.len();
-    log[at..].split(')').next().unwrap().parse().unwrap()
-}
-
 fn finished_component_project() -> Project {
     project(|p| {
         format!(
@@ -489,11 +477,7 @@ fn a_reused_process_group_number_is_not_signalled_at_the_end_of_the_run() {
 fn a_reused_process_group_number_is_not_signalled_by_the_guardian() {
     let p = finished_component_project();
     let mut child = start_in_background(&p, &["run"]);
-    let keep = records(&p.path().join("rec"))
-        .iter()
-        .find(|r| r.name == "keep")
-        .unwrap()
-        .pid;
+    let keep = spawned_pid(&p, "keep");
     let Some(mut stranger) = stranger_with_pid(spawned_pid(&p, "once")) else {
         eprintln!("skipped: /proc/sys/kernel/ns_last_pid cannot be steered here (needs root)");
         down(&p, &mut child);

@@ -106,7 +106,6 @@ pub(crate) struct Record {
     pub name: String,
     pub event: String,
     pub nanos: u128,
-    pub pid: i32,
 }
 
 /// The records demo-svc services appended to `path`.
@@ -120,7 +119,6 @@ pub(crate) fn records(path: &Path) -> Vec<Record> {
                 name: parts.next()?.to_owned(),
                 event: parts.next()?.to_owned(),
                 nanos: parts.next()?.parse().ok()?,
-                pid: parts.next()?.parse().ok()?,
             })
         })
         .collect()
@@ -288,4 +286,79 @@ pub(crate) fn status_json(p: &Project) -> Vec<serde_json::Value> {
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The host pid of every node a run spawned, from dagstart.log (`<node>: spawned (pid N)`):
+/// the pids the services record themselves are those of their PID namespace.
+pub(crate) fn spawned_pids(p: &Project) -> Vec<(String, i32)> {
+    let log = p.own_log();
+    log.lines()
+        .filter_map(|line| {
+            let (head, pid) = line.split_once(": spawned (pid ")?;
+            let name = head.rsplit(' ').next()?.to_owned();
+            Some((name, pid.split(')').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The host pid of `node`'s first spawn.
+pub(crate) fn spawned_pid(p: &Project, node: &str) -> i32 {
+    spawned_pids(p)
+        .into_iter()
+        .find(|(name, _)| name == node)
+        .unwrap_or_else(|| panic!("{node} was never spawned:\n{}", p.own_log()))
+        .1
+}
+
+/// Every process (host pids) in the PID namespace of the run whose dagstart is `dagstart`,
+/// found through dagstart's children (its namespace's init is one of them); empty when the
+/// run has no namespace of its own.
+pub(crate) fn run_namespace_processes(dagstart: u32) -> Vec<i32> {
+    let own = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let namespace_of = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let children = std::fs::read_dir(format!("/proc/{dagstart}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        });
+    let Some(run_namespace) = children
+        .filter_map(namespace_of)
+        .find(|namespace| *namespace != own)
+    else {
+        return Vec::new();
+    };
+    processes_in(&run_namespace)
+}
+
+/// The pids of every process in the PID namespace named by the `/proc/<pid>/ns/pid` link.
+pub(crate) fn processes_in(namespace: &Path) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|n| n == namespace)
+        })
+        .collect()
+}
+
+/// The pid of the guardian of the run whose dagstart is `dagstart`.
+pub(crate) fn guardian_of(dagstart: u32) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let parent = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            parent == Some(dagstart) && cmdline.windows(10).any(|w| w == b"__guardian")
+        })
 }

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use crate::harness::{
-    Project, RUN_LIMIT, alive, assert_success, at, demo_svc, free_port, interrupt, project,
-    records, run_with_command, spawn_in_background, start_in_background, stderr_of, stdout_of, svc,
-    wait_exit, wait_until,
+    Project, RUN_LIMIT, alive, assert_success, at, demo_svc, free_port, guardian_of, interrupt,
+    project, records, run_namespace_processes, run_with_command, spawn_in_background, spawned_pid,
+    spawned_pids, start_in_background, stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
 
 #[test]
@@ -197,8 +197,8 @@ fn required_failure_aborts_names_the_node_and_leaves_no_process() {
         !marker.exists(),
         "the -- command must not run when startup fails"
     );
-    for r in records(&p.path().join("rec")) {
-        assert!(!alive(r.pid), "{} (pid {}) survived", r.name, r.pid);
+    for (name, pid) in spawned_pids(&p) {
+        assert!(!alive(pid), "{name} (pid {pid}) survived");
     }
 }
 
@@ -301,8 +301,7 @@ fn command_exit_status_becomes_dagstarts() {
     });
     let out = run_with_command(&p, &["--", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{}", stderr_of(&out));
-    let rec = records(&p.path().join("rec"));
-    assert!(!alive(rec[0].pid));
+    assert!(!alive(spawned_pid(&p, "api")));
 }
 
 #[test]
@@ -392,12 +391,12 @@ fn sigterm_stops_everything_in_reverse_order_and_leaves_no_process() {
         )
     });
     let mut child = start_in_background(&p, &["run"]);
-    let grandchild: i32 = std::fs::read_to_string(p.path().join("grandchild.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(alive(grandchild));
+    wait_until(RUN_LIMIT, "the grandchildren to start", || {
+        p.path().join("grandchild.pid").exists() && p.path().join("escapee.pid").exists()
+    });
+    // The init, three services, a grandchild and an escapee.
+    let run = run_namespace_processes(child.id());
+    assert!(run.len() >= 6, "{run:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -405,10 +404,8 @@ fn sigterm_stops_everything_in_reverse_order_and_leaves_no_process() {
     .unwrap();
     let status = wait_exit(&mut child, RUN_LIMIT);
     assert_eq!(status.code(), Some(0));
-    let mut pids = all_recorded_pids(&p, &["escapee.pid"]);
-    pids.push(("grandchild".into(), grandchild));
-    for (name, pid) in pids {
-        assert!(!alive(pid), "{name} (pid {pid}) survived dagstart");
+    for pid in run {
+        assert!(!alive(pid), "pid {pid} survived dagstart");
     }
     let log = p.own_log();
     let base_stop = log.find("base: stopping").expect("base stopped");
@@ -444,7 +441,7 @@ fn interrupt_before_ready_exits_130_and_cleans_up() {
     .unwrap();
     let status = wait_exit(&mut child, RUN_LIMIT);
     assert_eq!(status.code(), Some(130));
-    assert!(!alive(records(&rec)[0].pid));
+    assert!(!alive(spawned_pid(&p, "slow")));
 }
 
 #[test]
@@ -488,29 +485,16 @@ fn the_shipped_demo_stack_starts_and_stops_cleanly() {
     assert!(stdout.contains("everything stopped in"), "{stdout}");
 }
 
-/// Pids of every process a run recorded: the services, and the grandchildren in the pid files.
-fn all_recorded_pids(p: &Project, pid_files: &[&str]) -> Vec<(String, i32)> {
-    let mut pids: Vec<(String, i32)> = records(&p.path().join("rec"))
-        .into_iter()
-        .map(|r| (r.name, r.pid))
-        .collect();
-    for file in pid_files {
-        let pid = std::fs::read_to_string(p.path().join(file))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        pids.push(((*file).to_owned(), pid));
-    }
-    pids
-}
-
-#[test]
-fn sigkill_of_dagstart_leaves_nothing_running_grandchildren_and_escapees_included() {
-    let p = project(|p| {
+/// The project of the kill -9 tests: a service with a grandchild, one with a `setsid()`
+/// escapee, one whose escapee also clears its environment (invisible to the guardian's
+/// marker sweep), and a plain one; `settings` goes first in the file.
+fn forking_project(settings: &str, hider_sleep: u32) -> Project {
+    project(|p| {
         format!(
-            "[services.forker]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
+            "{settings}[services.forker]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
              [services.escaper]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
+             [services.hider]\ncommand = \"(env -i setsid sleep {hider_sleep} &); echo ready; exec sleep 3600\"\n\
+             shell = true\nhealth = {{ log = \"ready\" }}\n\n\
              [services.plain]\ncommand = \"exec {} --name plain --record {}\"\nshell = true\nhealth = {{ log = \"ready\" }}\n",
             svc(
                 p,
@@ -531,9 +515,57 @@ fn sigkill_of_dagstart_leaves_nothing_running_grandchildren_and_escapees_include
             demo_svc(),
             p.path().join("rec").display(),
         )
-    });
+    })
+}
+
+/// Hardening: `pkill -9 dagstart` (dagstart and its guardian at once) leaves nothing: the
+/// kernel ends the run's PID namespace, escapees that cleared their environment included.
+#[test]
+fn sigkill_of_dagstart_and_its_guardian_leaves_nothing_in_the_pid_namespace() {
+    let p = forking_project("", 3600);
     let mut child = start_in_background(&p, &["run"]);
-    let pids = all_recorded_pids(&p, &["grandchild.pid", "escapee.pid"]);
+    wait_until(RUN_LIMIT, "the grandchildren to start", || {
+        p.path().join("grandchild.pid").exists() && p.path().join("escapee.pid").exists()
+    });
+    let run = run_namespace_processes(child.id());
+    if run.is_empty() {
+        eprintln!("skipped: no PID namespace here (needs root)");
+        return;
+    }
+    // The init, four services, a grandchild, two escapees and the hider's shell at least.
+    assert!(run.len() >= 8, "{run:?}");
+    let guardian = guardian_of(child.id()).expect("the guardian runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guardian),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.kill().unwrap(); // SIGKILL: no handler, no cleanup code in dagstart runs.
+    let _ = child.wait();
+    wait_until(
+        Duration::from_secs(10),
+        "every process of the run to be gone",
+        || run.iter().all(|&pid| !alive(pid)),
+    );
+}
+
+/// Without the namespace (not root, or `pid_namespace = false`) the guardian is the last
+/// line: grandchildren and escapees that keep the run's marker are gone after a kill -9.
+#[test]
+fn sigkill_of_dagstart_leaves_nothing_running_through_the_guardian() {
+    let p = forking_project("[settings]\npid_namespace = false\n\n", 3599);
+    let mut child = start_in_background(&p, &["run"]);
+    let mut pids = spawned_pids(&p);
+    for file in ["grandchild.pid", "escapee.pid"] {
+        let pid = std::fs::read_to_string(p.path().join(file))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        pids.push((file.to_owned(), pid));
+    }
+    // The hider's escapee cleared its environment: only the namespace would catch it.
+    pids.retain(|(name, _)| name != "hider");
     assert!(pids.iter().all(|&(_, pid)| alive(pid)), "{pids:?}");
     child.kill().unwrap(); // SIGKILL: no handler, no cleanup code in dagstart runs.
     let _ = child.wait();
@@ -542,6 +574,9 @@ fn sigkill_of_dagstart_leaves_nothing_running_grandchildren_and_escapees_include
         "every process of the run to be gone",
         || pids.iter().all(|&(_, pid)| !alive(pid)),
     );
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "^sleep 3599$"])
+        .status();
 }
 
 #[test]

@@ -189,6 +189,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "env_file",
     "log_max_size",
     "log_keep",
+    "pid_namespace",
 ];
 const SERVICE_KEYS: &[&str] = &[
     "command",
@@ -716,6 +717,9 @@ impl<'p> Loader<'p> {
             s.log_keep = self
                 .integer(v, "log_keep", 1000)
                 .map_or(s.log_keep, |n| n as u32);
+        }
+        if let Some(v) = table.get("pid_namespace") {
+            s.pid_namespace = self.bool(v, "pid_namespace").unwrap_or(s.pid_namespace);
         }
         s.log_dir = join_clean(&self.base_dir, &s.log_dir);
         self.settings_from_env(&mut s);

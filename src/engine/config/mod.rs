@@ -67,6 +67,9 @@ pub struct Settings {
     pub log_max_size: u64,
     /// Rotated logs kept per node (`<node>.log.1` is the newest).
     pub log_keep: u32,
+    /// Run the nodes in a PID namespace of their own where the system allows it (see
+    /// [`crate::engine::containment`]).
+    pub pid_namespace: bool,
 }
 
 impl Default for Settings {
@@ -80,6 +83,7 @@ impl Default for Settings {
             shutdown_timeout: Duration::from_secs(30),
             log_max_size: 100 << 20,
             log_keep: 5,
+            pid_namespace: true,
         }
     }
 }

@@ -36,9 +36,11 @@ fn run_hidden_step() {
         Some(step) if step == dagstart::engine::guardian::GUARDIAN => {
             let run_id = args.next().unwrap_or_default();
             let runtime_dir = args.next().map(std::path::PathBuf::from);
+            let cgroup = args.next().map(std::path::PathBuf::from);
             std::process::exit(dagstart::engine::guardian::run_guardian(
                 &run_id.to_string_lossy(),
                 runtime_dir.as_deref(),
+                cgroup.as_deref(),
             ));
         }
         _ => {}

@@ -95,6 +95,7 @@ pub fn run(config: Config, env: &Environment, args: RunRequest) -> Result<i32, E
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     // Whatever is still in the namespace (an escapee that ignored everything) dies now.
     crate::engine::containment::end(std::time::Duration::from_secs(5));
+    crate::engine::cgroup::end(std::time::Duration::from_secs(5));
     drop(keeper.runtime_dir);
     result
 }
@@ -125,8 +126,15 @@ impl Keeper {
             RuntimeDir::create().map_err(|e| Error::io("creating the runtime directory", e))?;
         let run_id = format!("{}-{}", std::process::id(), unix_nanos());
         crate::engine::guardian::become_subreaper();
-        let guardian = crate::engine::guardian::Guardian::start(&run_id, runtime_dir.path())
-            .map_err(|e| Error::io("starting the guardian process", e))?;
+        let cgroup = crate::engine::cgroup::create_run()
+            .inspect_err(|why| tracing::info!("nodes get no cgroups: {why}"))
+            .ok();
+        let guardian = crate::engine::guardian::Guardian::start(
+            &run_id,
+            runtime_dir.path(),
+            cgroup.as_deref(),
+        )
+        .map_err(|e| Error::io("starting the guardian process", e))?;
         let runtime_path = runtime_dir.path().to_owned();
         Ok(Self {
             runtime_dir,

@@ -42,10 +42,16 @@ pub struct Guardian {
 impl Guardian {
     /// Starts the guardian for run `run_id`, whose private runtime directory is `runtime_dir`
     /// (removed by the guardian if dagstart could not).
-    pub fn start(run_id: &str, runtime_dir: &std::path::Path) -> std::io::Result<Self> {
+    /// With `cgroup`, the run's cgroup is killed and removed too.
+    pub fn start(
+        run_id: &str,
+        runtime_dir: &std::path::Path,
+        cgroup: Option<&std::path::Path>,
+    ) -> std::io::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
             .args([GUARDIAN, run_id])
             .arg(runtime_dir)
+            .args(cgroup)
             .env_remove(RUN_MARKER)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -102,8 +108,12 @@ impl Drop for Guardian {
 }
 
 /// The guardian itself: collect process groups until stdin closes, then kill what is left
-/// and remove the run's runtime directory.
-pub fn run_guardian(run_id: &str, runtime_dir: Option<&std::path::Path>) -> i32 {
+/// (the run's cgroup too) and remove the run's runtime directory and cgroup.
+pub fn run_guardian(
+    run_id: &str,
+    runtime_dir: Option<&std::path::Path>,
+    cgroup: Option<&std::path::Path>,
+) -> i32 {
     // "<pgid>" adds a group, "-<pgid>" forgets one that is gone: its number may be handed to
     // an unrelated process later, which must never be signalled.
     let mut groups = std::collections::HashSet::new();
@@ -123,6 +133,9 @@ pub fn run_guardian(run_id: &str, runtime_dir: Option<&std::path::Path>) -> i32 
         let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
     }
     kill_marked(run_id);
+    if let Some(cgroup) = cgroup {
+        crate::engine::cgroup::remove_run(cgroup, std::time::Duration::from_secs(2));
+    }
     // A killed dagstart could not remove its runtime directory.
     if let Some(dir) = runtime_dir.filter(|d| is_runtime_dir(d)) {
         let _ = std::fs::remove_dir_all(dir);

@@ -12,6 +12,7 @@
 //! | [`notify`] | systemd's notify protocol: the run's NOTIFY_SOCKET and its routing |
 //! | [`sockets`] | socket activation: listening sockets bound before anything starts |
 //! | [`socket_path`] | unix socket paths of any length (through `/proc/self/fd`) |
+//! | [`cgroup`] | a cgroup per node where cgroup v2 is writable: stops reach escapees |
 //! | [`containment`] | no orphans, by the kernel: the run's PID namespace and its init |
 //! | [`guardian`] | no orphans: subreaper, run marker sweep, and the guardian process |
 //! | [`preflight`] | the environment check before anything is spawned |
@@ -22,6 +23,7 @@
 //! | [`record`] | `EventRecord`: the one serde form of an event, for every view |
 //! | [`timing`] | a run's timeline: critical path, sequential estimate |
 
+pub mod cgroup;
 pub mod config;
 pub mod containment;
 pub mod control;

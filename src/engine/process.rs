@@ -18,6 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::engine::cgroup::NodeCgroup;
 use crate::engine::config::Node;
 
 /// A process group whose id is the pid of its leader, the node's process.
@@ -83,6 +84,18 @@ pub struct Spawned {
     pub pid: u32,
     /// The stdout and stderr readers; they end at EOF of their pipe.
     pub readers: Vec<JoinHandle<()>>,
+    /// The node's cgroup, where the run has them.
+    pub cgroup: Option<NodeCgroup>,
+}
+
+impl Spawned {
+    /// The final SIGKILL: the group, and the cgroup (escapees that left the group included).
+    pub fn sweep(&self) {
+        let _ = self.group.signal(Signal::SIGKILL);
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
+    }
 }
 
 /// The environment a node runs with: dagstart's own, then `[env]`, then the node's `env`.
@@ -103,6 +116,8 @@ pub struct SpawnExtras<'a> {
     pub ready_fd: Option<(i32, OwnedFd)>,
     /// Extra environment (NOTIFY_SOCKET, WATCHDOG_USEC).
     pub env: Vec<(String, String)>,
+    /// The cgroup the process is born in.
+    pub cgroup: Option<NodeCgroup>,
 }
 
 /// The hidden first argument that makes `dagstart` set LISTEN_PID and exec the real program.
@@ -164,11 +179,26 @@ pub fn spawn(
             .env("USER", &run_as.user)
             .env("LOGNAME", &run_as.user);
     }
-    // Joining the namespace's mounts needs the privileges the `user` switch gives up.
+    // Joining the namespace's mounts and the cgroup needs the privileges the `user` switch
+    // gives up: both go first.
     crate::engine::containment::join_in_child(&mut command, &node.cwd)?;
+    let cgroup_procs = extras
+        .cgroup
+        .as_ref()
+        .map(NodeCgroup::procs_file)
+        .transpose()?;
+    if let Some(procs) = &cgroup_procs {
+        let procs = procs.as_raw_fd();
+        // SAFETY: join_in_child only writes to a descriptor this process holds.
+        #[allow(unsafe_code)]
+        unsafe {
+            command.pre_exec(move || crate::engine::cgroup::join_in_child(procs));
+        }
+    }
     die_with_parent(&mut command, fd_map, node.run_as.clone());
     let mut child = crate::engine::containment::spawn(&mut command)?;
     drop(placed);
+    drop(cgroup_procs);
     drop(extras.ready_fd);
     let pid = child.id().expect("a just-spawned child has a pid");
     let group = ProcessGroup(Pid::from_raw(pid as i32));
@@ -189,6 +219,7 @@ pub fn spawn(
         group,
         pid,
         readers,
+        cgroup: extras.cgroup,
     })
 }
 
@@ -303,32 +334,27 @@ pub struct StopReport {
 }
 
 /// The one shape of a graceful stop: `signal` to the group, wait up to `grace` for the leader,
-/// then SIGKILL the group. The group is always swept with SIGKILL at the end, so grandchildren
-/// that outlive the leader do not survive it.
-pub async fn stop(
-    child: &mut Child,
-    group: ProcessGroup,
-    signal: Signal,
-    grace: Duration,
-) -> StopReport {
+/// then SIGKILL the group. The group (and the node's cgroup) is always swept with SIGKILL at
+/// the end, so grandchildren that outlive the leader do not survive it.
+pub async fn stop(spawned: &mut Spawned, signal: Signal, grace: Duration) -> StopReport {
     let started = Instant::now();
-    if let Ok(Some(status)) = child.try_wait() {
-        let _ = group.signal(Signal::SIGKILL);
+    if let Ok(Some(status)) = spawned.child.try_wait() {
+        spawned.sweep();
         return StopReport {
             status: Some(status),
             killed: false,
             took: started.elapsed(),
         };
     }
-    let _ = group.signal(signal);
-    let (status, killed) = match tokio::time::timeout(grace, child.wait()).await {
+    let _ = spawned.group.signal(signal);
+    let (status, killed) = match tokio::time::timeout(grace, spawned.child.wait()).await {
         Ok(status) => (status.ok(), false),
         Err(_) => {
-            let _ = group.signal(Signal::SIGKILL);
-            (child.wait().await.ok(), true)
+            spawned.sweep();
+            (spawned.child.wait().await.ok(), true)
         }
     };
-    let _ = group.signal(Signal::SIGKILL);
+    spawned.sweep();
     StopReport {
         status,
         killed,
@@ -336,10 +362,10 @@ pub async fn stop(
     }
 }
 
-/// Kills the group at once and reaps the leader.
-pub async fn kill(child: &mut Child, group: ProcessGroup) -> Option<ExitStatus> {
-    let _ = group.signal(Signal::SIGKILL);
-    child.wait().await.ok()
+/// Kills the group (and cgroup) at once and reaps the leader.
+pub async fn kill(spawned: &mut Spawned) -> Option<ExitStatus> {
+    spawned.sweep();
+    spawned.child.wait().await.ok()
 }
 
 /// "exit 3", "killed by SIGKILL", ... for messages.

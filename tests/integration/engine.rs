@@ -648,6 +648,64 @@ fn an_escaped_child_holding_the_pipes_does_not_hold_up_a_stop() {
     assert!(down(&p, &mut child).success());
 }
 
+/// Hardening: where cgroup v2 is writable each node has a cgroup, so stopping a node also
+/// stops what left its process group and session (a daemonizing child), while dagstart runs.
+#[test]
+fn stopping_a_node_stops_what_escaped_its_group_through_its_cgroup() {
+    // The sleep's length makes it findable among the processes of tests running beside us.
+    let mark = u32::from(free_port()) + 100_000;
+    let p = project(|p| {
+        format!(
+            "[services.daemonizer]\ncommand = \"(setsid sleep {mark} &); exec sleep 600\"\nshell = true\n\n\
+             [services.other]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "other", "")
+        )
+    });
+    let mut child = start_in_background(&p, &["run"]);
+    let cmdline = format!("sleep\0{mark}\0");
+    let find = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == cmdline.as_bytes())
+                    && alive(*pid)
+            })
+    };
+    wait_until(RUN_LIMIT, "the daemon to start", || find().is_some());
+    let daemon = find().unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{daemon}/cgroup")).unwrap();
+    if !cgroup.contains("/dagstart-") {
+        eprintln!("skipped: no writable cgroup v2 here");
+        assert!(down(&p, &mut child).success());
+        return;
+    }
+    assert!(cgroup.contains("-daemonizer"), "{cgroup}");
+    let out = p.dagstart(&["stop", "daemonizer"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_until(RUN_LIMIT, "the daemon to be stopped with its node", || {
+        !alive(daemon)
+    });
+    assert_eq!(
+        state_of(&p, "other").as_deref(),
+        Some("ready"),
+        "the run goes on"
+    );
+    assert!(down(&p, &mut child).success());
+    let run_cgroup = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .and_then(|path| path.rsplit_once('/'))
+        .map(|(run, _)| run.to_owned())
+        .unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/unified{run_cgroup}")).exists()
+            && !std::path::Path::new(&format!("/sys/fs/cgroup{run_cgroup}")).exists(),
+        "the run's cgroup {run_cgroup} is removed at the end"
+    );
+}
+
 /// Real stacks: `down` returns once the stack has stopped (it used to return at once), so
 /// `dagstart down && dagstart run` works.
 #[test]

@@ -116,7 +116,7 @@ pub(crate) async fn run(ctx: RunnerContext, mut control: mpsc::UnboundedReceiver
                         return ctx.report(stopped(report));
                     }
                     AttemptEnd::Failed(reason) => {
-                        process::kill(&mut spawned.child, spawned.group).await;
+                        process::kill(&mut spawned).await;
                         drain(&mut spawned).await;
                         reason
                     }
@@ -185,6 +185,7 @@ fn spawn(ctx: &RunnerContext, tail: &Tail) -> Result<(Spawned, Signals), String>
     let mut signals = Signals::default();
     let mut extras = SpawnExtras {
         listen_fds: ctx.sockets.of(ctx.node),
+        cgroup: crate::engine::cgroup::NodeCgroup::for_node(ctx.node, &node.name),
         ..SpawnExtras::default()
     };
     if !ctx.run_id.is_empty() {
@@ -432,18 +433,18 @@ async fn supervise(
                 other => tell(ctx, other),
             },
             () = super::shell::sleep_until_opt(watchdog_deadline) => {
-                process::kill(&mut spawned.child, spawned.group).await;
+                process::kill(&mut spawned).await;
                 let silence = humantime::format_duration(watchdog.unwrap_or_default());
                 break (format!("killed: no WATCHDOG=1 for {silence}"), false);
             }
             reason = &mut liveness => {
-                process::kill(&mut spawned.child, spawned.group).await;
+                process::kill(&mut spawned).await;
                 break (format!("killed: {reason}"), false);
             }
         }
     };
-    // Whatever the leader left behind in its group must not outlive it.
-    let _ = spawned.group.signal(nix::sys::signal::Signal::SIGKILL);
+    // Whatever the leader left behind in its group or cgroup must not outlive it.
+    spawned.sweep();
     drain(&mut spawned).await;
     ctx.report(Report::Exited {
         status,
@@ -481,13 +482,7 @@ async fn liveness_failure(ctx: &RunnerContext) -> String {
 
 async fn stop(ctx: &RunnerContext, spawned: &mut Spawned) -> StopReport {
     let node = &ctx.config.nodes[ctx.node];
-    let report = process::stop(
-        &mut spawned.child,
-        spawned.group,
-        node.stop_signal,
-        node.stop_timeout,
-    )
-    .await;
+    let report = process::stop(spawned, node.stop_signal, node.stop_timeout).await;
     drain(spawned).await;
     report
 }

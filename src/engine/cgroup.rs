@@ -1,0 +1,152 @@
+//! A cgroup per node, where cgroup v2 is writable: what a node started is found and stopped
+//! even after it left the node's process group and session (systemd's way).
+//!
+//! At the start of a run dagstart creates `dagstart-<pid>` under its own cgroup (v2), and a
+//! child of it for each node that is spawned (`<index>-<name>`). The node's process joins it
+//! between fork and exec, so everything it starts is born there and cannot leave (only a
+//! privileged process could move it out). Whenever a node's process group gets its final
+//! SIGKILL (stop, kill, exit of the leader) its cgroup gets `cgroup.kill`, which takes the
+//! escapees too. At the end of the run, or by the guardian after a kill -9 of dagstart, the
+//! whole run's cgroup is killed and removed.
+//!
+//! Where cgroup v2 is not mounted or not writable (not root, no delegation) nothing of this
+//! happens and process groups are what a stop reaches.
+
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static RUN: OnceLock<PathBuf> = OnceLock::new();
+
+/// The prefix of every run's cgroup directory (the guardian removes only such directories).
+pub const RUN_PREFIX: &str = "dagstart-";
+
+/// Creates the run's cgroup under dagstart's own; its path, or why not.
+pub fn create_run() -> Result<PathBuf, String> {
+    if let Some(path) = RUN.get() {
+        return Ok(path.clone());
+    }
+    let own = own_cgroup().ok_or("no writable cgroup v2 hierarchy")?;
+    let path = own.join(format!("{RUN_PREFIX}{}", std::process::id()));
+    std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let _ = RUN.set(path.clone());
+    Ok(path)
+}
+
+/// The run's cgroup, when it has one.
+pub fn run_path() -> Option<&'static Path> {
+    RUN.get().map(PathBuf::as_path)
+}
+
+/// Where dagstart's own cgroup is in the file system: the cgroup2 mount (from
+/// `/proc/self/mountinfo`) joined with the `0::` line of `/proc/self/cgroup`.
+fn own_cgroup() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|line| {
+        let (fields, fs) = line.split_once(" - ")?;
+        if !fs.starts_with("cgroup2 ") {
+            return None;
+        }
+        let mut fields = fields.split(' ');
+        let root = fields.nth(3)?;
+        let point = fields.next()?;
+        (root == "/").then(|| PathBuf::from(point))
+    })?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(mount.join(own.trim_start_matches('/')))
+}
+
+/// A node's cgroup.
+#[derive(Debug, Clone)]
+pub struct NodeCgroup {
+    path: PathBuf,
+}
+
+impl NodeCgroup {
+    /// The cgroup of node number `index` called `name` (created on its first spawn), or
+    /// `None` when the run has no cgroup.
+    pub fn for_node(index: usize, name: &str) -> Option<Self> {
+        let run = RUN.get()?;
+        // Node names are file-name safe (the config checks them); the index keeps a node
+        // removed and added again by a reload apart from a new one of the same name.
+        let path = run.join(format!("{index}-{name}"));
+        match std::fs::create_dir(&path) {
+            Ok(()) => Some(Self { path }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Self { path }),
+            Err(_) => None,
+        }
+    }
+
+    /// The descriptor a spawned process writes "0" to, to join this cgroup (see
+    /// [`join_in_child`]).
+    pub fn procs_file(&self) -> io::Result<OwnedFd> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))
+            .map(OwnedFd::from)
+    }
+
+    /// SIGKILLs every process in the cgroup, wherever it went.
+    pub fn kill(&self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+    }
+
+    /// True while any process is in the cgroup.
+    pub fn is_populated(&self) -> bool {
+        populated(&self.path)
+    }
+}
+
+/// In the child, between fork and exec: move the process into the cgroup whose
+/// `cgroup.procs` is open as `procs`. Only a `write`: async-signal-safe.
+#[allow(unsafe_code)]
+pub fn join_in_child(procs: RawFd) -> io::Result<()> {
+    // SAFETY: a write of a static buffer to a descriptor this process holds.
+    let written = unsafe { nix::libc::write(procs, b"0".as_ptr().cast(), 1) };
+    if written != 1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn populated(path: &Path) -> bool {
+    std::fs::read_to_string(path.join("cgroup.events"))
+        .map(|events| events.lines().any(|l| l == "populated 1"))
+        .unwrap_or(false)
+}
+
+/// Kills everything in the run's cgroup `run` and removes it, waiting at most `limit` for its
+/// processes to be gone (a cgroup with processes cannot be removed). Used at the end of a run
+/// and by the guardian.
+pub fn remove_run(run: &Path, limit: Duration) {
+    if !run
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(RUN_PREFIX))
+    {
+        return;
+    }
+    let _ = std::fs::write(run.join("cgroup.kill"), "1");
+    let deadline = Instant::now() + limit;
+    while populated(run) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if let Ok(entries) = std::fs::read_dir(run) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(run);
+}
+
+/// The end of the run: everything left in the run's cgroup is killed and the cgroups removed.
+pub fn end(limit: Duration) {
+    if let Some(run) = RUN.get() {
+        remove_run(run, limit);
+    }
+}

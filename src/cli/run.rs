@@ -23,14 +23,20 @@ use crate::views::logfiles::Output;
 /// paths are limited to 108 bytes.
 struct RuntimeDir(std::path::PathBuf);
 
+/// The file in a runtime directory that names the dagstart it belongs to.
+const OWNER_FILE: &str = "owner";
+
 impl RuntimeDir {
     fn create() -> std::io::Result<Self> {
+        remove_stale_runtime_dirs();
         let template = std::env::temp_dir().join(format!(
             "{}XXXXXX",
             crate::engine::guardian::RUNTIME_DIR_PREFIX
         ));
         let path = nix::unistd::mkdtemp(&template).map_err(std::io::Error::from)?;
-        Ok(Self(path))
+        let dir = Self(path);
+        std::fs::write(dir.0.join(OWNER_FILE), std::process::id().to_string())?;
+        Ok(dir)
     }
 
     fn path(&self) -> &Path {
@@ -41,6 +47,32 @@ impl RuntimeDir {
 impl Drop for RuntimeDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes this user's runtime directories of earlier runs whose dagstart and guardian were
+/// both killed (the guardian removes it when only dagstart was).
+fn remove_stale_runtime_dirs() {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = nix::unistd::geteuid().as_raw();
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(crate::engine::guardian::RUNTIME_DIR_PREFIX))
+            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        let owner = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok());
+        if let (true, Some(pid)) = (ours, owner) {
+            if !crate::engine::guardian::is_running_dagstart(pid) {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
     }
 }
 

@@ -29,10 +29,31 @@ pub fn create_run() -> Result<PathBuf, String> {
         return Ok(path.clone());
     }
     let own = own_cgroup().ok_or("no writable cgroup v2 hierarchy")?;
+    remove_stale(&own);
     let path = own.join(format!("{RUN_PREFIX}{}", std::process::id()));
     std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let _ = RUN.set(path.clone());
     Ok(path)
+}
+
+/// Removes the cgroups of earlier runs whose dagstart and guardian were both killed.
+fn remove_stale(own: &Path) {
+    let Ok(entries) = std::fs::read_dir(own) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RUN_PREFIX))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !crate::engine::guardian::is_running_dagstart(pid) {
+            remove_run(&entry.path(), Duration::from_millis(500));
+        }
+    }
 }
 
 /// The run's cgroup, when it has one.

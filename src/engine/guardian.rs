@@ -146,6 +146,17 @@ pub fn run_guardian(
 /// The name every runtime directory has: `dagstart-` and six random characters (`mkdtemp`).
 pub const RUNTIME_DIR_PREFIX: &str = "dagstart-";
 
+/// True when `pid` is a running dagstart (not a zombie, not another program that got the
+/// number since): how leftovers of runs killed together with their guardian are recognised.
+pub fn is_running_dagstart(pid: u32) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    comm.trim() == "dagstart"
+        && stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+}
+
 /// Only ever remove what looks like one of our runtime directories.
 fn is_runtime_dir(dir: &std::path::Path) -> bool {
     dir.file_name()

@@ -283,6 +283,36 @@ fn the_runtime_directory_is_private_unpredictable_and_cleaned_up_after_a_kill() 
         "the guardian to remove the runtime directory",
         || !entries[0].exists(),
     );
+    // Killed together with its guardian (`pkill -9 dagstart`): the next run cleans up.
+    // (The log still says "startup complete" from the first run: wait for the guardian.)
+    let mut child = spawn_in_background(&p, &["run"]);
+    wait_until(RUN_LIMIT, "the second run's guardian", || {
+        crate::harness::guardian_of(child.id()).is_some()
+    });
+    let guardian = crate::harness::guardian_of(child.id()).unwrap();
+    let left: Vec<std::path::PathBuf> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guardian),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(left[0].exists(), "nobody was left to remove it");
+    let out = p
+        .dagstart(&["run", "--", "true"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        !left[0].exists(),
+        "the next run removes what a killed run left"
+    );
 }
 
 /// Hardening: logs and run records are private to the user (services print secrets).

@@ -14,7 +14,11 @@ fn main() {
         Ok(code) => code,
         Err(error) => {
             let handler = dagstart::cli::error::terminal_handler();
-            eprint!("{}", dagstart::cli::error::render(&error, &handler));
+            // A reader that went away (`check 2>&1 | head`) must not turn into a panic.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                dagstart::cli::error::render(&error, &handler).as_bytes(),
+            );
             error.exit_code()
         }
     };

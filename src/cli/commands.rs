@@ -129,7 +129,16 @@ fn status_table(nodes: &[crate::engine::lifecycle::NodeStatus]) -> String {
             || "-".to_owned(),
             |ms| humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string(),
         );
-        let last = n.last.as_deref().unwrap_or("");
+        let last = match (&n.last, &n.output_lost) {
+            (last, Some(lost)) => format!(
+                "output lost: {lost}{}",
+                last.as_deref()
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default()
+            ),
+            (Some(last), None) => last.clone(),
+            (None, None) => String::new(),
+        };
         out.push_str(&format!(
             "{:width$}  {:9}  {:11}  {pid:>7}  {uptime:>9}  {:>8}  {last}\n",
             n.name, n.kind, n.state, n.restarts

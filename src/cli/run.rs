@@ -260,10 +260,14 @@ async fn run_graph(
         None => output,
     };
     let (events, event_rx) = EventSink::new(tokio::time::Instant::now());
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let lost_tx = control_tx.clone();
+    let output = output.on_output_lost(Box::new(move |node, reason| {
+        lost_tx.send(Control::OutputLost { node, reason }).is_ok()
+    }));
     let output_threads = output
         .spawn(event_rx)
         .map_err(|e| Error::io("starting the output threads", e))?;
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let command_pid = Arc::new(AtomicU32::new(0));
     forward_signals(control_tx.clone(), command_pid.clone())?;
     let source = crate::engine::control::ReloadSource {

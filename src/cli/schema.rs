@@ -93,6 +93,8 @@ fn common_node_properties() -> serde_json::Map<String, Value> {
         "watch": { "type": "array", "items": { "type": "string" }, "description": "globs whose changes restart the node" },
         "user": { "type": ["string", "integer"], "description": "run as this user (name or uid; dagstart must run as root)" },
         "group": { "type": ["string", "integer"], "description": "with user: run with this group instead of the user's own" },
+        "log_max_size": { "type": "string", "description": "rotate this node's log at this size (default: settings.log_max_size)" },
+        "log_keep": { "type": "integer", "minimum": 0, "description": "rotated logs kept for this node (default: settings.log_keep)" },
     });
     match properties {
         Value::Object(map) => map,

@@ -108,6 +108,11 @@ pub enum EventKind {
     /// subscribers in this process: it is never serialized.
     #[serde(skip)]
     Reloaded(std::sync::Arc<crate::engine::config::Config>),
+    /// Some of the node's output could not be kept (its log file cannot be written: a full
+    /// disk); said once per node, the run goes on.
+    OutputLost {
+        reason: String,
+    },
     /// Anything else worth telling the user.
     Note {
         text: String,

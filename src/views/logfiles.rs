@@ -38,7 +38,13 @@ struct Sinks {
     recorder: Option<crate::views::history::Recorder>,
     /// `--output json`: the terminal wants every event as a record, output lines too.
     json: bool,
+    /// Tells the engine that a node's output is being lost; false once it no longer listens.
+    lost: Option<OutputLostHook>,
 }
+
+/// How the log thread tells the engine that a node's output could not be kept: the engine
+/// then says so in its events (and `status`), like everything else it knows.
+pub type OutputLostHook = Box<dyn Fn(usize, String) -> bool + Send>;
 
 /// The two threads of a run's output; [`OutputThreads::join`] waits until they are done.
 pub struct OutputThreads {
@@ -77,6 +83,7 @@ impl Output {
                 dashboard: None,
                 recorder,
                 json,
+                lost: None,
             },
         })
     }
@@ -115,6 +122,12 @@ impl Output {
             log: handle,
             terminal_done,
         })
+    }
+
+    /// Tells `hook` when a node's log cannot be written.
+    pub fn on_output_lost(mut self, hook: OutputLostHook) -> Self {
+        self.sinks.lost = Some(hook);
+        self
     }
 
     /// Feeds every event to `dashboard` too.
@@ -157,6 +170,17 @@ impl LogThread {
         last
     }
 
+    /// A node's log cannot be written: told to the engine, which publishes it as an event
+    /// that comes back here; told directly once the engine no longer listens (at the end).
+    fn output_lost(&mut self, n: usize, at: Duration, text: String) {
+        if let Some(hook) = &self.sinks.lost {
+            if hook(n, text.clone()) {
+                return;
+            }
+        }
+        self.tell(n, at, text);
+    }
+
     /// A problem with the log files themselves: in dagstart.log and on the terminal, once.
     fn tell(&mut self, n: usize, at: Duration, text: String) {
         let stamp = humantime::format_rfc3339_millis(SystemTime::now());
@@ -178,7 +202,7 @@ impl LogThread {
     fn flush(&mut self) {
         let _ = self.sinks.own_log.flush();
         for (n, text) in self.sinks.node_logs.flush() {
-            self.tell(n, self.last_at, text);
+            self.output_lost(n, self.last_at, text);
         }
         if let Some(recorder) = &mut self.sinks.recorder {
             recorder.flush();
@@ -213,7 +237,7 @@ impl LogThread {
         }
         if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
             if let Some(problem) = self.sinks.node_logs.write(n, line) {
-                self.tell(n, event.at, problem);
+                self.output_lost(n, event.at, problem);
             }
             return;
         }
@@ -307,6 +331,7 @@ pub fn describe(config: &Config, event: &Event) -> Option<String> {
             format!("everything stopped in {}", secs(*took))
         }
         EventKind::Note { text } => text.clone(),
+        EventKind::OutputLost { reason } => format!("{name}: output lost: {reason}"),
         EventKind::Reloaded(_) | EventKind::Dropped { .. } => return None,
     };
     Some(text)
@@ -323,12 +348,13 @@ struct NodeLogs {
     open: std::collections::HashMap<usize, BufWriter<File>>,
     /// Open files, oldest first.
     order: std::collections::VecDeque<usize>,
-    max_size: u64,
-    keep: u32,
 }
 
 struct NodeLog {
     path: std::path::PathBuf,
+    /// The node's rotation: its own settings, or `[settings]`'s.
+    max_size: u64,
+    keep: u32,
     /// Bytes in the current file.
     written: u64,
     /// A write failed and was reported.
@@ -343,8 +369,6 @@ impl NodeLogs {
             logs: Vec::new(),
             open: std::collections::HashMap::new(),
             order: std::collections::VecDeque::new(),
-            max_size: config.settings.log_max_size,
-            keep: config.settings.log_keep,
         };
         for (node, &on) in config.nodes.iter().zip(selected) {
             logs.push(config, node, on)?;
@@ -364,6 +388,8 @@ impl NodeLogs {
         }
         self.logs.push(path.map(|path| NodeLog {
             path,
+            max_size: node.log_max_size.unwrap_or(config.settings.log_max_size),
+            keep: node.log_keep.unwrap_or(config.settings.log_keep),
             written: 0,
             failed: false,
         }));
@@ -383,7 +409,7 @@ impl NodeLogs {
     fn write(&mut self, n: usize, line: &str) -> Option<String> {
         let len = line.len() as u64 + 1;
         let log = self.logs.get(n)?.as_ref()?;
-        if log.written > 0 && log.written + len > self.max_size {
+        if log.written > 0 && log.written + len > log.max_size {
             if let Err(e) = self.rotate(n) {
                 return self.failed(n, &e);
             }
@@ -424,15 +450,16 @@ impl NodeLogs {
             self.order.retain(|&o| o != n);
         }
         let log = self.logs[n].as_mut().expect("a node with a log");
+        let keep = log.keep;
         let numbered = |k: u32| {
             let mut name = log.path.clone().into_os_string();
             name.push(format!(".{k}"));
             std::path::PathBuf::from(name)
         };
-        for k in (1..self.keep).rev() {
+        for k in (1..keep).rev() {
             let _ = std::fs::rename(numbered(k), numbered(k + 1));
         }
-        if self.keep > 0 {
+        if keep > 0 {
             std::fs::rename(&log.path, numbered(1))?;
         }
         super::private::create_file(&log.path)?;

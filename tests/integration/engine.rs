@@ -397,13 +397,21 @@ fn a_project_deep_in_the_file_system_runs_and_answers() {
 fn node_logs_rotate_by_size() {
     let p = Project::new(
         "[settings]\nlog_max_size = \"2KiB\"\nlog_keep = 2\n\n\
-         [services.chatty]\ncommand = \"seq 1 2000; exec sleep 600\"\nshell = true\n",
+         [services.chatty]\ncommand = \"seq 1 2000; exec sleep 600\"\nshell = true\n\n\
+         [services.own_rotation]\ncommand = \"seq 1 2000; exec sleep 600\"\nshell = true\n\
+         log_max_size = \"4KiB\"\nlog_keep = 1\n",
     );
     let mut child = start_in_background(&p, &["run"]);
     let logs = p.path().join("logs");
-    wait_until(RUN_LIMIT, "the last line in the current log", || {
-        std::fs::read_to_string(logs.join("chatty.log")).is_ok_and(|t| t.ends_with("2000\n"))
+    wait_until(RUN_LIMIT, "the last line in the current logs", || {
+        ["chatty.log", "own_rotation.log"].iter().all(|name| {
+            std::fs::read_to_string(logs.join(name)).is_ok_and(|t| t.ends_with("2000\n"))
+        })
     });
+    // A node's own settings win over [settings].
+    let own = std::fs::read_to_string(logs.join("own_rotation.log.1")).unwrap();
+    assert!(own.len() > 2048 && own.len() <= 4096, "{} bytes", own.len());
+    assert!(!logs.join("own_rotation.log.2").exists());
     let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap();
     let (current, older, oldest) = (
         read("chatty.log"),
@@ -448,7 +456,25 @@ fn a_log_that_cannot_be_written_is_reported_once() {
         "{}",
         p.own_log()
     );
+    assert!(p.own_log().contains("late: output lost: cannot write"));
+    // `status` says it too, and the run record has the event.
+    let late = status_json(&p)
+        .into_iter()
+        .find(|n| n["name"] == "late")
+        .unwrap();
+    assert!(
+        late["output_lost"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot write")),
+        "{late}"
+    );
+    let out = p.dagstart(&["status"]).output().unwrap();
+    assert!(stdout_of(&out).contains("output lost: cannot write"));
     assert!(down(&p, &mut child).success());
+    let runs = p.path().join(".dagstart/runs");
+    let record = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap();
+    let record = std::fs::read_to_string(record.path()).unwrap();
+    assert!(record.contains("\"event\":\"output_lost\""), "{record}");
 }
 
 /// Starts `sleep 300` as a process group leader whose pid (and so pgid) is `pid`, by steering

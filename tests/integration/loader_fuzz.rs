@@ -1,4 +1,7 @@
-//! No input, however broken, makes the loader panic: arbitrary bytes and arbitrary TOML.
+//! No input, however broken, makes the loader panic: arbitrary bytes and arbitrary TOML, and
+//! the kept corpus of inputs that once did harm (tests/fixtures/hostile). A failing case that
+//! proptest finds is saved beside this file (`loader_fuzz.proptest-regressions`, to commit)
+//! and replayed first on every later run.
 
 use std::path::Path;
 
@@ -113,7 +116,7 @@ fn load(text: String) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("regressions"))), ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
@@ -177,11 +180,43 @@ fn hostile() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("regressions"))), ..ProptestConfig::default() })]
 
     /// Bounded (64 cases, each a few milliseconds to a second) so it runs in every `cargo test`.
     #[test]
     fn hostile_input_never_panics(doc in hostile()) {
         load(doc);
+    }
+}
+
+/// The kept corpus (tests/fixtures/hostile): every input that once panicked, hung, took
+/// quadratic time or got an error without a location is checked again, through the binary.
+#[test]
+fn every_kept_hostile_input_is_located_quickly() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    for file in files {
+        let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+        let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_dagstart"))
+            .arg("-f")
+            .arg(&file)
+            .arg("check")
+            .env("NO_COLOR", "1")
+            .timeout(std::time::Duration::from_secs(20))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{name}:\n{stderr}");
+        let located = stderr
+            .match_indices(&format!("{name}:"))
+            .any(|(at, m)| stderr[at + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+        assert!(located, "{name}: no line and column in\n{stderr}");
     }
 }

@@ -217,6 +217,8 @@ const SERVICE_KEYS: &[&str] = &[
     "watch",
     "user",
     "group",
+    "log_max_size",
+    "log_keep",
 ];
 const COMPONENT_KEYS: &[&str] = &[
     "command",
@@ -234,6 +236,8 @@ const COMPONENT_KEYS: &[&str] = &[
     "watch",
     "user",
     "group",
+    "log_max_size",
+    "log_keep",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "http",
@@ -896,6 +900,13 @@ impl<'p> Loader<'p> {
             .map(|v| self.watch(v, &format!("{path}.watch")))
             .unwrap_or_default();
         let run_as = self.run_as(table, &path);
+        let log_max_size = table
+            .get("log_max_size")
+            .and_then(|v| self.size(v, &format!("{path}.log_max_size")));
+        let log_keep = table
+            .get("log_keep")
+            .and_then(|v| self.integer(v, "log_keep", 1000))
+            .map(|n| n as u32);
         let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on.into_iter().unzip();
         let node = Node {
             name: name.to_owned(),
@@ -920,6 +931,8 @@ impl<'p> Loader<'p> {
             restart_with_dependency,
             watch,
             run_as,
+            log_max_size,
+            log_keep,
         };
         let spans = NodeSpans {
             port: port.map(|p| p.1),

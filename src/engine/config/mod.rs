@@ -153,6 +153,9 @@ pub struct Node {
     pub watch: Vec<String>,
     /// The account the node runs as (`user` and `group`), resolved at load.
     pub run_as: Option<RunAs>,
+    /// This node's own `log_max_size` and `log_keep`, over `[settings]`.
+    pub log_max_size: Option<u64>,
+    pub log_keep: Option<u32>,
 }
 
 /// A user (and group) a node runs as, resolved from names or numbers when the file is loaded.

@@ -33,6 +33,8 @@ pub enum Input {
     Verified(Result<(), VerifyFailure>),
     /// `max_workers = "auto"` moved the limit of nodes starting at once.
     WorkerLimit(usize),
+    /// Some of the node's output could not be kept (its log cannot be written).
+    OutputLost { node: usize, reason: String },
 }
 
 /// A required service that failed the final verification.

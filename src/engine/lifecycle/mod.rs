@@ -68,6 +68,9 @@ pub struct NodeStatus {
     pub restarts: u32,
     /// The last thing worth knowing: its STATUS, or why it failed, exited or was skipped.
     pub last: Option<String>,
+    /// Why some of its output could not be kept (its log file cannot be written).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub output_lost: Option<String>,
 }
 
 /// Where startup stands, for whoever waits on it (the `--` command).

@@ -46,6 +46,8 @@ pub enum Control {
         names: Vec<String>,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// Node `node`'s output could not be kept (told by whoever writes its log).
+    OutputLost { node: usize, reason: String },
 }
 
 /// What the run set up before the scheduler starts.
@@ -280,6 +282,7 @@ impl Scheduler {
         match request {
             Control::Shutdown(reason) => Some(Input::Shutdown(reason)),
             Control::Kill => Some(Input::Kill),
+            Control::OutputLost { node, reason } => Some(Input::OutputLost { node, reason }),
             Control::Status(reply) => {
                 // Bring the core's clock up to date first, for uptimes.
                 let effects = self.core.on(Input::Tick, self.now());

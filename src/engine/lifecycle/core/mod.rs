@@ -67,6 +67,8 @@ struct NodeRecord {
     total_restarts: u32,
     /// The last thing worth knowing: its STATUS, or why it failed, exited or was skipped.
     last: Option<String>,
+    /// Why some of its output could not be kept, once that happened.
+    output_lost: Option<String>,
     timing: NodeTiming,
     /// Counts against `max_workers` (from launch until ready or gone).
     holds_worker: bool,
@@ -85,6 +87,7 @@ impl NodeRecord {
             restarts: VecDeque::new(),
             total_restarts: 0,
             last: None,
+            output_lost: None,
             timing: NodeTiming {
                 node,
                 ..NodeTiming::default()
@@ -279,10 +282,22 @@ impl Core {
             Input::Kill => self.kill_everything(),
             Input::Verified(result) => self.on_verified(result),
             Input::WorkerLimit(limit) => self.worker_limit = limit.max(1),
+            Input::OutputLost { node, reason } => self.on_output_lost(node, reason),
         }
         self.fire_due_timers();
         self.settle();
         self.take_effects()
+    }
+
+    /// Said once per node: the first reason is kept for `status`.
+    fn on_output_lost(&mut self, n: usize, reason: String) {
+        let Some(record) = self.nodes.get_mut(n) else {
+            return;
+        };
+        if record.output_lost.is_none() {
+            record.output_lost = Some(reason.clone());
+            self.publish(Some(n), EventKind::OutputLost { reason });
+        }
     }
 
     // ----- queries -----------------------------------------------------------------------------
@@ -381,6 +396,7 @@ impl Core {
                     },
                     restarts: record.total_restarts,
                     last: record.last.clone(),
+                    output_lost: record.output_lost.clone(),
                 }
             })
             .collect()

@@ -103,6 +103,11 @@ struct Args {
     /// Print the value of this environment variable at start.
     #[arg(long)]
     print_env: Vec<String>,
+    /// Answer every request with what `sh -c CMD` prints: 200 when it exits 0, 503 with its
+    /// errors otherwise. With `psql` and `redis-cli` in CMD this is a small web app that
+    /// reads a database and a cache on every request (the real-stack tests use it).
+    #[arg(long)]
+    answer_with: Option<String>,
 }
 
 /// The hidden first argument that makes `dagstart` run as demo-svc.
@@ -213,29 +218,51 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ! {
     }
     let sick_from = args.unhealthy_after.map(|d| std::time::Instant::now() + d);
     if let Some(l) = listener {
-        serve(&l, sick_from);
+        serve(&l, sick_from, args.answer_with.clone());
     }
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
 
-/// Answers every connection with `200 ok` (`500` once `sick_from` has passed), one thread per
-/// connection.
-fn serve(listener: &TcpListener, sick_from: Option<std::time::Instant>) {
+/// Answers every connection with `200 ok` (`500` once `sick_from` has passed, or what
+/// `answer_with` prints), one thread per connection.
+fn serve(
+    listener: &TcpListener,
+    sick_from: Option<std::time::Instant>,
+    answer_with: Option<String>,
+) {
     for stream in listener.incoming().flatten() {
+        let answer_with = answer_with.clone();
         std::thread::spawn(move || {
             let mut stream = stream;
             let mut buf = [0u8; 1024];
             let _ = stream.read(&mut buf);
             let sick = sick_from.is_some_and(|t| std::time::Instant::now() >= t);
-            let answer: &[u8] = if sick {
-                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbad\n"
-            } else {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+            let (status, body) = match answer_with {
+                Some(command) => run_for_answer(&command),
+                None if sick => ("500 Internal Server Error", b"bad\n".to_vec()),
+                None => ("200 OK", b"ok\n".to_vec()),
             };
-            let _ = stream.write_all(answer);
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
         });
+    }
+}
+
+/// `sh -c command`: its output and 200, or its errors and 503.
+fn run_for_answer(command: &str) -> (&'static str, Vec<u8>) {
+    match std::process::Command::new("sh")
+        .args(["-c", command])
+        .output()
+    {
+        Ok(out) if out.status.success() => ("200 OK", out.stdout),
+        Ok(out) => ("503 Service Unavailable", out.stderr),
+        Err(e) => ("503 Service Unavailable", e.to_string().into_bytes()),
     }
 }
 

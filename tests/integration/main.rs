@@ -13,5 +13,6 @@ mod graph_cmd;
 mod lifecycle;
 mod loader_fuzz;
 mod readiness;
+mod real_stack;
 mod report;
 mod run;

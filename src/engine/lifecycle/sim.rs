@@ -232,8 +232,10 @@ struct World {
     next_seq: u64,
     live: HashMap<usize, Fake>,
     completed: HashSet<usize>,
-    /// Nodes the user stopped, by name: they must stay down (invariant 4).
-    held: HashSet<String>,
+    /// Nodes the user stopped: they must stay down (invariant 4). The value says whether
+    /// the node was stopped along with one it needs (`start` of that one brings it back)
+    /// rather than by name.
+    held: HashMap<String, bool>,
     killed: bool,
     shutdown_at: Option<Duration>,
     steps: usize,
@@ -272,7 +274,7 @@ impl World {
             next_seq: 0,
             live: HashMap::new(),
             completed: HashSet::new(),
-            held: HashSet::new(),
+            held: HashMap::new(),
             killed: false,
             shutdown_at: None,
             steps: 0,
@@ -361,7 +363,7 @@ impl World {
             // one no longer applies.
             let present: HashSet<String> =
                 self.specs.nodes.iter().map(|s| s.name.clone()).collect();
-            self.held.retain(|n| present.contains(n));
+            self.held.retain(|n, _| present.contains(n));
         }
         for effect in effects {
             let shown = match &effect {
@@ -438,20 +440,34 @@ impl World {
         let targets: Vec<usize> = names.iter().map(index).collect();
         match action {
             NodeAction::Stop => {
+                for &n in &targets {
+                    self.held.insert(config.nodes[n].name.clone(), false);
+                }
                 let mut stack = targets;
+                let mut seen = HashSet::new();
                 while let Some(n) = stack.pop() {
-                    if self.held.insert(config.nodes[n].name.clone()) {
+                    if seen.insert(n) {
+                        self.held
+                            .entry(config.nodes[n].name.clone())
+                            .or_insert(true);
                         stack.extend(graph.dependents(n));
                     }
                 }
             }
             NodeAction::Start => {
+                let by_name = |held: &HashMap<String, bool>, n: usize| {
+                    held.get(&config.nodes[n].name) == Some(&false)
+                };
                 let mut stack = targets;
                 let mut seen = HashSet::new();
                 while let Some(n) = stack.pop() {
                     if seen.insert(n) {
                         self.held.remove(&config.nodes[n].name);
                         stack.extend(graph.dependencies(n).map(|(d, _)| d));
+                        stack.extend(graph.dependents(n).filter(|&d| {
+                            self.held.get(&config.nodes[d].name) == Some(&true)
+                                && !graph.dependencies(d).any(|(e, _)| by_name(&self.held, e))
+                        }));
                     }
                 }
             }
@@ -471,7 +487,7 @@ impl World {
                 "invariant 2: `{name}` launched while an instance is live"
             ));
         }
-        if self.held.contains(name) {
+        if self.held.contains_key(name) {
             self.fail(&format!(
                 "invariant 4: `{name}` launched after the user stopped it"
             ));
@@ -704,7 +720,7 @@ impl World {
     /// waits to be started, and no lazy socket service waits for its first connection.
     fn check_nothing_left(&self) {
         let config = self.core.config();
-        if let Some(name) = self.held.iter().next() {
+        if let Some(name) = self.held.keys().next() {
             self.fail(&format!(
                 "invariant 9: ended by itself while `{name}` is held"
             ));

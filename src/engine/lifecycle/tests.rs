@@ -488,3 +488,81 @@ depends_on = ["base"]
         h.effects
     );
 }
+
+const REDIS_APP_NGINX: &str = r#"
+[services.redis]
+command = "redis"
+restart = "always"
+restart_backoff = "100ms"
+[services.app]
+command = "app"
+depends_on = ["redis"]
+restart_with_dependency = true
+[services.nginx]
+command = "nginx"
+depends_on = ["app"]
+"#;
+
+/// Real stacks: a dependent bound to a restarting dependency used to hang in `stopping`
+/// when something depended on it in turn (nginx on the app on redis): it waited for nginx,
+/// which nobody stopped. Now nginx stops first, then the app, and both come back after redis.
+#[test]
+fn a_restart_with_dependency_takes_the_dependents_of_the_follower_along() {
+    let mut h = Harness::new(REDIS_APP_NGINX);
+    h.up("redis");
+    h.up("app");
+    h.up("nginx");
+    h.verify_ok();
+    h.exited("redis", false);
+    assert!(h.stop_sent("nginx"), "nginx is stopped first");
+    assert!(!h.stop_sent("app"), "the app waits for nginx to be down");
+    h.stopped("nginx");
+    assert!(h.stop_sent("app"));
+    h.stopped("app");
+    h.at(Duration::from_secs(1));
+    assert!(h.launched("redis"));
+    h.up("redis");
+    assert!(h.launched("app"), "the app follows redis back");
+    h.up("app");
+    assert!(h.launched("nginx"), "and nginx follows the app");
+}
+
+/// Real stacks: what `stop X` stopped along with X, `start X` brings back; a dependent that
+/// was stopped by name stays down.
+#[test]
+fn start_brings_back_what_stop_stopped_along() {
+    let mut h = Harness::new(
+        r#"
+[services.db]
+command = "db"
+[services.api]
+command = "api"
+depends_on = ["db"]
+[services.worker]
+command = "worker"
+depends_on = ["db"]
+"#,
+    );
+    h.up("db");
+    h.up("api");
+    h.up("worker");
+    h.verify_ok();
+    h.request(NodeAction::Stop, &["worker"]).unwrap();
+    h.stopped("worker");
+    let answer = h.request(NodeAction::Stop, &["db"]).unwrap();
+    assert!(answer.contains("db") && answer.contains("api"), "{answer}");
+    h.stopped("api");
+    h.stopped("db");
+    assert_eq!(h.state("api"), NodeState::Held);
+    let answer = h.request(NodeAction::Start, &["db"]).unwrap();
+    assert!(answer.contains("db") && answer.contains("api"), "{answer}");
+    assert!(!answer.contains("worker"), "{answer}");
+    assert!(h.launched("db") && !h.launched("api"));
+    h.up("db");
+    assert!(h.launched("api"));
+    assert_eq!(
+        h.state("worker"),
+        NodeState::Held,
+        "stopped by name: stays down"
+    );
+}

@@ -67,8 +67,14 @@ struct NodeRecord {
     total_restarts: u32,
     /// The last thing worth knowing: its STATUS, or why it failed, exited or was skipped.
     last: Option<String>,
+    /// The latest failed readiness probe of the current start: shown instead of `last`
+    /// while the node is starting, forgotten once it is ready.
+    probe: Option<String>,
     /// Why some of its output could not be kept, once that happened.
     output_lost: Option<String>,
+    /// Held by `stop` because a node it needs was stopped (not named itself): starting that
+    /// node again brings it back too.
+    held_along: bool,
     timing: NodeTiming,
     /// Counts against `max_workers` (from launch until ready or gone).
     holds_worker: bool,
@@ -87,7 +93,9 @@ impl NodeRecord {
             restarts: VecDeque::new(),
             total_restarts: 0,
             last: None,
+            probe: None,
             output_lost: None,
+            held_along: false,
             timing: NodeTiming {
                 node,
                 ..NodeTiming::default()
@@ -395,7 +403,10 @@ impl Core {
                         _ => None,
                     },
                     restarts: record.total_restarts,
-                    last: record.last.clone(),
+                    last: match record.state {
+                        NodeState::Starting(_) => record.probe.clone().or(record.last.clone()),
+                        _ => record.last.clone(),
+                    },
                     output_lost: record.output_lost.clone(),
                 }
             })

@@ -41,7 +41,7 @@ impl Core {
                 self.publish(Some(n), EventKind::Status { text });
             }
             Report::Probe(result) => {
-                self.nodes[n].last = Some(result.clone());
+                self.nodes[n].probe = Some(result.clone());
                 self.publish(Some(n), EventKind::Probe { result });
             }
             Report::Health(text) => {
@@ -83,6 +83,8 @@ impl Core {
     }
 
     pub(super) fn on_spawned(&mut self, n: usize, pid: u32, attempt: u32) {
+        // A new attempt: the probes of the last one say nothing about it.
+        self.nodes[n].probe = None;
         let with_pid = |live: &Live| Live {
             pid: Some(pid),
             ..*live
@@ -113,6 +115,7 @@ impl Core {
 
     pub(super) fn on_ready(&mut self, n: usize, live: Live) {
         self.release_worker(n);
+        self.nodes[n].probe = None;
         if !matches!(self.nodes[n].state, NodeState::Starting(_)) {
             return;
         }
@@ -285,18 +288,44 @@ impl Core {
                 reason: status.to_owned(),
             },
         );
-        let graph = self.graph.clone();
-        for d in graph.dependents(n) {
-            if self.config.nodes[d].restart_with_dependency && self.nodes[d].state.is_live() {
-                self.request_stop(d, AfterStop::Relaunch);
-                let text = format!(
-                    "{}: stopping because `{}` restarts",
-                    self.name(d),
-                    self.name(n)
-                );
-                self.note(d, text);
-            }
-        }
+        self.follow_restart(n);
         Restart::Scheduled
+    }
+
+    /// The dependents bound to `n` (`restart_with_dependency`) stop while it restarts and
+    /// start again after it; so do the running nodes that depend on them, since nothing may
+    /// run without what it needs (they are stopped first).
+    fn follow_restart(&mut self, n: usize) {
+        let bound: Vec<usize> = self
+            .graph
+            .dependents(n)
+            .filter(|&d| {
+                self.config.nodes[d].restart_with_dependency && self.nodes[d].state.is_live()
+            })
+            .collect();
+        if bound.is_empty() {
+            return;
+        }
+        let mut along = self.with_dependents(&bound);
+        along.retain(|&d| !bound.contains(&d) && self.nodes[d].state.is_live());
+        for &d in bound.iter().chain(&along) {
+            self.request_stop(d, AfterStop::Relaunch);
+        }
+        for &d in &bound {
+            let text = format!(
+                "{}: stopping because `{}` restarts",
+                self.name(d),
+                self.name(n)
+            );
+            self.note(d, text);
+        }
+        if !along.is_empty() {
+            let text = format!(
+                "stopping {} too (they need {}); they start again after it",
+                self.names_of(&along),
+                self.names_of(&bound)
+            );
+            self.note(n, text);
+        }
     }
 }

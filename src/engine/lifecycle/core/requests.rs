@@ -37,6 +37,25 @@ impl Core {
         })
     }
 
+    /// Held, or being stopped to be held, by `stop`.
+    fn is_user_held(&self, n: usize) -> bool {
+        matches!(
+            self.nodes[n].state,
+            NodeState::Held
+                | NodeState::Stopping {
+                    then: AfterStop::Hold,
+                    ..
+                }
+        )
+    }
+
+    /// A dependency of `n` was stopped by name: bringing `n` back must not override that.
+    fn needs_a_user_stopped_node(&self, n: usize) -> bool {
+        self.graph
+            .dependencies(n)
+            .any(|(d, _)| self.is_user_held(d) && !self.nodes[d].held_along)
+    }
+
     pub(super) fn names_of(&self, nodes: &[usize]) -> String {
         nodes
             .iter()
@@ -52,6 +71,11 @@ impl Core {
         let mut affected = self.with_dependents(targets);
         affected.retain(|&n| !matches!(self.nodes[n].state, NodeState::Off | NodeState::Removed));
         for &n in &affected {
+            if targets.contains(&n) {
+                self.nodes[n].held_along = false;
+            } else if !self.is_user_held(n) {
+                self.nodes[n].held_along = true;
+            }
             match &self.nodes[n].state {
                 NodeState::Starting(_) | NodeState::Ready { .. } | NodeState::Stopping { .. } => {
                     self.request_stop(n, AfterStop::Hold);
@@ -82,7 +106,8 @@ impl Core {
         format!("restarting: {}", self.names_of(&affected))
     }
 
-    /// Starts `targets` and whatever they need that is not running.
+    /// Starts `targets`, whatever they need that is not running, and the dependents that a
+    /// `stop` of one of them held (what `stop X` stopped, `start X` brings back).
     pub(super) fn start_nodes(&mut self, targets: &[usize]) -> String {
         let mut started = Vec::new();
         let mut seen = vec![false; self.nodes.len()];
@@ -92,6 +117,7 @@ impl Core {
                 continue;
             }
             stack.extend(self.graph.dependencies(n).map(|(d, _)| d));
+            self.nodes[n].held_along = false;
             match self.nodes[n].state.clone() {
                 NodeState::Stopping { .. } if self.relaunch_instead_of(n, &AfterStop::Hold) => {
                     started.push(n);
@@ -103,6 +129,13 @@ impl Core {
                 }
                 _ => {}
             }
+            // After `n` itself is on its way, so that it no longer counts as stopped by name.
+            let graph = self.graph.clone();
+            stack.extend(
+                graph
+                    .dependents(n)
+                    .filter(|&d| self.nodes[d].held_along && !self.needs_a_user_stopped_node(d)),
+            );
         }
         if started.is_empty() {
             "already running".to_owned()

@@ -1,7 +1,5 @@
 //! The `dagstart` binary: parse the command line, run it, map the result to an exit code.
 
-use clap::Parser as _;
-
 // Loading a large services.toml is allocation-bound; mimalloc halves its time.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -9,7 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     run_hidden_step();
     init_tracing();
-    let cli = dagstart::cli::args::Cli::parse();
+    let cli = dagstart::cli::args::Cli::parse_args();
     let code = match dagstart::cli::commands::execute(cli) {
         Ok(code) => code,
         Err(error) => {

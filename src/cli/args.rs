@@ -18,8 +18,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "dagstart", version, verbatim_doc_comment, max_term_width = 100)]
 pub struct Cli {
-    /// The configuration file to read. Goes before the command: `dagstart -f dev.toml run`
-    /// (after `logs`, `-f` means `--follow`).
+    /// The configuration file to read: `dagstart -f dev.toml run` (after the command works
+    /// too, except after `logs`, where `-f` means `--follow`).
     #[arg(
         short = 'f',
         long = "file",
@@ -71,10 +71,18 @@ pub enum Command {
     Schema,
     /// Print the man page (roff), made from the same definitions as --help.
     ///
-    /// Example:
+    /// With --dir, write dagstart.1 and a page for every command (dagstart-run.1, ...), which
+    /// the main page refers to.
+    ///
+    /// Examples:
     ///   dagstart man > /usr/local/share/man/man1/dagstart.1
+    ///   dagstart man --dir /usr/local/share/man/man1
     #[command(verbatim_doc_comment)]
-    Man,
+    Man {
+        /// Write every page into this directory instead of printing the main one.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Stop the running dagstart gracefully, as Ctrl-C in its terminal would.
     ///
     /// Returns once everything has stopped (at most 120 s), so `dagstart down && dagstart run`
@@ -305,4 +313,45 @@ pub struct RunArgs {
     /// Run this command once the graph is ready, then stop everything and exit with its status.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+impl Cli {
+    /// Parses the command line. `-f FILE` given after the command (`dagstart run -f x.toml`,
+    /// as docker compose users type it) is taken as if given before it; `logs -f` still
+    /// follows.
+    pub fn parse_args() -> Self {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match <Self as clap::Parser>::try_parse_from(&args) {
+            Ok(cli) => cli,
+            Err(error) => match file_before_command(&args) {
+                Some(moved) => {
+                    <Self as clap::Parser>::try_parse_from(moved).unwrap_or_else(|_| error.exit())
+                }
+                None => error.exit(),
+            },
+        }
+    }
+}
+
+/// `args` with a `-f FILE`, `--file FILE` or `--file=FILE` that follows the command (and
+/// precedes any `--`) moved to the front; `None` when there is none.
+fn file_before_command(args: &[std::ffi::OsString]) -> Option<Vec<std::ffi::OsString>> {
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let at = (2..end).find(|&i| {
+        let arg = args[i].to_string_lossy();
+        arg == "-f" || arg == "--file" || arg.starts_with("--file=")
+    })?;
+    let taken = if args[at].to_string_lossy().starts_with("--file=") {
+        1
+    } else {
+        2
+    };
+    if at + taken > end {
+        return None;
+    }
+    let mut moved = vec![args[0].clone()];
+    moved.extend_from_slice(&args[at..at + taken]);
+    moved.extend_from_slice(&args[1..at]);
+    moved.extend_from_slice(&args[at + taken..]);
+    Some(moved)
 }

@@ -47,12 +47,16 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             print_out(&serde_json::to_string_pretty(&crate::cli::schema::schema()).expect("json"))?;
             Ok(exit_code::OK)
         }
-        Command::Man => {
+        Command::Man { dir: None } => {
             let mut out = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
                 .render(&mut out)
                 .map_err(|e| Error::io("rendering the man page", e))?;
             print_out(&String::from_utf8_lossy(&out))?;
+            Ok(exit_code::OK)
+        }
+        Command::Man { dir: Some(dir) } => {
+            write_man_pages(&dir)?;
             Ok(exit_code::OK)
         }
         Command::Logs(args) => crate::cli::logs::show(&cli.file, &env, &args),
@@ -115,6 +119,28 @@ fn status(path: &std::path::Path, format: CheckFormat) -> Result<i32, Error> {
     };
     print_out(&text)?;
     Ok(exit_code::OK)
+}
+
+/// dagstart.1 and dagstart-<command>.1 for every command, so the main page's references
+/// resolve.
+fn write_man_pages(dir: &std::path::Path) -> Result<(), Error> {
+    let writing = |e| Error::io(format!("writing man pages to {}", dir.display()), e);
+    std::fs::create_dir_all(dir).map_err(writing)?;
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    let mut pages = vec![("dagstart".to_owned(), command.clone())];
+    for sub in command.get_subcommands() {
+        pages.push((format!("dagstart-{}", sub.get_name()), sub.clone()));
+    }
+    for (name, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .title(name.clone())
+            .render(&mut out)
+            .map_err(writing)?;
+        std::fs::write(dir.join(format!("{name}.1")), out).map_err(writing)?;
+    }
+    Ok(())
 }
 
 fn status_table(nodes: &[crate::engine::lifecycle::NodeStatus]) -> String {
@@ -252,10 +278,15 @@ fn check(
             }
         }
         let graph = Graph::build(&config);
-        println!(
-            "ok: {} services, {} components, depth {}",
+        let (services, components) = (
             config.count(NodeKind::Service),
             config.count(NodeKind::Component),
+        );
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        println!(
+            "ok: {}, {}, depth {}",
+            plural(services, "service"),
+            plural(components, "component"),
             graph.depth()
         );
         return Ok(exit_code::OK);

@@ -190,21 +190,32 @@ pub fn render_mermaid(config: &Config, graph: &Graph, selected: &[bool]) -> Stri
     let nodes = ordered(graph, selected);
     for &i in &nodes {
         let node = &config.nodes[i];
+        // Optional nodes (required = false) get a dashed outline, as in the dot output.
+        let class = if node.required { "" } else { ":::optional" };
         let _ = match node.kind {
-            NodeKind::Service => writeln!(out, "  {0}([{0}])", node.name),
-            NodeKind::Component => writeln!(out, "  {0}[{0}]", node.name),
+            NodeKind::Service => writeln!(out, "  {0}([{0}]){class}", node.name),
+            NodeKind::Component => writeln!(out, "  {0}[{0}]{class}", node.name),
         };
     }
     for &i in &nodes {
         for (d, c) in sorted_dependencies(graph, i) {
+            // An edge into an optional node is dashed: it never blocks the startup.
+            let arrow = if config.nodes[i].required {
+                "-->"
+            } else {
+                "-.->"
+            };
             let _ = writeln!(
                 out,
-                "  {} -->|{}| {}",
+                "  {} {arrow}|{}| {}",
                 config.nodes[d].name,
                 c.as_str(),
                 config.nodes[i].name
             );
         }
+    }
+    if nodes.iter().any(|&i| !config.nodes[i].required) {
+        out.push_str("  classDef optional stroke-dasharray: 5 5\n");
     }
     out
 }

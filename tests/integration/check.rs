@@ -174,3 +174,23 @@ fn check_locates_missing_commands_and_refuses_missing_directories() {
         .unwrap();
     assert!(only.status.success(), "{}", stderr_of(&only));
 }
+
+/// Real stacks: `-f` after the command (as docker compose users type it) works for every
+/// command but `logs`, whose `-f` follows; it used to be refused with a hint to write `-- -f`.
+#[test]
+fn the_file_option_works_after_the_command_too() {
+    let p = crate::harness::Project::new("");
+    p.file(
+        "other.toml",
+        "[services.a]\ncommand = \"true\"\n[components.b]\ncommand = \"true\"\n",
+    );
+    for args in [
+        &["check", "-f", "other.toml"][..],
+        &["check", "--file", "other.toml"],
+        &["check", "--file=other.toml"],
+    ] {
+        let out = p.dagstart(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
+        assert_eq!(stdout_of(&out), "ok: 1 service, 1 component, depth 1\n");
+    }
+}

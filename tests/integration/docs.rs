@@ -59,6 +59,25 @@ fn completions_and_man_page_come_from_the_cli_definitions() {
         man.contains(".TH dagstart") && man.contains("services.toml"),
         "{man}"
     );
+    // Every page the main one refers to exists (it used to point at pages that did not).
+    let dir = project.path().join("man1");
+    let out = project
+        .dagstart(&["man", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let referred: Vec<&str> = man
+        .split("dagstart\\-")
+        .skip(1)
+        .filter_map(|rest| rest.split('(').next())
+        .collect();
+    assert!(referred.contains(&"run"), "{referred:?}");
+    for page in referred {
+        assert!(
+            dir.join(format!("dagstart-{page}.1")).is_file(),
+            "dagstart-{page}.1 is referred to but not written"
+        );
+    }
 }
 
 #[test]

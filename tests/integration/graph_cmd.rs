@@ -93,7 +93,21 @@ fn dot_and_mermaid_draw_every_edge() {
         mermaid.contains("ws_router -->|started| monitoring"),
         "{mermaid}"
     );
-    assert_eq!(mermaid.matches("-->").count(), 6);
+    assert_eq!(
+        mermaid.matches("-->").count() + mermaid.matches("-.->").count(),
+        6
+    );
+    // Optional nodes are marked (dashed outline, dashed edges into them), as in dot.
+    assert!(mermaid.contains("vision([vision]):::optional"), "{mermaid}");
+    assert!(
+        mermaid.contains("preload_cache[preload_cache]:::optional"),
+        "{mermaid}"
+    );
+    assert!(
+        mermaid.contains("ws_router -.->|healthy| preload_cache"),
+        "{mermaid}"
+    );
+    assert!(mermaid.contains("classDef optional"), "{mermaid}");
 }
 
 #[test]

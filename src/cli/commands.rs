@@ -180,6 +180,12 @@ fn act(path: &std::path::Path, request: Request) -> Result<i32, Error> {
     let dir = project_dir(path)?;
     let down = matches!(request, Request::Down);
     let response = control::request(&dir, &request)?;
+    if response.invalid_config {
+        // Already rendered diagnostics, located in the file, as `check` shows them.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), response.message.as_bytes());
+        eprintln!();
+        return Ok(exit_code::CONFIG);
+    }
     if !response.ok {
         return Err(Error::Refused(response.message));
     }

@@ -48,6 +48,7 @@ pub async fn reload(source: &ReloadSource, control: &mpsc::UnboundedSender<Contr
                 ok: false,
                 message: format!("reload refused: reading services.toml failed ({panic})"),
                 nodes: Vec::new(),
+                invalid_config: false,
             };
         }
         Ok(Err(error)) => {
@@ -63,6 +64,7 @@ pub async fn reload(source: &ReloadSource, control: &mpsc::UnboundedSender<Contr
                 ok: false,
                 message: format!("{message}reload refused; nothing was changed"),
                 nodes: Vec::new(),
+                invalid_config: true,
             };
         }
     };
@@ -80,6 +82,10 @@ pub struct Response {
     pub message: String,
     #[serde(default)]
     pub nodes: Vec<NodeStatus>,
+    /// The request was refused because services.toml is invalid; `message` holds the
+    /// rendered diagnostics.
+    #[serde(default)]
+    pub invalid_config: bool,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -240,6 +246,7 @@ pub async fn serve(
                     ok: false,
                     message: format!("bad request: {e}"),
                     nodes: Vec::new(),
+                    invalid_config: false,
                 },
             };
             let mut text = serde_json::to_string(&response).expect("responses serialize");
@@ -254,6 +261,7 @@ async fn answer(request: Request, control: &mpsc::UnboundedSender<Control>) -> R
         ok: false,
         message: SHUTTING_DOWN.into(),
         nodes: Vec::new(),
+        invalid_config: false,
     };
     match request {
         Request::Status => {
@@ -266,6 +274,7 @@ async fn answer(request: Request, control: &mpsc::UnboundedSender<Control>) -> R
                     ok: true,
                     message: String::new(),
                     nodes,
+                    invalid_config: false,
                 },
                 Err(_) => gone(),
             }
@@ -276,6 +285,7 @@ async fn answer(request: Request, control: &mpsc::UnboundedSender<Control>) -> R
                 ok: true,
                 message: "shutting down".into(),
                 nodes: Vec::new(),
+                invalid_config: false,
             }
         }
         Request::Start { nodes } => act(control, NodeAction::Start, nodes).await,
@@ -285,6 +295,7 @@ async fn answer(request: Request, control: &mpsc::UnboundedSender<Control>) -> R
             ok: false,
             message: "reload is answered by `serve`".into(),
             nodes: Vec::new(),
+            invalid_config: false,
         },
     }
 }
@@ -317,11 +328,13 @@ async fn ask(
             ok: true,
             message,
             nodes: Vec::new(),
+            invalid_config: false,
         },
         Err(message) => Response {
             ok: false,
             message,
             nodes: Vec::new(),
+            invalid_config: false,
         },
     }
 }

@@ -67,7 +67,8 @@ pub fn render_json(config: &Config, graph: &Graph, selected: &[bool]) -> String 
     serde_json::to_string_pretty(&JsonGraph { depth, nodes }).expect("graph serializes")
 }
 
-/// " 1.02s *" for a node of a recorded run: its start time, and a star on the critical path.
+/// "  1.02s *" for a node of a recorded run: its start time, right-aligned, and a star on the
+/// critical path (two spaces where there is none, so the columns after it line up).
 fn timing_note(timings: Option<&crate::views::report::RecordedRun>, name: &str) -> String {
     let Some(run) = timings else {
         return String::new();
@@ -80,9 +81,9 @@ fn timing_note(timings: Option<&crate::views::report::RecordedRun>, name: &str) 
     let star = if run.critical_path.iter().any(|n| n == name) {
         " *"
     } else {
-        ""
+        "  "
     };
-    format!("  {took}{star}")
+    format!("  {took:>8}{star}")
 }
 
 pub fn render_text(
@@ -115,17 +116,18 @@ pub fn render_text(
             .into_iter()
             .map(|(d, c)| format!("{} ({})", config.nodes[d].name, c.as_str()))
             .collect();
-        let line = if deps.is_empty() {
-            format!("  {:width$}  {kind}", node.name)
+        // Columns: name, kind, the start time of the last run (with --timings), dependencies.
+        let deps = if deps.is_empty() {
+            String::new()
         } else {
-            format!("  {:width$}  {kind:<20}  <- {}", node.name, deps.join(", "))
+            format!("  <- {}", deps.join(", "))
         };
-        let _ = writeln!(
-            out,
-            "{}{}",
-            line.trim_end(),
+        let line = format!(
+            "  {:width$}  {kind:<20}{}{deps}",
+            node.name,
             timing_note(timings, &node.name)
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     if timings.is_some() {
         out.push_str("(start times of the last run; * marks its critical path)\n");

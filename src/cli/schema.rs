@@ -49,10 +49,10 @@ fn health() -> Value {
         "timeout".into(),
         duration("time limit of one attempt (default 2s)"),
     );
-    properties.insert("retries".into(), json!({ "type": "integer", "minimum": 0, "description": "failures in a row that fail the start (default 0: none, only startup_timeout does)" }));
+    properties.insert("retries".into(), json!({ "type": "integer", "minimum": 0, "deprecated": true, "description": "ignored (a warning): failed probes never end a start; use startup_timeout, or liveness once ready" }));
     properties.insert(
         "start_period".into(),
-        duration("grace time after spawn (default 0s)"),
+        json!({ "type": "string", "deprecated": true, "description": "ignored (a warning): a slow starter is waited for up to startup_timeout" }),
     );
     json!({ "type": "object", "additionalProperties": false, "properties": properties })
 }

@@ -228,27 +228,19 @@ impl Drop for ExecGuard {
     }
 }
 
-/// Why a service never became healthy.
-#[derive(Debug, Clone)]
-pub struct Unhealthy {
-    pub failures: u32,
-    pub last_error: String,
-}
-
-/// Probes until the first success. Failures count only after `start_period`, at most one per
-/// `interval` (the fast early attempts are free); `retries` counted failures in a row give up.
-/// `seen` hears every failed attempt, so that one can tell why a node is not ready yet.
+/// Probes until the first success: waiting is not failing, so a failed attempt never ends
+/// the wait (only the caller's `startup_timeout`, or the process exiting, does). `seen` hears
+/// every failed attempt, so that one can tell why a node is not ready yet.
 pub async fn wait_until_healthy(
     health: &Health,
     hedged: bool,
     spawned_at: Instant,
     ctx: &ProbeContext,
     seen: &(dyn Fn(&str) + Send + Sync),
-) -> Result<(), Unhealthy> {
+) {
     if let Probe::Log { .. } = health.probe {
         return wait_for_log_line(ctx).await;
     }
-    let mut tally = FailureTally::new(health, spawned_at);
     let mut in_flight: JoinSet<(Result<(), String>, Instant, Duration)> = JoinSet::new();
     // When each attempt still in flight started, and what attempts usually cost.
     let mut started: Vec<Instant> = Vec::new();
@@ -275,11 +267,8 @@ pub async fn wait_until_healthy(
                 started.retain(|&s| s != began);
                 tracing::trace!(probe = %health.probe.describe(), ?outcome, ?cost, "probe attempt");
                 match outcome {
-                    Ok(()) => return Ok(()),
-                    Err(error) => {
-                        seen(&error);
-                        tally.failed(error)?;
-                    }
+                    Ok(()) => return,
+                    Err(error) => seen(&error),
                 }
                 usual = Some(usual.map_or(cost, |u| (u * 3 + cost) / 4));
                 let paced = Instant::now() + pause_after(spawned_at.elapsed(), health.interval, cost);
@@ -300,60 +289,13 @@ fn hedge_after(usual: Option<Duration>, health: &Health) -> Duration {
     usual.map_or(health.timeout / 2, |u| (u * 2).max(MIN_PAUSE))
 }
 
-/// Counts failed attempts the way `retries`, `interval` and `start_period` say.
-struct FailureTally {
-    retries: u32,
-    interval: Duration,
-    grace_until: Instant,
-    counted: u32,
-    last_counted: Option<Instant>,
-}
-
-impl FailureTally {
-    fn new(health: &Health, spawned_at: Instant) -> Self {
-        Self {
-            retries: health.retries,
-            interval: health.interval,
-            grace_until: spawned_at + health.start_period,
-            counted: 0,
-            last_counted: None,
-        }
-    }
-
-    /// Records a failure; `Err` once `retries` of them have been counted in a row. With
-    /// `retries = 0` failures never end the start: waiting is not failing.
-    fn failed(&mut self, error: String) -> Result<(), Unhealthy> {
-        if self.retries == 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let too_soon = self
-            .last_counted
-            .is_some_and(|t| now.duration_since(t) < self.interval);
-        if now < self.grace_until || too_soon {
-            return Ok(());
-        }
-        self.counted += 1;
-        self.last_counted = Some(now);
-        if self.counted >= self.retries {
-            return Err(Unhealthy {
-                failures: self.counted,
-                last_error: error,
-            });
-        }
-        Ok(())
-    }
-}
-
-async fn wait_for_log_line(ctx: &ProbeContext) -> Result<(), Unhealthy> {
+async fn wait_for_log_line(ctx: &ProbeContext) {
     let Some(mut rx) = ctx.log_matched.clone() else {
-        return Err(Unhealthy {
-            failures: 1,
-            last_error: "no output watch".into(),
-        });
+        // Not reachable: the runner always watches the output of a node with a log probe.
+        return std::future::pending().await;
     };
     if rx.wait_for(|matched| *matched).await.is_ok() {
-        return Ok(());
+        return;
     }
     // The output closed without a match. That is the process exiting (the caller's exit branch
     // reports it with its status) or closing its pipes; then only startup_timeout can end it.

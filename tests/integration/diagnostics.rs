@@ -401,3 +401,29 @@ fn a_health_url_on_another_port_is_a_warning() {
         assert!(config.warnings.is_empty(), "{same}");
     }
 }
+
+/// Real stacks: waiting is not failing, so `health.retries` and `health.start_period`
+/// (docker compose's names) no longer end a start; they are accepted with what to use instead.
+#[test]
+fn health_retries_and_start_period_are_accepted_and_said_to_be_ignored() {
+    let config = load_str(
+        Path::new("services.toml"),
+        "[services.api]\ncommand = \"a\"\nport = 8010\nhealth = { http = \"/health\", retries = 3, start_period = \"5s\" }\n"
+            .into(),
+        &Environment::default(),
+    )
+    .expect("only warnings");
+    let codes: Vec<&str> = config.warnings.iter().map(|w| w.code).collect();
+    assert_eq!(
+        codes,
+        [
+            "dagstart::config::health_retries",
+            "dagstart::config::health_start_period"
+        ]
+    );
+    let text = format!("{:?}", config.warnings);
+    assert!(
+        text.contains("startup_timeout") && text.contains("liveness"),
+        "{text}"
+    );
+}

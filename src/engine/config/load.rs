@@ -1187,15 +1187,37 @@ impl<'p> Loader<'p> {
                 .duration(v, &format!("{path}.timeout"))
                 .unwrap_or(health.timeout);
         }
+        // Waiting is not failing: failed probes never end a start, so these two (docker
+        // compose's names) no longer mean anything before the node is ready. Accepted, with
+        // what to use instead.
         if let Some(v) = table.get("retries") {
-            health.retries = self
-                .integer(v, "retries", 1_000_000)
-                .map_or(health.retries, |n| n as u32);
+            self.integer(v, "retries", 1_000_000);
+            self.push(
+                Problem::warning(
+                    "dagstart::config::health_retries",
+                    "`health.retries` is ignored: failed probes never end a start",
+                )
+                .label(v.span(), "ignored")
+                .help(
+                    "a starting service is probed until it is ready or its `startup_timeout` \
+                     passes (set that to fail sooner); to restart a service that stops \
+                     answering once ready, use `liveness` with `failure_threshold`",
+                ),
+            );
         }
         if let Some(v) = table.get("start_period") {
-            health.start_period = self
-                .duration(v, &format!("{path}.start_period"))
-                .unwrap_or_default();
+            self.duration(v, &format!("{path}.start_period"));
+            self.push(
+                Problem::warning(
+                    "dagstart::config::health_start_period",
+                    "`health.start_period` is ignored: failed probes never end a start",
+                )
+                .label(v.span(), "ignored")
+                .help(
+                    "a slow starter is waited for up to its `startup_timeout`; raise that \
+                     instead",
+                ),
+            );
         }
         health
     }

@@ -311,11 +311,6 @@ pub struct Health {
     pub interval: Duration,
     /// Time limit of one attempt.
     pub timeout: Duration,
-    /// Failed attempts in a row, after `start_period`, that count as a failed start; 0 (the
-    /// default): waiting is not failing, only `startup_timeout` ends a start.
-    pub retries: u32,
-    /// Grace time after spawn during which failed attempts do not count.
-    pub start_period: Duration,
 }
 
 impl Health {
@@ -324,8 +319,6 @@ impl Health {
             probe,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
-            retries: 0,
-            start_period: Duration::ZERO,
         }
     }
 }

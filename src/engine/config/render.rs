@@ -163,11 +163,9 @@ fn node_toml(out: &mut String, config: &Config, node: &Node) {
     if let Some(probe) = probe_toml(&node.health.probe) {
         let h = &node.health;
         let health = format!(
-            "{{ {probe}, interval = {}, timeout = {}, retries = {}, start_period = {} }}",
+            "{{ {probe}, interval = {}, timeout = {} }}",
             quote(&duration(h.interval)),
             quote(&duration(h.timeout)),
-            h.retries,
-            quote(&duration(h.start_period))
         );
         line(out, config, &path, "health", health);
     }
@@ -280,8 +278,6 @@ fn node_json(node: &Node) -> Value {
     if let Value::Object(map) = &mut health {
         map.insert("interval".into(), json!(duration(h.interval)));
         map.insert("timeout".into(), json!(duration(h.timeout)));
-        map.insert("retries".into(), json!(h.retries));
-        map.insert("start_period".into(), json!(duration(h.start_period)));
     }
     let command = match &node.command {
         Command::Argv(argv) => json!(argv),

@@ -315,14 +315,15 @@ async fn start_phase(
                         ctx.report(Report::Probe(result.to_owned()));
                     }
                 };
-                health::wait_until_healthy(health, ctx.parallel_health_checks, spawned_at, &probe_ctx, &seen)
-                    .await
-                    .map_err(|u| {
-                        format!(
-                            "health check failed {} times in a row ({}); without health.retries it would be waited for up to startup_timeout",
-                            u.failures, u.last_error
-                        )
-                    })
+                health::wait_until_healthy(
+                    health,
+                    ctx.parallel_health_checks,
+                    spawned_at,
+                    &probe_ctx,
+                    &seen,
+                )
+                .await;
+                Ok(())
             }
         }
     };

@@ -211,23 +211,27 @@ pub fn load_config(path: &std::path::Path, env: &Environment) -> Result<Config, 
 }
 
 fn print_warnings(config: &Config) {
+    print_problems(config, &config.warnings);
+}
+
+/// Located problems of `config`, rendered on stderr.
+pub(crate) fn print_problems(config: &Config, problems: &[config::Problem]) {
     let handler = crate::cli::error::terminal_handler();
     let lines = config::LineIndex::new(&config.source);
-    for warning in &config.warnings {
-        let report = config::diagnostic_report(warning, &lines);
+    for problem in problems {
+        let report = config::diagnostic_report(problem, &lines);
         let mut out = String::new();
         let _ = handler.render_report(&mut out, report.as_ref());
-        eprint!("{out}");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), out.as_bytes());
     }
 }
 
 /// Commands and working directories that `run` would not find, as located problems: a
 /// missing working directory is an error (`run` would refuse it, exit 3), a missing command a
 /// warning (an earlier component may build it).
-fn missing_files(config: &Config) -> Vec<config::Problem> {
+pub(crate) fn missing_files(config: &Config, selected: &[bool]) -> Vec<config::Problem> {
     use crate::engine::preflight::Missing;
-    let all = vec![true; config.nodes.len()];
-    crate::engine::preflight::files(config, &all)
+    crate::engine::preflight::files(config, selected)
         .into_iter()
         .map(|(n, missing)| {
             let node = &config.nodes[n];
@@ -261,7 +265,7 @@ fn check(
         if config_only {
             Vec::new()
         } else {
-            missing_files(config)
+            missing_files(config, &vec![true; config.nodes.len()])
         }
     };
     if format == CheckFormat::Text {
@@ -269,16 +273,7 @@ fn check(
         let missing = missing_files(&config);
         if !missing.is_empty() {
             let refused = missing.iter().any(config::Problem::is_error);
-            let lines = config::LineIndex::new(&config.source);
-            let handler = crate::cli::error::terminal_handler();
-            for problem in &missing {
-                let mut out = String::new();
-                let _ = handler.render_report(
-                    &mut out,
-                    config::diagnostic_report(problem, &lines).as_ref(),
-                );
-                eprint!("{out}");
-            }
+            print_problems(&config, &missing);
             if refused {
                 return Ok(exit_code::PREFLIGHT);
             }

@@ -100,6 +100,13 @@ pub fn run(config: Config, env: &Environment, args: RunRequest) -> Result<i32, E
     // The control socket doubles as the lock that refuses a second run of the same project.
     let (control_listener, _control_file) = crate::engine::control::bind(&config.base_dir)?;
     raise_open_files_limit(selected.iter().filter(|&&on| on).count());
+    // Commands that do not resolve are said (an earlier component may build them); the
+    // rest of preflight refuses to start anything.
+    let unresolved: Vec<_> = crate::cli::commands::missing_files(&config, &selected)
+        .into_iter()
+        .filter(|p| !p.is_error())
+        .collect();
+    crate::cli::commands::print_problems(&config, &unresolved);
     crate::engine::preflight::check(&config, &selected)?;
     // Bound before anything starts, so `listening` dependents can start at once.
     let sockets = Arc::new(BoundSockets::bind(&config, &selected)?);

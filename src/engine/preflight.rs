@@ -1,6 +1,7 @@
-//! The environment check before anything is spawned: every command resolves to an executable,
-//! every working directory exists, every declared port is free. All problems are reported
-//! together and nothing is started when there is one.
+//! The environment check before anything is spawned: every working directory exists, every
+//! declared port is free, a `user` switch is possible. All problems are reported together and
+//! nothing is started when there is one. Commands that do not resolve are found too
+//! ([`files`]), but only warned about: an earlier component may build them.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt as _;
@@ -19,10 +20,13 @@ pub struct PreflightError {
     pub problems: Vec<String>,
 }
 
-/// Checks the `selected` nodes of `config`.
+/// Checks the `selected` nodes of `config`. A command that does not resolve is not refused
+/// here (an earlier component may build it; the caller warns, and a spawn that fails says
+/// where the node is declared).
 pub fn check(config: &Config, selected: &[bool]) -> Result<(), PreflightError> {
     let mut problems: Vec<String> = files(config, selected)
         .into_iter()
+        .filter(|(_, missing)| matches!(missing, Missing::Directory(_)))
         .map(|(n, missing)| format!("{}: {}", config.nodes[n].name, missing.text()))
         .collect();
     let root = nix::unistd::geteuid().is_root();

@@ -331,17 +331,20 @@ fn preflight_reports_every_problem_and_starts_nothing() {
     let out = run_with_command(&p, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
     let stderr = stderr_of(&out);
+    // Commands that do not resolve are warnings, located (an earlier component may build
+    // them); the rest refuses the run.
     assert!(
-        stderr.contains("a: command `./no-such-binary` does not exist"),
+        stderr.contains("`a`: command `./no-such-binary` does not exist"),
         "{stderr}"
     );
+    assert!(stderr.contains("services.toml:1:11"), "{stderr}");
     assert!(stderr.contains("b: working directory"), "{stderr}");
     assert!(
         stderr.contains(&format!("c: port {port} is already in use")),
         "{stderr}"
     );
     assert!(
-        stderr.contains("d: command `definitely-not-on-path-xyz` is not found in PATH"),
+        stderr.contains("`d`: command `definitely-not-on-path-xyz` is not found in PATH"),
         "{stderr}"
     );
     assert!(
@@ -702,4 +705,33 @@ fn on_a_terminal_a_live_view_shows_each_node_and_collapses_to_the_summary() {
     );
     assert!(screen.contains("probing (pid"), "{screen}");
     assert!(screen.contains("startup complete: ready in"), "{screen}");
+}
+
+/// Real stacks: a command that does not resolve is only a warning at `run` (an earlier
+/// component may build it); if it still does not exist at spawn, the failure names where
+/// the node is declared.
+#[test]
+fn a_command_built_by_an_earlier_component_runs_and_a_missing_one_is_located_at_spawn() {
+    let p = project(|p| {
+        format!(
+            "[components.build]\ncommand = \"printf '#!/bin/sh\\\\necho built\\\\n' > tool && chmod +x tool\"\nshell = true\n\n\
+             [components.use]\ncommand = \"./tool\"\ndepends_on = [\"build\"]\n\n\
+             [services.never]\ncommand = {}\ndepends_on = [\"use\"]\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "never", "")
+        )
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert_success(&out);
+    assert!(stderr_of(&out).contains("`use`: command `./tool` does not exist"));
+    assert!(stdout_of(&out).contains("built"), "{}", stdout_of(&out));
+
+    let p = Project::new("[services.ghost]\ncommand = \"./not-there\"\n");
+    let out = run_with_command(&p, &["--", "true"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("cannot start `./not-there`")
+            && stderr.contains("declared at services.toml:1:11"),
+        "{stderr}"
+    );
 }

@@ -49,6 +49,12 @@ impl Config {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// "services.toml:17:11": where `span` is in the file, for messages raised after loading.
+    pub fn place(&self, span: &Span) -> String {
+        let (line, column) = LineIndex::new(&self.source).line_column(span.start);
+        format!("{}:{line}:{column}", self.source.name())
+    }
+
     pub fn count(&self, kind: NodeKind) -> usize {
         self.nodes.iter().filter(|n| n.kind == kind).count()
     }

@@ -227,8 +227,9 @@ fn spawn(ctx: &RunnerContext, tail: &Tail) -> Result<(Spawned, Signals), String>
     let sink = line_sink(ctx, tail.clone());
     let spawned = process::spawn(node, &ctx.config.env, sink, log_watch, extras).map_err(|e| {
         format!(
-            "cannot start `{}`: {e}",
-            node.command.argv().first().map_or("", String::as_str)
+            "cannot start `{}`: {e} (the node is declared at {})",
+            node.command.argv().first().map_or("", String::as_str),
+            ctx.config.place(&node.name_span)
         )
     })?;
     // Datagrams the service sent before this subscription are kept for it by the hub.

@@ -284,8 +284,24 @@ fn burn(cpu: Duration) {
     }
 }
 
+/// sd_notify(3): one datagram to NOTIFY_SOCKET, a path or (`@name`) an abstract address.
 fn notify(states: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
+    use std::os::linux::net::SocketAddrExt as _;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|socket| {
+        let target = target.to_string_lossy();
+        match target.strip_prefix('@') {
+            Some(name) => {
+                socket.connect_addr(&std::os::unix::net::SocketAddr::from_abstract_name(name)?)?
+            }
+            None => socket.connect(&*target)?,
+        }
+        socket.send(message.as_bytes())
+    });
+    if let Err(e) = sent {
         eprintln!("cannot notify: {e}");
     }
 }

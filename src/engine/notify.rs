@@ -1,6 +1,11 @@
 //! systemd's readiness protocol: one datagram socket per run, passed to `notify` services as
 //! NOTIFY_SOCKET. Each datagram is routed to the node whose process group sent it, told by the
 //! sender's pid (SO_PASSCRED); datagrams from anyone else are reported and dropped.
+//!
+//! The socket lives in the run's private runtime directory (0700), which a node running as
+//! another `user` cannot enter; such nodes get a twin in the abstract namespace instead
+//! (`@dagstart-...`, systemd's notation), reachable without file permissions. Its name is as
+//! unguessable as the runtime directory's, and the sender check is the same.
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
@@ -68,6 +73,8 @@ type Routes = Arc<Mutex<Table>>;
 #[derive(Debug, Clone)]
 pub struct NotifyHub {
     path: PathBuf,
+    /// The name of the abstract twin, for nodes running as another user.
+    abstract_name: String,
     routes: Routes,
 }
 
@@ -89,22 +96,34 @@ impl Drop for Subscription {
 impl NotifyHub {
     /// Binds the socket in `dir` (a private runtime directory) and starts receiving.
     pub fn bind(dir: &Path, events: EventSink) -> std::io::Result<Self> {
+        use std::os::linux::net::SocketAddrExt as _;
         let path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&path);
-        let socket = UnixDatagram::bind(&path)?;
-        socket.set_nonblocking(true)?;
-        setsockopt(&socket, sockopt::PassCred, &true).map_err(std::io::Error::from)?;
         let routes: Routes = Arc::default();
-        // SAFETY: the AsyncFd owns the socket, so the fd stays open for as long as it is
-        // registered.
-        #[allow(unsafe_code)]
-        let socket = unsafe { AsyncFd::register(socket)? };
-        tokio::spawn(receive(socket, routes.clone(), events));
-        Ok(Self { path, routes })
+        listen(UnixDatagram::bind(&path)?, &routes, &events)?;
+        // The runtime directory's random name makes the abstract name unguessable too.
+        let abstract_name = format!(
+            "dagstart-notify-{}",
+            dir.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        );
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(&abstract_name)?;
+        listen(UnixDatagram::bind_addr(&address)?, &routes, &events)?;
+        Ok(Self {
+            path,
+            abstract_name,
+            routes,
+        })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The NOTIFY_SOCKET of a node: the socket file, or for a node running as another user
+    /// (which cannot enter the private runtime directory) the abstract twin, `@name`.
+    pub fn address_for(&self, other_user: bool) -> String {
+        if other_user {
+            format!("@{}", self.abstract_name)
+        } else {
+            self.path.display().to_string()
+        }
     }
 
     /// Routes datagrams sent by processes of `group` to the returned subscription, starting
@@ -124,6 +143,18 @@ impl NotifyHub {
             routes: self.routes.clone(),
         }
     }
+}
+
+/// Receives on `socket` (with the senders' credentials) into `routes`.
+fn listen(socket: UnixDatagram, routes: &Routes, events: &EventSink) -> std::io::Result<()> {
+    socket.set_nonblocking(true)?;
+    setsockopt(&socket, sockopt::PassCred, &true).map_err(std::io::Error::from)?;
+    // SAFETY: the AsyncFd owns the socket, so the fd stays open for as long as it is
+    // registered.
+    #[allow(unsafe_code)]
+    let socket = unsafe { AsyncFd::register(socket)? };
+    tokio::spawn(receive(socket, routes.clone(), events.clone()));
+    Ok(())
 }
 
 async fn receive(socket: AsyncFd<UnixDatagram>, routes: Routes, events: EventSink) {

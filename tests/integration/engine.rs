@@ -819,6 +819,32 @@ fn status_says_why_a_node_is_not_ready_yet() {
     );
 }
 
+/// Hardening: a `notify` service running as another user reaches the notify socket (the
+/// runtime directory is private to dagstart's user: it gets an abstract twin).
+#[test]
+fn a_notify_service_running_as_another_user_can_say_it_is_ready() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let p = Project::new(&format!(
+        "[services.quiet]\ncommand = \"{} --name quiet --notify --delay 50ms\"\nuser = \"nobody\"\n\
+         health = {{ notify = true }}\nstartup_timeout = \"20s\"\n",
+        crate::harness::demo_svc()
+    ));
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(p.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = p
+        .dagstart(&["run", "--", "true"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let log = p.own_log();
+    assert!(log.contains("quiet: ready"), "{log}");
+    assert!(!log.contains("cannot notify"), "{log}");
+}
+
 /// Real stacks: `user` runs a node as another account (postgres refuses to run as root); an
 /// unknown user is an error at its key.
 #[test]

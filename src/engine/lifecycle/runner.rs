@@ -212,9 +212,13 @@ fn spawn(ctx: &RunnerContext, tail: &Tail) -> Result<(Spawned, Signals), String>
         }
         Probe::Notify => {
             if let Some(hub) = &ctx.notify {
+                let other_user = node
+                    .run_as
+                    .as_ref()
+                    .is_some_and(|r| r.uid != nix::unistd::geteuid().as_raw());
                 extras
                     .env
-                    .push(("NOTIFY_SOCKET".into(), hub.path().display().to_string()));
+                    .push(("NOTIFY_SOCKET".into(), hub.address_for(other_user)));
             }
             if let Some(watchdog) = node.watchdog {
                 extras

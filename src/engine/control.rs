@@ -118,7 +118,7 @@ pub fn socket_path(project_dir: &Path) -> PathBuf {
     project_dir.join(".dagstart").join("control.sock")
 }
 
-/// `.dagstart/run.lock` beside services.toml: held (flock) by the run for its whole life.
+/// `.dagstart/run.lock` beside services.toml: held (a POSIX record lock) by the run for its whole life.
 pub fn lock_path(project_dir: &Path) -> PathBuf {
     project_dir.join(".dagstart").join("run.lock")
 }
@@ -170,7 +170,12 @@ pub fn wait_until_ended(project_dir: &Path, limit: std::time::Duration) -> bool 
 }
 
 /// Takes the run lock, or says who holds it.
-fn lock_run(project_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ControlError> {
+///
+/// A POSIX record lock (`fcntl(F_SETLK)`), not `flock`: it belongs to the process, so a child
+/// between fork and exec never holds it (with `flock`, a node being spawned when dagstart was
+/// killed kept the lock, and the next run was refused, for as long as the kernel took to
+/// end that child). The lock file is opened once per process, as such locks require.
+fn lock_run(project_dir: &Path) -> Result<std::fs::File, ControlError> {
     let path = lock_path(project_dir);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -182,24 +187,32 @@ fn lock_run(project_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Cont
             path: path.clone(),
             source,
         })?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
-        |(_, errno)| match errno {
-            nix::errno::Errno::EWOULDBLOCK => ControlError::AlreadyRunning {
+    let whole_file = nix::libc::flock {
+        l_type: nix::libc::F_WRLCK as i16,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    match nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLK(&whole_file)) {
+        Ok(_) => Ok(file),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
+            Err(ControlError::AlreadyRunning {
                 project: project_dir.to_owned(),
-            },
-            other => ControlError::Io {
-                path,
-                source: other.into(),
-            },
-        },
-    )
+            })
+        }
+        Err(other) => Err(ControlError::Io {
+            path,
+            source: other.into(),
+        }),
+    }
 }
 
 /// Removes the socket file when the run ends, and holds the run lock until then.
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    _lock: std::fs::File,
 }
 
 impl Drop for SocketFile {

@@ -45,10 +45,15 @@ pub enum EventKind {
         pid: u32,
         attempt: u32,
     },
-    /// Healthy (a service) or completed (a component), `took` after its launch.
+    /// Healthy (a service) or completed (a component), `took` after its launch; `probes`
+    /// readiness probes were sent on the way, busy `probe_time` in all (measured).
     Ready {
         #[serde(rename = "took_ms", with = "millis")]
         took: Duration,
+        #[serde(default)]
+        probes: u32,
+        #[serde(rename = "probe_ms", with = "millis", default)]
+        probe_time: Duration,
     },
     Retrying {
         attempt: u32,
@@ -143,6 +148,30 @@ pub mod millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         // Written as integers; read as any number, for records of other versions.
         f64::deserialize(deserializer).map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+    }
+}
+
+/// The same for an optional duration: absent (or null) is `None`.
+pub mod millis_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        d: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => serializer.serialize_some(&(d.as_millis() as u64)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?
+            .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)))
     }
 }
 

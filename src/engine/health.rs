@@ -228,19 +228,36 @@ impl Drop for ExecGuard {
     }
 }
 
+/// What probing a node cost: attempts started, and the time they took, added up (measured,
+/// not estimated; attempts still out when another succeeded count with what they had taken).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeTally {
+    pub sent: u32,
+    pub busy: Duration,
+}
+
 /// Probes until the first success: waiting is not failing, so a failed attempt never ends
 /// the wait (only the caller's `startup_timeout`, or the process exiting, does). `seen` hears
-/// every failed attempt, so that one can tell why a node is not ready yet.
+/// every failed attempt, so that one can tell why a node is not ready yet; `tally` what the
+/// probing cost so far (the caller keeps it if this future is dropped).
 pub async fn wait_until_healthy(
     health: &Health,
     hedged: bool,
     spawned_at: Instant,
     ctx: &ProbeContext,
     seen: &(dyn Fn(&str) + Send + Sync),
+    tally: &std::sync::Mutex<ProbeTally>,
 ) {
     if let Probe::Log { .. } = health.probe {
         return wait_for_log_line(ctx).await;
     }
+    let count = |sent: u32, busy: Duration| {
+        let mut t = tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        t.sent += sent;
+        t.busy += busy;
+    };
     let mut in_flight: JoinSet<(Result<(), String>, Instant, Duration)> = JoinSet::new();
     // When each attempt still in flight started, and what attempts usually cost.
     let mut started: Vec<Instant> = Vec::new();
@@ -253,6 +270,7 @@ pub async fn wait_until_healthy(
                 let (probe, timeout, ctx) = (health.probe.clone(), health.timeout, ctx.clone());
                 let now = Instant::now();
                 started.push(now);
+                count(1, Duration::ZERO);
                 in_flight.spawn(async move {
                     let result = attempt(&probe, timeout, &ctx).await;
                     (result, now, now.elapsed())
@@ -266,8 +284,14 @@ pub async fn wait_until_healthy(
                     .unwrap_or_else(|e| (Err(e.to_string()), Instant::now(), Duration::ZERO));
                 started.retain(|&s| s != began);
                 tracing::trace!(probe = %health.probe.describe(), ?outcome, ?cost, "probe attempt");
+                count(0, cost);
                 match outcome {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        // Hedges still out are dropped now; what they took counts too.
+                        let out: Duration = started.iter().map(Instant::elapsed).sum();
+                        count(0, out);
+                        return;
+                    }
                     Err(error) => seen(&error),
                 }
                 usual = Some(usual.map_or(cost, |u| (u * 3 + cost) / 4));

@@ -82,11 +82,11 @@ mod tests {
             serde_json::json!({"t": 0.003, "event": "spawned", "node": "db", "state": "starting", "pid": 4242, "attempt": 1}),
         );
         round_trip(
-            serde_json::json!({"t": 0.301, "event": "ready", "node": "db", "state": "ready", "took_ms": 298}),
+            serde_json::json!({"t": 0.301, "event": "ready", "node": "db", "state": "ready", "took_ms": 298, "probes": 12, "probe_ms": 40}),
         );
         round_trip(serde_json::json!({"t": 1.5, "event": "stopping", "node": null}));
         round_trip(
-            serde_json::json!({"t": 2.0, "event": "startup_complete", "node": null, "ready_ms": 2000, "critical_path": ["db", "api"], "sequential_estimate_ms": 2500, "pending_optional": []}),
+            serde_json::json!({"t": 2.0, "event": "startup_complete", "node": null, "ready_ms": 2000, "critical_path": ["db", "api"], "sequential_estimate_ms": 2500, "pending_optional": [], "sequential": false, "critical_chain_ms": 1900, "last_ready_ms": 1950}),
         );
         round_trip(
             serde_json::json!({"t": 2.1, "event": "note", "node": null, "text": "reloaded"}),

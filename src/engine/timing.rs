@@ -44,6 +44,24 @@ pub struct Summary {
     pub sequential_estimate: Duration,
     /// Names of the optional nodes still starting when the required ones were ready.
     pub pending_optional: Vec<String>,
+    /// Nodes were started one at a time (`--sequential`): no critical path, no speedup.
+    #[serde(default)]
+    pub sequential: bool,
+    /// Sum of the start durations along the critical path: what the graph's shape makes the
+    /// least possible startup, in the same measure as `sequential_estimate`.
+    #[serde(
+        rename = "critical_chain_ms",
+        with = "crate::engine::event::millis_opt",
+        default
+    )]
+    pub critical_chain: Option<Duration>,
+    /// When the last required node was ready (`ready_after` adds the verification pass).
+    #[serde(
+        rename = "last_ready_ms",
+        with = "crate::engine::event::millis_opt",
+        default
+    )]
+    pub last_ready: Option<Duration>,
 }
 
 impl Summary {
@@ -52,6 +70,7 @@ impl Summary {
         graph: &Graph,
         timings: &[NodeTiming],
         ready_after: Duration,
+        sequential: bool,
     ) -> Self {
         let mut ordered: Vec<NodeTiming> = timings.to_vec();
         ordered.sort_by_key(|t| (t.ready_at.is_none(), t.ready_at, t.node));
@@ -61,16 +80,57 @@ impl Summary {
             .filter(|t| t.ready_at.is_none() && !config.nodes[t.node].required)
             .map(|t| config.nodes[t.node].name.clone())
             .collect();
+        let path = if sequential {
+            Vec::new()
+        } else {
+            critical_path(config, graph, timings)
+        };
+        let critical_chain = (!sequential).then(|| {
+            path.iter()
+                .filter_map(|&n| timings.iter().find(|t| t.node == n)?.start_duration())
+                .sum()
+        });
+        let last_ready = timings
+            .iter()
+            .filter(|t| config.nodes[t.node].required)
+            .filter_map(|t| t.ready_at)
+            .max();
         Self {
             ready_after,
-            critical_path: critical_path(config, graph, timings)
+            critical_path: path
                 .into_iter()
                 .map(|n| config.nodes[n].name.clone())
                 .collect(),
             timings: ordered,
             sequential_estimate,
             pending_optional,
+            sequential,
+            critical_chain,
+            last_ready,
         }
+    }
+
+    /// Time on the way to ready that was not a node's own start: spawning, hand-offs between
+    /// nodes, waiting for a start slot (along the critical chain; all of it when sequential).
+    pub fn between_nodes(&self) -> Option<Duration> {
+        let own = if self.sequential {
+            self.sequential_estimate
+        } else {
+            self.critical_chain?
+        };
+        Some(self.last_ready?.saturating_sub(own))
+    }
+
+    /// The final verification pass: from the last required node ready to startup complete.
+    pub fn verification(&self) -> Option<Duration> {
+        Some(self.ready_after.saturating_sub(self.last_ready?))
+    }
+
+    /// What parallelism bought, like with like: one node at a time (the sum of the start
+    /// times) against the critical chain (the sum along it). `None` when sequential.
+    pub fn speedup(&self) -> Option<f64> {
+        let chain = self.critical_chain?.as_secs_f64();
+        (!self.sequential && chain > 0.0).then(|| self.sequential_estimate.as_secs_f64() / chain)
     }
 }
 

@@ -134,7 +134,7 @@ impl Dashboard {
                 if let Some(state) = state {
                     view.states.insert(node.clone(), state.to_owned());
                 }
-                if let EventKind::Ready { took } = kind {
+                if let EventKind::Ready { took, .. } = kind {
                     view.ready_seconds.insert(node.clone(), took.as_secs_f64());
                 }
                 if let EventKind::Restarting { .. } = kind {

@@ -43,6 +43,9 @@ pub struct RecordedNode {
     /// How its readiness was learnt: polled (`http`, `tcp`, `exec`) or pushed.
     #[serde(default)]
     pub polled: bool,
+    /// dagstart binds its listening sockets before anything starts (`sockets`).
+    #[serde(default)]
+    pub socket_activated: bool,
 }
 
 fn recorded_nodes(config: &Config) -> Vec<RecordedNode> {
@@ -64,6 +67,7 @@ fn recorded_nodes(config: &Config) -> Vec<RecordedNode> {
                     | crate::engine::config::Probe::Tcp { .. }
                     | crate::engine::config::Probe::Exec { .. }
             ),
+            socket_activated: !n.sockets.is_empty(),
         })
         .collect()
 }

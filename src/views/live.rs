@@ -144,7 +144,7 @@ impl LiveView {
             (EventKind::Probe { result }, Some(bar)) => {
                 bar.set_message(format!("not ready yet: {result}"));
             }
-            (EventKind::Ready { took }, Some(bar)) => {
+            (EventKind::Ready { took, .. }, Some(bar)) => {
                 bar.finish_with_message(format!("ready after {:.2}s", took.as_secs_f64()))
             }
             (EventKind::Failed { reason }, Some(bar)) => {

@@ -282,10 +282,22 @@ pub fn describe(config: &Config, event: &Event) -> Option<String> {
         EventKind::Spawned { pid, attempt } => {
             format!("{name}: spawned (pid {pid}, attempt {attempt})")
         }
-        EventKind::Ready { took } if is_component => {
+        EventKind::Ready { took, .. } if is_component => {
             format!("{name}: completed after {}", secs(*took))
         }
-        EventKind::Ready { took } => format!("{name}: ready after {}", secs(*took)),
+        EventKind::Ready {
+            took, probes: 0, ..
+        } => format!("{name}: ready after {}", secs(*took)),
+        EventKind::Ready {
+            took,
+            probes,
+            probe_time,
+        } => format!(
+            "{name}: ready after {} ({probes} {}, {} ms in them)",
+            secs(*took),
+            if *probes == 1 { "probe" } else { "probes" },
+            probe_time.as_millis()
+        ),
         EventKind::Retrying {
             attempt,
             reason,

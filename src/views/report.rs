@@ -62,15 +62,42 @@ pub fn render(config: &Config, summary: &Summary) -> String {
             .collect();
         let _ = writeln!(out, "  critical path: {}", steps.join(" -> "));
     }
-    let speedup =
-        summary.sequential_estimate.as_secs_f64() / summary.ready_after.as_secs_f64().max(1e-3);
-    let _ = writeln!(
-        out,
-        "  sequential estimate: {} (sum of start times); parallel took {}: {speedup:.1}x faster",
-        seconds(summary.sequential_estimate),
-        seconds(summary.ready_after)
-    );
+    for line in where_the_time_went(summary) {
+        let _ = writeln!(out, "  {line}");
+    }
     out
+}
+
+/// What parallelism bought (like with like: sums of start times, one node at a time against
+/// the critical chain) and what was not the nodes' own start. Shared by the end-of-startup
+/// summary and `dagstart report`.
+pub fn where_the_time_went(summary: &Summary) -> Vec<String> {
+    let mut lines = Vec::new();
+    match (summary.sequential, summary.speedup(), summary.critical_chain) {
+        (true, _, _) => lines.push(format!(
+            "sequential: one node at a time, {} of start times in all",
+            seconds(summary.sequential_estimate)
+        )),
+        (false, Some(speedup), Some(chain)) => lines.push(format!(
+            "parallel: the critical chain took {} of start time where one node at a time would take {} (sum of start times): {speedup:.1}x from parallelism",
+            seconds(chain),
+            seconds(summary.sequential_estimate)
+        )),
+        // A record from before these figures were kept.
+        _ => lines.push(format!(
+            "sequential estimate: {} (sum of start times); parallel took {}",
+            seconds(summary.sequential_estimate),
+            seconds(summary.ready_after)
+        )),
+    }
+    if let (Some(between), Some(verification)) = (summary.between_nodes(), summary.verification()) {
+        lines.push(format!(
+            "besides the nodes' own start: {} between nodes (spawn, hand-off), {} final verification",
+            seconds(between),
+            seconds(verification)
+        ));
+    }
+    lines
 }
 
 // ----- reports of recorded runs ------------------------------------------------------------------
@@ -83,6 +110,9 @@ pub struct RecordedTiming {
     pub ready: Option<f64>,
     pub took: Option<f64>,
     pub attempts: u64,
+    /// Readiness probes sent before it was ready, and the time they took (measured).
+    pub probes: u32,
+    pub probe_ms: f64,
 }
 
 /// What `dagstart report` and `graph --timings` read from a recorded run.
@@ -92,6 +122,8 @@ pub struct RecordedRun {
     pub ready_ms: Option<f64>,
     pub critical_path: Vec<String>,
     pub sequential_estimate_ms: Option<f64>,
+    /// The startup summary the run recorded, when startup completed.
+    pub summary: Option<Summary>,
 }
 
 impl RecordedRun {
@@ -103,6 +135,7 @@ impl RecordedRun {
                 run.ready_ms = Some(millis(summary.ready_after));
                 run.sequential_estimate_ms = Some(millis(summary.sequential_estimate));
                 run.critical_path.clone_from(&summary.critical_path);
+                run.summary = Some((**summary).clone());
                 continue;
             }
             let Some(node) = &event.node else {
@@ -117,9 +150,15 @@ impl RecordedRun {
                     timing.spawned.get_or_insert(t);
                     timing.attempts = timing.attempts.max(u64::from(*attempt));
                 }
-                EventKind::Ready { took } if timing.ready.is_none() => {
+                EventKind::Ready {
+                    took,
+                    probes,
+                    probe_time,
+                } if timing.ready.is_none() => {
                     timing.ready = Some(t);
                     timing.took = Some(millis(*took));
+                    timing.probes = *probes;
+                    timing.probe_ms = probe_time.as_secs_f64() * 1000.0;
                 }
                 _ => {}
             }
@@ -149,15 +188,26 @@ pub fn render_recorded(id: &str, record: &crate::views::history::RunRecord) -> S
             let _ = writeln!(out, "startup did not complete");
         }
     }
-    let mut blame: Vec<(&String, f64)> = run
+    let mut blame: Vec<(&String, &RecordedTiming, f64)> = run
         .timings
         .iter()
-        .filter_map(|(n, t)| Some((n, t.took?)))
+        .filter_map(|(n, t)| Some((n, t, t.took?)))
         .collect();
-    blame.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let _ = writeln!(out, "\nblame (time from spawn to ready, slowest first):");
-    for (name, took) in &blame {
-        let _ = writeln!(out, "  {:>8}  {name}", secs_ms(*took));
+    blame.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(b.0)));
+    let _ = writeln!(
+        out,
+        "\nblame (time from launch to ready, slowest first; readiness probes sent, and the time they took):"
+    );
+    for (name, timing, took) in &blame {
+        let probes = match timing.probes {
+            0 => String::new(),
+            n => format!(
+                "  ({n} {}, {:.0} ms)",
+                if n == 1 { "probe" } else { "probes" },
+                timing.probe_ms
+            ),
+        };
+        let _ = writeln!(out, "  {:>8}  {name}{probes}", secs_ms(*took));
     }
     if !run.critical_path.is_empty() {
         let _ = writeln!(
@@ -177,33 +227,18 @@ pub fn render_recorded(id: &str, record: &crate::views::history::RunRecord) -> S
             previous = Some(name);
         }
     }
-    if let (Some(ready), Some(sequential)) = (run.ready_ms, run.sequential_estimate_ms) {
-        let _ = writeln!(
-            out,
-            "\nparallel {} against sequential {} (sum of start times): {:.1}x faster",
-            secs_ms(ready),
-            secs_ms(sequential),
-            sequential / ready.max(1.0)
-        );
+    if let Some(summary) = &run.summary {
+        let _ = writeln!(out);
+        for line in where_the_time_went(summary) {
+            let _ = writeln!(out, "{line}");
+        }
     }
-    let polled: Vec<&str> = run
-        .critical_path
-        .iter()
-        .filter(|n| record.nodes.iter().any(|r| &r.name == *n && r.polled))
-        .map(String::as_str)
-        .collect();
-    // Probing paces itself at 1/64 of the time waited (at least 250 µs): an upper bound of the
-    // time between a service being ready and a probe seeing it.
-    let probe_cost: f64 = polled
-        .iter()
-        .filter_map(|n| run.timings.get(*n)?.took)
-        .map(|took| took / 64.0 + 0.25)
-        .sum();
-    if !polled.is_empty() {
+    let probes: u32 = run.timings.values().map(|t| t.probes).sum();
+    if probes > 0 {
+        let busy: f64 = run.timings.values().map(|t| t.probe_ms).sum();
         let _ = writeln!(
             out,
-            "\ntime lost to waiting on probes: at most {probe_cost:.0} ms of the critical chain ({} polled); none with notify, ready_fd or log readiness",
-            polled.join(", ")
+            "readiness probes: {probes} sent, {busy:.0} ms in them (measured); none with notify, ready_fd or log readiness"
         );
     }
     let hints = hints(record, &run);
@@ -216,31 +251,53 @@ pub fn render_recorded(id: &str, record: &crate::views::history::RunRecord) -> S
     out
 }
 
-/// Where the startup could be shorter: edges of the critical chain whose dependency serves
-/// only that one dependent, and a chain that leaves no room for parallelism.
+/// Where acting would shorten the startup, and only that: the node that weighs most on the
+/// critical chain, a socket-activated dependency waited for when its listening socket would
+/// do, and a startup that is one chain.
 fn hints(record: &crate::views::history::RunRecord, run: &RecordedRun) -> Vec<String> {
     let mut hints = Vec::new();
+    let Some(ready) = run.ready_ms else {
+        return hints;
+    };
+    let took = |name: &str| run.timings.get(name).and_then(|t| t.took);
+    // Every node on the chain delays the end by its whole start: the heaviest is worth it.
+    if let Some((name, ms)) = run
+        .critical_path
+        .iter()
+        .filter_map(|n| Some((n, took(n)?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .filter(|(_, ms)| *ms >= ready * 0.3 && *ms >= 50.0)
+    {
+        hints.push(format!(
+            "`{name}` took {} of the {} startup on the critical chain: every bit it starts faster is saved in full",
+            secs_ms(ms),
+            secs_ms(ready)
+        ));
+    }
+    // With socket activation the kernel queues connections while the service initialises:
+    // a dependent waiting for it to be healthy could start at once with `listening`.
     for pair in run.critical_path.windows(2) {
         let (dep, node) = (&pair[0], &pair[1]);
-        let dependents = record
+        let Some(recorded) = record.nodes.iter().find(|n| &n.name == node) else {
+            continue;
+        };
+        let waits_healthy = recorded
+            .depends_on
+            .iter()
+            .any(|(d, condition)| d == dep && condition == "healthy");
+        let activated = record
             .nodes
             .iter()
-            .filter(|n| n.depends_on.iter().any(|(d, _)| d == dep))
-            .count();
-        let waited = run
-            .timings
-            .get(node)
-            .and_then(|t| t.launched)
-            .unwrap_or(0.0);
-        if dependents == 1 {
+            .any(|n| &n.name == dep && n.socket_activated);
+        if waits_healthy && activated && took(dep).is_some_and(|ms| ms >= 50.0) {
             hints.push(format!(
-                "`{node}` waited {} for `{dep}`; nothing else needs `{dep}`: if `{node}` can start before `{dep}` is ready, use the `started` or `listening` condition, or make `{dep}` start faster",
-                secs_ms(waited)
+                "`{dep}` is socket-activated: `{node}` could depend on it with `listening` and start {} earlier (connections wait in the kernel's queue)",
+                secs_ms(took(dep).unwrap_or_default())
             ));
         }
     }
-    if let (Some(ready), Some(sequential)) = (run.ready_ms, run.sequential_estimate_ms) {
-        if sequential < ready * 1.2 && run.critical_path.len() > 1 {
+    if let Some(summary) = &run.summary {
+        if summary.speedup().is_some_and(|s| s < 1.2) && run.critical_path.len() > 1 {
             hints.push("startup is mostly one chain, so parallelism cannot help much: shorten the critical chain".into());
         }
     }

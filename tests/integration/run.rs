@@ -43,7 +43,8 @@ fn nothing_starts_before_its_dependencies_meet_their_condition() {
     let stdout = stdout_of(&out);
     assert!(stdout.contains("startup complete: ready in"), "{stdout}");
     assert!(stdout.contains("critical path: db"), "{stdout}");
-    assert!(stdout.contains("sequential estimate:"), "{stdout}");
+    assert!(stdout.contains("x from parallelism"), "{stdout}");
+    assert!(stdout.contains("between nodes"), "{stdout}");
     assert!(
         !stdout.contains('\x1b'),
         "no escape codes when not on a terminal:\n{stdout}"
@@ -86,7 +87,18 @@ fn sequential_flag_starts_one_node_at_a_time() {
     let p = project(two_independent_slow_services);
     let out = run_with_command(&p, &["--sequential", "--", "true"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(stdout_of(&out).contains("sequential, one at a time"));
+    let stdout = stdout_of(&out);
+    assert!(stdout.contains("sequential, one at a time"));
+    // Summaries that hold: no critical path and no speedup when nothing ran in parallel.
+    assert!(!stdout.contains("critical path"), "{stdout}");
+    assert!(
+        !stdout.contains("faster") && !stdout.contains("parallelism"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sequential: one node at a time"),
+        "{stdout}"
+    );
     assert_no_overlap(&p);
 }
 

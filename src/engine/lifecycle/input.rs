@@ -97,6 +97,8 @@ pub enum Report {
     Health(String),
     /// While starting: the latest failed readiness probe (each new answer once).
     Probe(String),
+    /// What the readiness probes of a start attempt cost (before the attempt's last report).
+    Probed(crate::engine::health::ProbeTally),
     /// The runner task itself died (a panic): the shell has killed the process group.
     Crashed(String),
 }

@@ -304,6 +304,7 @@ async fn start_phase(
         ..ProbeContext::for_node(&ctx.http, &ctx.config, node)
     };
     let health = &node.health;
+    let tally = Mutex::new(health::ProbeTally::default());
     let readiness = async {
         match (&health.probe, ready_pipe) {
             (Probe::Notify, _) => std::future::pending().await,
@@ -326,6 +327,7 @@ async fn start_phase(
                     spawned_at,
                     &probe_ctx,
                     &seen,
+                    &tally,
                 )
                 .await;
                 Ok(())
@@ -358,6 +360,13 @@ async fn start_phase(
             )),
         }
     };
+    // What probing cost, for `report`: before the report that ends the attempt.
+    let tally = *tally
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if tally.sent > 0 {
+        ctx.report(Report::Probed(tally));
+    }
     (end, notify)
 }
 

@@ -70,6 +70,8 @@ struct NodeRecord {
     /// The latest failed readiness probe of the current start: shown instead of `last`
     /// while the node is starting, forgotten once it is ready.
     probe: Option<String>,
+    /// What probing cost since the node was last ready (all attempts of this start).
+    probes: crate::engine::health::ProbeTally,
     /// Why some of its output could not be kept, once that happened.
     output_lost: Option<String>,
     /// Held by `stop` because a node it needs was stopped (not named itself): starting that
@@ -94,6 +96,7 @@ impl NodeRecord {
             total_restarts: 0,
             last: None,
             probe: None,
+            probes: crate::engine::health::ProbeTally::default(),
             output_lost: None,
             held_along: false,
             timing: NodeTiming {
@@ -885,7 +888,13 @@ impl Core {
             .selected()
             .map(|n| self.nodes[n].timing.clone())
             .collect();
-        let summary = Summary::build(&self.config, &self.graph, &timings, self.now);
+        let summary = Summary::build(
+            &self.config,
+            &self.graph,
+            &timings,
+            self.now,
+            self.options.sequential,
+        );
         self.publish(None, EventKind::StartupComplete(Box::new(summary)));
         self.effects.push(Effect::Startup(Startup::Ready));
     }

@@ -40,6 +40,11 @@ impl Core {
                 self.nodes[n].last = Some(text.clone());
                 self.publish(Some(n), EventKind::Status { text });
             }
+            Report::Probed(tally) => {
+                let probes = &mut self.nodes[n].probes;
+                probes.sent += tally.sent;
+                probes.busy += tally.busy;
+            }
             Report::Probe(result) => {
                 self.nodes[n].probe = Some(result.clone());
                 self.publish(Some(n), EventKind::Probe { result });
@@ -145,7 +150,15 @@ impl Core {
         record.timing.ready_at = Some(self.now);
         record.ever_ready = true;
         let took = self.now.saturating_sub(live.launched_at);
-        self.publish(Some(n), EventKind::Ready { took });
+        let probes = std::mem::take(&mut record.probes);
+        self.publish(
+            Some(n),
+            EventKind::Ready {
+                took,
+                probes: probes.sent,
+                probe_time: probes.busy,
+            },
+        );
     }
 
     /// The node's `last` and a `failed` event: why it failed.

@@ -85,6 +85,7 @@ fn drive(text: String) -> (usize, Duration) {
         parallel_health_checks: true,
         startup_timeout: Duration::from_secs(600),
         shutdown_timeout: Duration::from_secs(600),
+        verify_older_than: std::time::Duration::ZERO,
     };
     let mut core = Core::new(config, graph, &selected, options);
     let mut queue = std::collections::VecDeque::new();

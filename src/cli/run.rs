@@ -236,6 +236,7 @@ fn options(config: &Config, sequential: bool) -> Options {
         parallel_health_checks: config.settings.parallel_health_checks,
         startup_timeout: config.settings.startup_timeout,
         shutdown_timeout: config.settings.shutdown_timeout,
+        verify_older_than: crate::engine::lifecycle::VERIFY_OLDER_THAN,
     }
 }
 

@@ -52,7 +52,13 @@ pub struct Options {
     pub parallel_health_checks: bool,
     pub startup_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// The final verification pass probes again only the required services whose readiness
+    /// is older than this: one confirmed a moment ago has nothing new to say.
+    pub verify_older_than: Duration,
 }
+
+/// What `dagstart run` uses for [`Options::verify_older_than`].
+pub const VERIFY_OLDER_THAN: Duration = Duration::from_secs(1);
 
 /// One node as `dagstart status` shows it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -261,6 +261,7 @@ impl World {
             parallel_health_checks: true,
             startup_timeout: Duration::from_secs(30),
             shutdown_timeout: SHUTDOWN_TIMEOUT,
+            verify_older_than: Duration::ZERO,
         };
         Self {
             seed,

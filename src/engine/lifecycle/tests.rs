@@ -44,6 +44,7 @@ impl Harness {
             parallel_health_checks: true,
             startup_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
+            verify_older_than: Duration::ZERO,
         };
         let mut core = Core::new(config, graph, &selected, options);
         let effects = core.begin(Duration::ZERO);
@@ -564,5 +565,34 @@ depends_on = ["db"]
         h.state("worker"),
         NodeState::Held,
         "stopped by name: stays down"
+    );
+}
+
+/// The physical limit: the verification pass probes again only services whose readiness is
+/// older than `verify_older_than`; one confirmed a moment ago is not probed twice.
+#[test]
+fn the_verification_pass_skips_services_ready_a_moment_ago() {
+    let text = "[services.old]\ncommand = \"old\"\n[services.new]\ncommand = \"new\"\n";
+    let mut h = Harness::new(text);
+    h.core.set_verify_older_than(Duration::from_secs(1));
+    h.up("old");
+    h.at(Duration::from_secs(2));
+    h.up("new");
+    let old = h.n("old");
+    let verify = h.effects.iter().find_map(|e| match e {
+        Effect::Verify(nodes) => Some(nodes.clone()),
+        _ => None,
+    });
+    assert_eq!(verify, Some(vec![old]), "only the service ready 2 s ago");
+    h.on(Input::Verified(Ok(())));
+    assert!(h.published(|k| matches!(k, EventKind::StartupComplete(_))));
+
+    let mut h = Harness::new(text);
+    h.core.set_verify_older_than(Duration::from_secs(1));
+    h.up("old");
+    h.up("new");
+    assert!(
+        h.published(|k| matches!(k, EventKind::StartupComplete(_))),
+        "both fresh: complete at once, no verification"
     );
 }

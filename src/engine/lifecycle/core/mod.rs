@@ -311,6 +311,12 @@ impl Core {
         }
     }
 
+    /// For tests of the verification pass.
+    #[cfg(test)]
+    pub(crate) fn set_verify_older_than(&mut self, age: Duration) {
+        self.options.verify_older_than = age;
+    }
+
     // ----- queries -----------------------------------------------------------------------------
 
     pub fn config(&self) -> &Arc<Config> {
@@ -841,14 +847,16 @@ impl Core {
             return;
         }
         // The guide's verification pass: every required service is probed once more before
-        // startup is declared complete. A component's exit 0 is final and not re-checked.
+        // startup is declared complete, unless its readiness was confirmed a moment ago
+        // (it would only add the probes' own time). A component's exit 0 is final.
         let to_verify: Vec<usize> = self
             .selected()
             .filter(|&n| {
                 let node = &self.config.nodes[n];
                 node.required
                     && node.kind == NodeKind::Service
-                    && matches!(self.nodes[n].state, NodeState::Ready { .. })
+                    && matches!(self.nodes[n].state, NodeState::Ready { since, .. }
+                        if self.now.saturating_sub(since) >= self.options.verify_older_than)
             })
             .collect();
         if to_verify.is_empty() {

@@ -180,6 +180,9 @@ pub struct LogsArgs {
     /// How many of the last lines of each log to print.
     #[arg(long, default_value_t = 20)]
     pub tail: usize,
+    /// Show when dagstart received each line (UTC, to the millisecond).
+    #[arg(short, long)]
+    pub timestamps: bool,
 }
 
 /// Validate services.toml without starting anything.

@@ -1,4 +1,5 @@
-//! `dagstart logs`: the nodes' log files, last lines first, optionally followed.
+//! `dagstart logs`: the nodes' log files merged by time (each line's stamp), the last lines
+//! of each, optionally followed.
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, Seek as _};
@@ -36,18 +37,38 @@ pub fn show(path: &Path, env: &Environment, args: &LogsArgs) -> Result<i32, Erro
     }
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
     let mut files: Vec<(String, PathBuf, u64)> = Vec::new();
+    let mut lines = Vec::new();
     for name in &names {
         let file = config.settings.log_dir.join(format!("{name}.log"));
-        let (lines, end) = last_lines(&file, args.tail);
-        for line in lines {
-            crate::cli::commands::print_out(&format!("{name:>width$} | {line}"))?;
-        }
+        let (last, end) = last_lines(&file, args.tail);
+        lines.extend(last.into_iter().map(|line| ((*name).to_owned(), line)));
         files.push(((*name).to_owned(), file, end));
     }
+    print_merged(lines, width, args.timestamps)?;
     if args.follow && running {
-        follow(&mut files, width, &config.base_dir)?;
+        follow(&mut files, width, args.timestamps, &config.base_dir)?;
     }
     Ok(exit_code::OK)
+}
+
+/// Prints `(node, line)` pairs in the order of their stamps (a stable sort: lines of one node
+/// keep their order, lines without a stamp come first), each prefixed with its node, the
+/// stamp shown only when asked for.
+fn print_merged(
+    mut lines: Vec<(String, String)>,
+    width: usize,
+    timestamps: bool,
+) -> Result<(), Error> {
+    use crate::views::logfiles::split_stamp;
+    lines.sort_by(|a, b| split_stamp(&a.1).0.cmp(&split_stamp(&b.1).0));
+    for (name, line) in &lines {
+        let text = match split_stamp(line) {
+            (Some(stamp), text) if timestamps => format!("{name:>width$} | {stamp} {text}"),
+            (_, text) => format!("{name:>width$} | {text}"),
+        };
+        crate::cli::commands::print_out(&text)?;
+    }
+    Ok(())
 }
 
 /// The last `n` lines of a file and its length (where following starts).
@@ -79,9 +100,16 @@ fn last_lines(path: &Path, n: usize) -> (Vec<String>, u64) {
     (lines.into(), end)
 }
 
-/// Prints whole new lines of every file as they appear, until the run ends or Ctrl-C.
-fn follow(files: &mut [(String, PathBuf, u64)], width: usize, project: &Path) -> Result<(), Error> {
+/// Prints whole new lines of every file as they appear (merged by time within each look),
+/// until the run ends or Ctrl-C.
+fn follow(
+    files: &mut [(String, PathBuf, u64)],
+    width: usize,
+    timestamps: bool,
+    project: &Path,
+) -> Result<(), Error> {
     while crate::engine::control::is_running(project) {
+        let mut new_lines = Vec::new();
         for (name, path, offset) in files.iter_mut() {
             let Ok(mut file) = std::fs::File::open(&*path) else {
                 continue;
@@ -101,13 +129,11 @@ fn follow(files: &mut [(String, PathBuf, u64)], width: usize, project: &Path) ->
                 }
                 *offset += read as u64;
                 let line = String::from_utf8_lossy(&buf);
-                crate::cli::commands::print_out(&format!(
-                    "{name:>width$} | {}",
-                    line.trim_end_matches(['\n', '\r'])
-                ))?;
+                new_lines.push((name.clone(), line.trim_end_matches(['\n', '\r']).to_owned()));
                 buf.clear();
             }
         }
+        print_merged(new_lines, width, timestamps)?;
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())

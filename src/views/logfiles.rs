@@ -1,6 +1,7 @@
 //! The log thread: the one durable subscriber of the events.
 //!
-//! Every node line goes, whole and unprefixed, to `<log_dir>/<node>.log`; dagstart's own
+//! Every node line goes, whole and stamped with when it arrived (`line_stamp`), to
+//! `<log_dir>/<node>.log` (the last run's file is kept as `<node>.log.1`); dagstart's own
 //! events go, timestamped, to `<log_dir>/dagstart.log`; every event but output lines is
 //! appended to the run record (`.dagstart/runs/<id>.jsonl`) as it happens; the dashboard is fed
 //! too. Then each event is offered to the terminal thread ([`crate::views::terminal`]), which may fall
@@ -40,6 +41,8 @@ struct Sinks {
     json: bool,
     /// Tells the engine that a node's output is being lost; false once it no longer listens.
     lost: Option<OutputLostHook>,
+    /// The wall-clock time of the run's start: event times are relative to it.
+    started: SystemTime,
 }
 
 /// How the log thread tells the engine that a node's output could not be kept: the engine
@@ -68,7 +71,9 @@ impl Output {
         let dir = &config.settings.log_dir;
         super::private::create_dir(dir)?;
         let node_logs = NodeLogs::create(&config, selected)?;
-        let mut own_log = create(&dir.join("dagstart.log"))?;
+        let own_path = dir.join("dagstart.log");
+        shift_numbered(&own_path, config.settings.log_keep);
+        let mut own_log = create(&own_path)?;
         let recorder = crate::views::history::Recorder::create(&config, SystemTime::now())
             .inspect_err(|e| {
                 let _ = writeln!(own_log, "cannot record the run in the history: {e}");
@@ -84,6 +89,7 @@ impl Output {
                 recorder,
                 json,
                 lost: None,
+                started: SystemTime::now(),
             },
         })
     }
@@ -236,7 +242,8 @@ impl LogThread {
             return self.apply_reload(config);
         }
         if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
-            if let Some(problem) = self.sinks.node_logs.write(n, line) {
+            let stamp = line_stamp(self.sinks.started + event.at);
+            if let Some(problem) = self.sinks.node_logs.write(n, &stamp, line) {
                 self.output_lost(n, event.at, problem);
             }
             return;
@@ -395,13 +402,16 @@ impl NodeLogs {
         on: bool,
     ) -> io::Result<()> {
         let path = on.then(|| config.settings.log_dir.join(format!("{}.log", node.name)));
+        let keep = node.log_keep.unwrap_or(config.settings.log_keep);
         if let Some(path) = &path {
+            // The last run's log is kept as `<node>.log.1` (a new run starts a new file).
+            shift_numbered(path, keep);
             super::private::create_file(path)?;
         }
         self.logs.push(path.map(|path| NodeLog {
             path,
             max_size: node.log_max_size.unwrap_or(config.settings.log_max_size),
-            keep: node.log_keep.unwrap_or(config.settings.log_keep),
+            keep,
             written: 0,
             failed: false,
         }));
@@ -417,16 +427,19 @@ impl NodeLogs {
         }
     }
 
-    /// Appends `line` to node `n`'s log; the text of a failure not reported before.
-    fn write(&mut self, n: usize, line: &str) -> Option<String> {
-        let len = line.len() as u64 + 1;
+    /// Appends `line`, stamped with `stamp`, to node `n`'s log; the text of a failure not
+    /// reported before.
+    fn write(&mut self, n: usize, stamp: &str, line: &str) -> Option<String> {
+        let len = (stamp.len() + 1 + line.len()) as u64 + 1;
         let log = self.logs.get(n)?.as_ref()?;
         if log.written > 0 && log.written + len > log.max_size {
             if let Err(e) = self.rotate(n) {
                 return self.failed(n, &e);
             }
         }
-        let result = self.handle(n).and_then(|file| writeln!(file, "{line}"));
+        let result = self
+            .handle(n)
+            .and_then(|file| writeln!(file, "{stamp} {line}"));
         match result {
             Ok(()) => {
                 if let Some(Some(log)) = self.logs.get_mut(n) {
@@ -462,18 +475,7 @@ impl NodeLogs {
             self.order.retain(|&o| o != n);
         }
         let log = self.logs[n].as_mut().expect("a node with a log");
-        let keep = log.keep;
-        let numbered = |k: u32| {
-            let mut name = log.path.clone().into_os_string();
-            name.push(format!(".{k}"));
-            std::path::PathBuf::from(name)
-        };
-        for k in (1..keep).rev() {
-            let _ = std::fs::rename(numbered(k), numbered(k + 1));
-        }
-        if keep > 0 {
-            std::fs::rename(&log.path, numbered(1))?;
-        }
+        shift_numbered(&log.path, log.keep);
         super::private::create_file(&log.path)?;
         log.written = 0;
         Ok(())
@@ -502,6 +504,42 @@ impl NodeLogs {
             .into_iter()
             .filter_map(|(n, e)| self.failed(n, &e).map(|text| (n, text)))
             .collect()
+    }
+}
+
+/// `<path>` becomes `<path>.1`, `.1` becomes `.2`, ... up to `keep` (the oldest is dropped);
+/// with `keep = 0` nothing is kept. Used when a log reaches its size and when a new run starts.
+fn shift_numbered(path: &Path, keep: u32) {
+    let numbered = |k: u32| {
+        let mut name = path.to_path_buf().into_os_string();
+        name.push(format!(".{k}"));
+        std::path::PathBuf::from(name)
+    };
+    for k in (1..keep).rev() {
+        let _ = std::fs::rename(numbered(k), numbered(k + 1));
+    }
+    if keep > 0 {
+        let _ = std::fs::rename(path, numbered(1));
+    }
+}
+
+/// The stamp of every line of a node log: when dagstart received it, RFC 3339 in UTC to the
+/// millisecond (24 bytes, so `dagstart logs` can merge files by time and strip it).
+pub fn line_stamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// A node log line split into its stamp and the line as the node printed it; lines of logs
+/// written before stamps were added have none.
+pub fn split_stamp(line: &str) -> (Option<&str>, &str) {
+    const STAMP: usize = "2026-01-01T00:00:00.000Z".len();
+    match (line.get(..STAMP), line.get(STAMP..STAMP + 1)) {
+        (Some(stamp), Some(" "))
+            if stamp.ends_with('Z') && stamp.as_bytes().get(10) == Some(&b'T') =>
+        {
+            (Some(stamp), &line[STAMP + 1..])
+        }
+        _ => (None, line),
     }
 }
 

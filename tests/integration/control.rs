@@ -289,3 +289,49 @@ fn a_change_to_a_watched_file_restarts_the_node() {
     assert!(p.dagstart(&["down"]).output().unwrap().status.success());
     assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
 }
+
+/// Real stacks: node log lines are stamped; `logs a b` merges them by time (not node by
+/// node), `--timestamps` shows the stamps; the last run's log is kept as `<node>.log.1`.
+#[test]
+fn logs_are_stamped_merged_by_time_and_kept_from_the_last_run() {
+    let p = crate::harness::Project::new(
+        "[components.a]\ncommand = \"echo a1; sleep 0.2; echo a2\"\nshell = true\n\n\
+         [components.b]\ncommand = \"sleep 0.1; echo b1; sleep 0.2; echo b2\"\nshell = true\n",
+    );
+    for _ in 0..2 {
+        let out = p
+            .dagstart(&["run", "--", "true"])
+            .timeout(RUN_LIMIT)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    let logs = p.path().join("logs");
+    let current = std::fs::read_to_string(logs.join("a.log")).unwrap();
+    let previous = std::fs::read_to_string(logs.join("a.log.1")).unwrap();
+    for text in [&current, &previous] {
+        let (stamp, line) = dagstart::views::logfiles::split_stamp(text.lines().next().unwrap());
+        assert!(stamp.is_some_and(|s| s.ends_with('Z')), "{text}");
+        assert_eq!(line, "a1");
+    }
+    assert!(
+        logs.join("dagstart.log.1").exists(),
+        "dagstart.log is kept too"
+    );
+
+    let out = p.dagstart(&["logs", "a", "b"]).output().unwrap();
+    let text = stdout_of(&out);
+    let order: Vec<&str> = text
+        .lines()
+        .map(|l| l.rsplit(" | ").next().unwrap())
+        .collect();
+    assert_eq!(order, ["a1", "b1", "a2", "b2"], "merged by time:\n{text}");
+
+    let out = p.dagstart(&["logs", "-t", "a"]).output().unwrap();
+    let text = stdout_of(&out);
+    assert!(
+        text.lines()
+            .all(|l| l.starts_with("a | 20") && l.contains("Z a")),
+        "{text}"
+    );
+}

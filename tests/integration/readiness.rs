@@ -107,7 +107,11 @@ fn notify_messages_from_other_processes_are_dropped() {
     let log = log_of(&p, "waiting.log");
     let path = log
         .lines()
-        .find_map(|l| l.strip_prefix(prefix))
+        .find_map(|l| {
+            dagstart::views::logfiles::split_stamp(l)
+                .1
+                .strip_prefix(prefix)
+        })
         .unwrap()
         .to_owned();
     let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();

@@ -43,7 +43,13 @@ pub fn check(config: &Config, selected: &[bool]) -> Result<(), PreflightError> {
         }
         if let Some(port) = node.port {
             if port != 0 && port_taken(port) {
-                problems.push(format!("{}: port {port} is already in use", node.name));
+                let holder = port_holder(port)
+                    .map(|(pid, name)| format!(" (by `{name}`, pid {pid})"))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "{}: port {port} is already in use{holder}",
+                    node.name
+                ));
             }
         }
     }
@@ -160,4 +166,43 @@ fn port_taken(port: u16) -> bool {
         // No IPv6 on this machine: nothing can listen there either.
         Err(e) => e.kind() == std::io::ErrorKind::AddrInUse,
     }
+}
+
+/// The process listening on `port`, where /proc tells: the socket's inode from
+/// `/proc/net/tcp{,6}`, then the process holding that inode among its descriptors (only
+/// processes we may look into: our own user's, or all as root).
+fn port_holder(port: u16) -> Option<(u32, String)> {
+    const LISTEN: &str = "0A";
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            text.lines().skip(1).find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields.get(1)?.rsplit(':').next()?;
+                (u16::from_str_radix(local_port, 16).ok()? == port && *fields.get(3)? == LISTEN)
+                    .then(|| fields.get(9).map(|i| (*i).to_owned()))?
+            })
+        })?;
+    let target = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
+        });
+        if holds {
+            let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            return Some((pid, name.trim().to_owned()));
+        }
+    }
+    None
 }

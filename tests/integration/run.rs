@@ -351,8 +351,13 @@ fn preflight_reports_every_problem_and_starts_nothing() {
     );
     assert!(stderr.contains("services.toml:1:11"), "{stderr}");
     assert!(stderr.contains("b: working directory"), "{stderr}");
+    // The process holding the port is named (here: this test).
     assert!(
-        stderr.contains(&format!("c: port {port} is already in use")),
+        stderr.contains(&format!(
+            "c: port {port} is already in use (by `{}`, pid {})",
+            std::fs::read_to_string("/proc/self/comm").unwrap().trim(),
+            std::process::id()
+        )),
         "{stderr}"
     );
     assert!(

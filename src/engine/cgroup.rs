@@ -2,18 +2,23 @@
 //! even after it left the node's process group and session (systemd's way).
 //!
 //! At the start of a run dagstart creates `dagstart-<pid>` under its own cgroup (v2), and a
-//! child of it for each node that is spawned (`<index>-<name>`). The node's process joins it
-//! between fork and exec, so everything it starts is born there and cannot leave (only a
-//! privileged process could move it out). Whenever a node's process group gets its final
-//! SIGKILL (stop, kill, exit of the leader) its cgroup gets `cgroup.kill`, which takes the
-//! escapees too. At the end of the run, or by the guardian after a kill -9 of dagstart, the
-//! whole run's cgroup is killed and removed.
+//! child of it for each node that is spawned (`<index>-<name>`). A thread of dagstart's moves
+//! each node's process there right after the spawn; what it starts from then on is born there
+//! and cannot leave (only a privileged process could move it out). Whenever a node's process
+//! group gets its final SIGKILL (stop, kill, exit of the leader) its cgroup gets
+//! `cgroup.kill`, which takes the escapees too. At the end of the run, or by the guardian
+//! after a kill -9 of dagstart, the whole run's cgroup is killed and removed.
+//!
+//! Why a thread and not the child itself between fork and exec: each move waits for an RCU
+//! grace period in the kernel, 10 ms and more on a busy machine, and a child that waits
+//! delays its exec, its readiness and the spawn that waits for its exec (measured: 13 ms per
+//! level of a chain of services). The price: what a node forks in its first moments, before
+//! the move, stays outside its cgroup; the run's PID namespace still ends it with the run.
 //!
 //! Where cgroup v2 is not mounted or not writable (not root, no delegation) nothing of this
 //! happens and process groups are what a stop reaches.
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -32,9 +37,44 @@ pub fn create_run() -> Result<PathBuf, String> {
     remove_stale(&own);
     let path = own.join(format!("{RUN_PREFIX}{}", std::process::id()));
     std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let (moves, queue) = std::sync::mpsc::channel::<(u32, PathBuf)>();
+    std::thread::Builder::new()
+        .name("dagstart-cgroup".into())
+        .spawn(move || {
+            for (pid, cgroup) in queue {
+                move_with_descendants(pid, &cgroup.join("cgroup.procs"));
+            }
+        })
+        .map_err(|e| format!("cannot start the cgroup thread: {e}"))?;
+    let _ = MOVER.set(std::sync::Mutex::new(moves));
     let _ = RUN.set(path.clone());
     Ok(path)
 }
+
+/// Moves `pid` and what it has started by now (its descendants that are still its
+/// descendants) into the cgroup whose `cgroup.procs` is `procs`. A process gone meanwhile is
+/// fine.
+fn move_with_descendants(pid: u32, procs: &Path) {
+    let mut stack = vec![pid];
+    while let Some(pid) = stack.pop() {
+        let _ = std::fs::write(procs, pid.to_string());
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
+                stack.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+}
+
+/// The thread that moves new node processes into their cgroups.
+static MOVER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<(u32, PathBuf)>>> = OnceLock::new();
 
 /// Removes the cgroups of earlier runs whose dagstart and guardian were both killed.
 fn remove_stale(own: &Path) {
@@ -101,13 +141,13 @@ impl NodeCgroup {
         }
     }
 
-    /// The descriptor a spawned process writes "0" to, to join this cgroup (see
-    /// [`join_in_child`]).
-    pub fn procs_file(&self) -> io::Result<OwnedFd> {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(self.path.join("cgroup.procs"))
-            .map(OwnedFd::from)
+    /// Moves the just-spawned process `pid` into this cgroup, soon (see the module doc).
+    pub fn adopt(&self, pid: u32) {
+        if let Some(mover) = MOVER.get() {
+            if let Ok(mover) = mover.lock() {
+                let _ = mover.send((pid, self.path.clone()));
+            }
+        }
     }
 
     /// SIGKILLs every process in the cgroup, wherever it went.
@@ -119,18 +159,6 @@ impl NodeCgroup {
     pub fn is_populated(&self) -> bool {
         populated(&self.path)
     }
-}
-
-/// In the child, between fork and exec: move the process into the cgroup whose
-/// `cgroup.procs` is open as `procs`. Only a `write`: async-signal-safe.
-#[allow(unsafe_code)]
-pub fn join_in_child(procs: RawFd) -> io::Result<()> {
-    // SAFETY: a write of a static buffer to a descriptor this process holds.
-    let written = unsafe { nix::libc::write(procs, b"0".as_ptr().cast(), 1) };
-    if written != 1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn populated(path: &Path) -> bool {

@@ -179,28 +179,16 @@ pub fn spawn(
             .env("USER", &run_as.user)
             .env("LOGNAME", &run_as.user);
     }
-    // Joining the namespace's mounts and the cgroup needs the privileges the `user` switch
-    // gives up: both go first.
+    // Joining the namespace's mounts needs the privileges the `user` switch gives up: first.
     crate::engine::containment::join_in_child(&mut command, &node.cwd)?;
-    let cgroup_procs = extras
-        .cgroup
-        .as_ref()
-        .map(NodeCgroup::procs_file)
-        .transpose()?;
-    if let Some(procs) = &cgroup_procs {
-        let procs = procs.as_raw_fd();
-        // SAFETY: join_in_child only writes to a descriptor this process holds.
-        #[allow(unsafe_code)]
-        unsafe {
-            command.pre_exec(move || crate::engine::cgroup::join_in_child(procs));
-        }
-    }
     die_with_parent(&mut command, fd_map, node.run_as.clone());
     let mut child = crate::engine::containment::spawn(&mut command)?;
     drop(placed);
-    drop(cgroup_procs);
     drop(extras.ready_fd);
     let pid = child.id().expect("a just-spawned child has a pid");
+    if let Some(cgroup) = &extras.cgroup {
+        cgroup.adopt(pid);
+    }
     let group = ProcessGroup(Pid::from_raw(pid as i32));
     let mut readers = Vec::with_capacity(2);
     if let Some(out) = child.stdout.take() {

@@ -713,13 +713,15 @@ fn an_escaped_child_holding_the_pipes_does_not_hold_up_a_stop() {
 
 /// Hardening: where cgroup v2 is writable each node has a cgroup, so stopping a node also
 /// stops what left its process group and session (a daemonizing child), while dagstart runs.
+/// (The node is moved into its cgroup just after its spawn: it daemonizes a moment later, as
+/// real daemons do after reading their configuration.)
 #[test]
 fn stopping_a_node_stops_what_escaped_its_group_through_its_cgroup() {
     // The sleep's length makes it findable among the processes of tests running beside us.
     let mark = u32::from(free_port()) + 100_000;
     let p = project(|p| {
         format!(
-            "[services.daemonizer]\ncommand = \"(setsid sleep {mark} &); exec sleep 600\"\nshell = true\n\n\
+            "[services.daemonizer]\ncommand = \"sleep 0.2; (setsid sleep {mark} &); exec sleep 600\"\nshell = true\n\n\
              [services.other]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
             svc(p, "other", "")
         )

@@ -9,10 +9,6 @@ use dagstart::engine::config::{Environment, load_str};
 use dagstart::engine::graph::Graph;
 use dagstart::views::graph_render::render_json;
 
-// The binary uses mimalloc; measure with the same allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn big_dag(c: &mut Criterion) {
     let text = dagstart::synth::random_dag(100_000, 4, 42);
     let env = Environment::default();

@@ -86,9 +86,11 @@ impl Summary {
             critical_path(config, graph, timings)
         };
         let critical_chain = (!sequential).then(|| {
-            path.iter()
-                .filter_map(|&n| timings.iter().find(|t| t.node == n)?.start_duration())
-                .sum()
+            let mut by_node = vec![None; config.nodes.len()];
+            for t in timings {
+                by_node[t.node] = t.start_duration();
+            }
+            path.iter().filter_map(|&n| by_node[n]).sum()
         });
         let last_ready = timings
             .iter()

@@ -752,3 +752,32 @@ fn a_command_built_by_an_earlier_component_runs_and_a_missing_one_is_located_at_
         "{stderr}"
     );
 }
+
+/// Without the privileges for a PID namespace (not root) a run works as before, and the
+/// guardian is the last line: here dagstart runs as `nobody`.
+#[test]
+fn an_unprivileged_run_works_without_the_pid_namespace() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !nix::unistd::geteuid().is_root() || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root to become nobody, and setpriv");
+        return;
+    }
+    let p = Project::new("[services.a]\ncommand = \"sleep 600\"\n");
+    std::fs::set_permissions(p.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_dagstart"))
+        .args(["run", "--", "true"])
+        .current_dir(p.path())
+        .env("LOG_LEVEL", "info")
+        .env("TMPDIR", "/tmp")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("not in a PID namespace"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(stdout_of(&out).contains("startup complete"));
+}

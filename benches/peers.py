@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""dagstart beside the tools users compare it with, on the same fake service.
+
+    python3 benches/peers.py [--services 200] [--repeats 3]
+
+Installs the peers itself: honcho, supervisor and circus from PyPI in a private venv
+(target/peers-venv), s6 and runit from Debian's packages (as root, daemons not started).
+Peers that cannot be installed are left out of the table, with a word on stderr.
+
+Scenario (the "physical limit" issue's fan-out): N independent services, each `demo-svc`
+initialising for 100 ms and then listening on its own port. Each tool starts all N; an
+external meter (this script) connects to every port until all accept: "ready" is the time
+from launching the tool to that moment. Then the tool gets SIGTERM; "stop" is the time until
+every service is gone, and "left" counts services still running 5 s later (orphans). Memory
+is the tool's own peak RSS (its main process), CPU its own user+system time up to ready
+(children excluded; for bash the floor, the shell itself). Runs are interleaved across tools,
+medians of `--repeats`. Needs `cargo build --release` first (target/release/demo-svc and
+dagstart).
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+DEMO = os.path.join(RELEASE, "demo-svc")
+DAGSTART = os.path.join(RELEASE, "dagstart")
+VENV = os.path.join(ROOT, "target", "peers-venv")
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def free_ports(n):
+    held = [socket.socket() for _ in range(n)]
+    for s in held:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in held]
+    for s in held:
+        s.close()
+    return ports
+
+
+def service(i, port):
+    return [DEMO, "--name", f"w{i}", "--delay", "100ms", "--port", str(port)]
+
+
+def install_peers():
+    peers = {}
+    if not os.path.exists(os.path.join(VENV, "bin", "python")):
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=False)
+    pip = os.path.join(VENV, "bin", "pip")
+    if os.path.exists(pip):
+        subprocess.run([pip, "install", "-q", "honcho", "supervisor", "circus"], check=False)
+    for name, exe in [("honcho", "honcho"), ("supervisord", "supervisord"), ("circus", "circusd")]:
+        path = os.path.join(VENV, "bin", exe)
+        if os.path.exists(path):
+            peers[name] = path
+        else:
+            print(f"{name}: not installed, left out", file=sys.stderr)
+    if os.geteuid() == 0 and not (shutil.which("s6-svscan") and shutil.which("runsvdir")):
+        policy = "/usr/sbin/policy-rc.d"
+        made = not os.path.exists(policy)
+        if made:
+            with open(policy, "w") as f:
+                f.write("#!/bin/sh\nexit 101\n")
+            os.chmod(policy, 0o755)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "s6", "runit"],
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+                       stdout=subprocess.DEVNULL, check=False)
+        if made:
+            os.remove(policy)
+    for name, exe in [("s6", "s6-svscan"), ("runit", "runsvdir")]:
+        path = shutil.which(exe)
+        if path:
+            peers[name] = path
+        else:
+            print(f"{name}: not installed, left out", file=sys.stderr)
+    return peers
+
+
+def prepare(tool, exe, ports, work):
+    """The command that starts `tool` with the N services, in directory `work`."""
+    cmds = [service(i, p) for i, p in enumerate(ports)]
+    line = lambda c: " ".join(c)
+    if tool == "bash (floor)":
+        script = "\n".join(f"{line(c)} &" for c in cmds) + "\nwait\n"
+        with open(os.path.join(work, "start.sh"), "w") as f:
+            f.write(script)
+        return ["bash", "start.sh"]
+    if tool == "dagstart":
+        with open(os.path.join(work, "services.toml"), "w") as f:
+            for i, c in enumerate(cmds):
+                f.write(f"[services.w{i}]\ncommand = {c!r}\n".replace("'", '"'))
+        return [DAGSTART, "run"]
+    if tool == "honcho":
+        with open(os.path.join(work, "Procfile"), "w") as f:
+            for i, c in enumerate(cmds):
+                f.write(f"w{i}: {line(c)}\n")
+        return [exe, "start"]
+    if tool == "supervisord":
+        with open(os.path.join(work, "supervisord.conf"), "w") as f:
+            f.write(f"[supervisord]\nnodaemon=true\nlogfile={work}/supervisord.log\n"
+                    f"pidfile={work}/supervisord.pid\n")
+            for i, c in enumerate(cmds):
+                f.write(f"[program:w{i}]\ncommand={line(c)}\nstartsecs=0\n"
+                        f"stdout_logfile={work}/w{i}.log\nredirect_stderr=true\n")
+        return [exe, "-n", "-c", os.path.join(work, "supervisord.conf")]
+    if tool == "circus":
+        with open(os.path.join(work, "circus.ini"), "w") as f:
+            f.write("[circus]\ncheck_delay = 1\n")
+            for i, c in enumerate(cmds):
+                f.write(f"[watcher:w{i}]\ncmd = {line(c)}\nnumprocesses = 1\n")
+        return [exe, os.path.join(work, "circus.ini")]
+    if tool in ("s6", "runit"):
+        scan = os.path.join(work, "scan")
+        os.mkdir(scan)
+        for i, c in enumerate(cmds):
+            d = os.path.join(scan, f"w{i}")
+            os.mkdir(d)
+            with open(os.path.join(d, "run"), "w") as f:
+                f.write(f"#!/bin/sh\nexec {line(c)}\n")
+            os.chmod(os.path.join(d, "run"), 0o755)
+        return [exe, scan]
+    raise ValueError(tool)
+
+
+def all_accept(ports):
+    for p in ports:
+        try:
+            with socket.create_connection(("127.0.0.1", p), timeout=0.05):
+                pass
+        except OSError:
+            return False
+    return True
+
+
+def services_alive(ports):
+    alive = 0
+    for p in ports:
+        try:
+            with socket.create_connection(("127.0.0.1", p), timeout=0.05):
+                alive += 1
+        except OSError:
+            pass
+    return alive
+
+
+def own_usage(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(") ", 1)[1].split()
+    cpu_ms = (int(fields[11]) + int(fields[12])) * 1000 / CLK
+    hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for l in f:
+            if l.startswith("VmHWM:"):
+                hwm = int(l.split()[1])
+    return cpu_ms, hwm / 1024
+
+
+def one_run(tool, exe, n):
+    ports = free_ports(n)
+    work = tempfile.mkdtemp(prefix="peers-")
+    cmd = prepare(tool, exe, ports, work)
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    remaining = list(ports)
+    deadline = started + 60
+    while remaining and time.monotonic() < deadline:
+        remaining = [p for p in remaining if not all_accept([p])]
+        if remaining:
+            time.sleep(0.001)
+    ready_ms = (time.monotonic() - started) * 1000
+    cpu_ms, rss_mib = own_usage(proc.pid)
+    stop_started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    while services_alive(ports) and time.monotonic() < stop_started + 10:
+        time.sleep(0.005)
+    stop_ms = (time.monotonic() - stop_started) * 1000
+    time.sleep(max(0, stop_started + 5 - time.monotonic()))
+    left = services_alive(ports)
+    # Whatever a tool left behind must not disturb the next run.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    subprocess.run(["pkill", "-9", "-f", f"{DEMO} --name w"], check=False)
+    shutil.rmtree(work, ignore_errors=True)
+    return ready_ms, rss_mib, cpu_ms, stop_ms, left
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--services", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not (os.path.exists(DEMO) and os.path.exists(DAGSTART)):
+        sys.exit("build first: cargo build --release")
+    peers = install_peers()
+    tools = [("bash (floor)", "bash"), ("dagstart", DAGSTART)] + sorted(peers.items())
+    results = {t: [] for t, _ in tools}
+    for _ in range(args.repeats):
+        for tool, exe in tools:
+            results[tool].append(one_run(tool, exe, args.services))
+    floor = statistics.median(r[0] for r in results["bash (floor)"])
+    print(f"| {args.services} independent services, 100 ms each (median of {args.repeats}) "
+          "| ready | vs floor | own peak RSS | own CPU to ready | stop after SIGTERM | left 5 s after SIGTERM |")
+    print("|---|---|---|---|---|---|---|")
+    for tool, _ in tools:
+        runs = results[tool]
+        med = lambda k: statistics.median(r[k] for r in runs)
+        stop = med(3)
+        stop_text = f"{stop:.0f} ms" if stop < 10000 else "not within 10 s"
+        print(f"| {tool} | {med(0):.0f} ms | {med(0) / floor:.2f}x | {med(1):.1f} MiB | "
+              f"{med(2):.0f} ms | {stop_text} | {max(r[4] for r in runs)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -299,12 +299,7 @@ fn logs_are_stamped_merged_by_time_and_kept_from_the_last_run() {
          [components.b]\ncommand = \"sleep 0.1; echo b1; sleep 0.2; echo b2\"\nshell = true\n",
     );
     for _ in 0..2 {
-        let out = p
-            .dagstart(&["run", "--", "true"])
-            .timeout(RUN_LIMIT)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr_of(&out));
+        crate::harness::assert_success(&crate::harness::run_with_command(&p, &["--", "true"]));
     }
     let logs = p.path().join("logs");
     let current = std::fs::read_to_string(logs.join("a.log")).unwrap();

@@ -303,12 +303,7 @@ fn the_runtime_directory_is_private_unpredictable_and_cleaned_up_after_a_kill() 
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(left[0].exists(), "nobody was left to remove it");
-    let out = p
-        .dagstart(&["run", "--", "true"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    crate::harness::assert_success(&crate::harness::run_with_command(&p, &["--", "true"]));
     assert!(
         !left[0].exists(),
         "the next run removes what a killed run left"
@@ -320,12 +315,7 @@ fn the_runtime_directory_is_private_unpredictable_and_cleaned_up_after_a_kill() 
 fn logs_and_run_records_are_private() {
     use std::os::unix::fs::PermissionsExt as _;
     let p = project(|p| format!("[services.a]\ncommand = {}\n", svc(p, "a", "")));
-    let out = p
-        .dagstart(&["run", "--", "true"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    crate::harness::assert_success(&crate::harness::run_with_command(&p, &["--", "true"]));
     let mode =
         |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     let runs = p.path().join(".dagstart/runs");
@@ -843,12 +833,7 @@ fn a_notify_service_running_as_another_user_can_say_it_is_ready() {
     ));
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(p.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = p
-        .dagstart(&["run", "--", "true"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    crate::harness::assert_success(&crate::harness::run_with_command(&p, &["--", "true"]));
     let log = p.own_log();
     assert!(log.contains("quiet: ready"), "{log}");
     assert!(!log.contains("cannot notify"), "{log}");

@@ -562,17 +562,33 @@ impl<'p> Loader<'p> {
 
     /// A size with a unit: "500KB", "64MiB", "1GiB".
     fn size(&mut self, value: &Value<'_>, key_path: &str) -> Option<u64> {
+        self.parsed(
+            value,
+            key_path,
+            parse_size,
+            ("dagstart::config::size", "size"),
+            "sizes look like \"500KB\", \"64MiB\" or \"1GiB\"",
+        )
+    }
+
+    /// A string value read with `parse`; when it does not parse, an error at the value: "`key`
+    /// is not a valid {what}", with `code`, the parser's reason and `example` as help.
+    fn parsed<T>(
+        &mut self,
+        value: &Value<'_>,
+        key_path: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+        (code, what): (&'static str, &str),
+        example: &str,
+    ) -> Option<T> {
         let text = self.string(value, key_path)?;
-        match parse_size(&text) {
-            Ok(size) => Some(size),
+        match parse(&text) {
+            Ok(parsed) => Some(parsed),
             Err(reason) => {
                 self.push(
-                    Problem::error(
-                        "dagstart::config::size",
-                        format!("`{}` is not a valid size", leaf(key_path)),
-                    )
-                    .label(value.span(), reason)
-                    .help("sizes look like \"500KB\", \"64MiB\" or \"1GiB\""),
+                    Problem::error(code, format!("`{}` is not a valid {what}", leaf(key_path)))
+                        .label(value.span(), reason)
+                        .help(example),
                 );
                 None
             }
@@ -612,21 +628,13 @@ impl<'p> Loader<'p> {
             );
             return None;
         }
-        let text = self.string(value, key_path)?;
-        match parse_duration(&text) {
-            Ok(d) => Some(d),
-            Err(reason) => {
-                self.push(
-                    Problem::error(
-                        "dagstart::config::duration",
-                        format!("`{}` is not a valid duration", leaf(key_path)),
-                    )
-                    .label(value.span(), reason)
-                    .help("durations look like \"250ms\", \"5s\", \"1m30s\" or \"2h\""),
-                );
-                None
-            }
-        }
+        self.parsed(
+            value,
+            key_path,
+            parse_duration,
+            ("dagstart::config::duration", "duration"),
+            "durations look like \"250ms\", \"5s\", \"1m30s\" or \"2h\"",
+        )
     }
 
     fn signal(&mut self, value: &Value<'_>, key_path: &str) -> Option<Signal> {

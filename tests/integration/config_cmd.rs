@@ -66,3 +66,32 @@ fn service_with_a_port_and_no_health_is_probed_by_tcp() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["services"]["api"]["health"]["tcp"], "localhost:9000");
 }
+
+/// What this session added to services.toml is shown resolved too, and survives the round
+/// trip: `pid_namespace`, and a node's own log rotation.
+#[test]
+fn config_shows_pid_namespace_and_node_log_rotation() {
+    let project = Project::new(
+        "[settings]\npid_namespace = false\n\n[services.a]\ncommand = \"a\"\nlog_max_size = \"2MiB\"\nlog_keep = 2\n",
+    );
+    let first = stdout_of(&project.dagstart(&["config"]).output().unwrap());
+    assert!(first.contains("pid_namespace = false"), "{first}");
+    assert!(
+        first.contains("log_max_size = \"2MiB\"") && first.contains("log_keep = 2"),
+        "{first}"
+    );
+    let again = Project::new(&first);
+    assert_eq!(
+        stdout_of(&again.dagstart(&["config"]).output().unwrap()),
+        first
+    );
+    let json = stdout_of(
+        &project
+            .dagstart(&["config", "--format", "json"])
+            .output()
+            .unwrap(),
+    );
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["settings"]["pid_namespace"], false);
+    assert_eq!(json["services"]["a"]["log_keep"], 2);
+}

@@ -103,6 +103,13 @@ pub fn render_toml(config: &Config) -> String {
         quote(&size(s.log_max_size)),
     );
     line(&mut out, config, "settings", "log_keep", s.log_keep);
+    line(
+        &mut out,
+        config,
+        "settings",
+        "pid_namespace",
+        s.pid_namespace,
+    );
     if !config.env.is_empty() {
         out.push_str("\n[env]\n");
         for (k, v) in &config.env {
@@ -249,6 +256,12 @@ fn node_toml(out: &mut String, config: &Config, node: &Node) {
         line(out, config, &path, "user", quote(&run_as.user));
         line(out, config, &path, "group", run_as.gid);
     }
+    if let Some(max) = node.log_max_size {
+        line(out, config, &path, "log_max_size", quote(&size(max)));
+    }
+    if let Some(keep) = node.log_keep {
+        line(out, config, &path, "log_keep", keep);
+    }
 }
 
 fn section(kind: NodeKind) -> &'static str {
@@ -322,6 +335,8 @@ fn node_json(node: &Node) -> Value {
         "watch": node.watch,
         "user": node.run_as.as_ref().map(|r| &r.user),
         "group": node.run_as.as_ref().map(|r| r.gid),
+        "log_max_size": node.log_max_size.map(size),
+        "log_keep": node.log_keep,
     })
 }
 
@@ -354,6 +369,7 @@ pub fn render_json(config: &Config) -> String {
             "shutdown_timeout": duration(s.shutdown_timeout),
             "log_max_size": size(s.log_max_size),
             "log_keep": s.log_keep,
+            "pid_namespace": s.pid_namespace,
         },
         "env": config.env,
         "services": services,

@@ -101,6 +101,7 @@ impl Output {
             sinks: self.sinks,
             feed,
             last_at: Duration::ZERO,
+            stamp: (u128::MAX, String::new()),
         };
         let handle = std::thread::Builder::new()
             .name("dagstart-log".into())
@@ -148,6 +149,9 @@ struct LogThread {
     feed: TerminalFeed,
     /// Run time of the latest event, for what the log thread says itself.
     last_at: Duration,
+    /// The stamp of the latest output line and its millisecond: a flood of lines shares a
+    /// few stamps, so each is formatted once, not once per line.
+    stamp: (u128, String),
 }
 
 impl LogThread {
@@ -242,8 +246,11 @@ impl LogThread {
             return self.apply_reload(config);
         }
         if let (Some(n), EventKind::Output { line, .. }) = (event.node, &event.kind) {
-            let stamp = line_stamp(self.sinks.started + event.at);
-            if let Some(problem) = self.sinks.node_logs.write(n, &stamp, line) {
+            let millis = event.at.as_millis();
+            if self.stamp.0 != millis {
+                self.stamp = (millis, line_stamp(self.sinks.started + event.at));
+            }
+            if let Some(problem) = self.sinks.node_logs.write(n, &self.stamp.1, line) {
                 self.output_lost(n, event.at, problem);
             }
             return;

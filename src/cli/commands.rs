@@ -230,10 +230,18 @@ pub(crate) fn print_problems(config: &Config, problems: &[config::Problem]) {
 /// missing working directory is an error (`run` would refuse it, exit 3), a missing command a
 /// warning (an earlier component may build it).
 pub(crate) fn missing_files(config: &Config, selected: &[bool]) -> Vec<config::Problem> {
+    located_missing(config, &crate::engine::preflight::files(config, selected))
+}
+
+/// What [`crate::engine::preflight::files`] found, as located problems (see above).
+pub(crate) fn located_missing(
+    config: &Config,
+    missing: &[(usize, crate::engine::preflight::Missing)],
+) -> Vec<config::Problem> {
     use crate::engine::preflight::Missing;
-    crate::engine::preflight::files(config, selected)
-        .into_iter()
-        .map(|(n, missing)| {
+    missing
+        .iter()
+        .map(|&(n, ref missing)| {
             let node = &config.nodes[n];
             let message = format!("`{}`: {}", node.name, missing.text());
             let span = node.name_span.clone();

@@ -102,12 +102,13 @@ pub fn run(config: Config, env: &Environment, args: RunRequest) -> Result<i32, E
     raise_open_files_limit(selected.iter().filter(|&&on| on).count());
     // Commands that do not resolve are said (an earlier component may build them); the
     // rest of preflight refuses to start anything.
-    let unresolved: Vec<_> = crate::cli::commands::missing_files(&config, &selected)
+    let missing = crate::engine::preflight::files(&config, &selected);
+    let unresolved: Vec<_> = crate::cli::commands::located_missing(&config, &missing)
         .into_iter()
         .filter(|p| !p.is_error())
         .collect();
     crate::cli::commands::print_problems(&config, &unresolved);
-    crate::engine::preflight::check(&config, &selected)?;
+    crate::engine::preflight::check(&config, &selected, &missing)?;
     // Bound before anything starts, so `listening` dependents can start at once.
     let sockets = Arc::new(BoundSockets::bind(&config, &selected)?);
     let keeper = Keeper::start(control_listener, sockets)?;

@@ -20,14 +20,18 @@ pub struct PreflightError {
     pub problems: Vec<String>,
 }
 
-/// Checks the `selected` nodes of `config`. A command that does not resolve is not refused
-/// here (an earlier component may build it; the caller warns, and a spawn that fails says
-/// where the node is declared).
-pub fn check(config: &Config, selected: &[bool]) -> Result<(), PreflightError> {
-    let mut problems: Vec<String> = files(config, selected)
-        .into_iter()
+/// Checks the `selected` nodes of `config`, with `missing` what [`files`] found for them. A
+/// command that does not resolve is not refused here (an earlier component may build it; the
+/// caller warns, and a spawn that fails says where the node is declared).
+pub fn check(
+    config: &Config,
+    selected: &[bool],
+    missing: &[(usize, Missing)],
+) -> Result<(), PreflightError> {
+    let mut problems: Vec<String> = missing
+        .iter()
         .filter(|(_, missing)| matches!(missing, Missing::Directory(_)))
-        .map(|(n, missing)| format!("{}: {}", config.nodes[n].name, missing.text()))
+        .map(|(n, missing)| format!("{}: {}", config.nodes[*n].name, missing.text()))
         .collect();
     let root = nix::unistd::geteuid().is_root();
     for (node, _) in config.nodes.iter().zip(selected).filter(|(_, on)| **on) {

@@ -133,11 +133,6 @@ fn remove_stale(own: &Path) {
     }
 }
 
-/// The run's cgroup, when it has one.
-pub fn run_path() -> Option<&'static Path> {
-    RUN.get().map(PathBuf::as_path)
-}
-
 /// Where dagstart's own cgroup is in the file system: the cgroup2 mount (from
 /// `/proc/self/mountinfo`) joined with the `0::` line of `/proc/self/cgroup`.
 fn own_cgroup() -> Option<PathBuf> {
@@ -196,11 +191,6 @@ impl NodeCgroup {
     /// SIGKILLs every process in the cgroup, wherever it went.
     pub fn kill(&self) {
         let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
-    }
-
-    /// True while any process is in the cgroup.
-    pub fn is_populated(&self) -> bool {
-        populated(&self.path)
     }
 }
 

@@ -95,16 +95,6 @@ pub fn spawn(command: &mut tokio::process::Command) -> io::Result<tokio::process
     spawned
 }
 
-/// True when the run's processes are in a PID namespace of their own.
-pub fn active() -> bool {
-    CURRENT.get().is_some()
-}
-
-/// The pid, as dagstart sees it, of the namespace's init (for tests and diagnostics).
-pub fn init_pid() -> Option<u32> {
-    CURRENT.get().map(|ns| ns.init.as_raw() as u32)
-}
-
 /// Ends the namespace: the init exits, the kernel kills whatever is left in it, and this
 /// waits (at most `limit`) until all of it is gone. Call after the run stopped its nodes.
 pub fn end(limit: std::time::Duration) {

@@ -2,8 +2,7 @@
 //! optional `--` command, and turn how it ended into an exit code.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -14,6 +13,7 @@ use crate::engine::event::EventSink;
 use crate::engine::graph::Graph;
 use crate::engine::lifecycle::{Control, Options, Outcome, RunSetup, Scheduler, Startup};
 use crate::engine::notify::NotifyHub;
+use crate::engine::pidfd::Pidfd;
 use crate::engine::sockets::BoundSockets;
 use crate::views::logfiles::Output;
 
@@ -280,7 +280,7 @@ async fn run_graph(
     let output_threads = output
         .spawn(event_rx)
         .map_err(|e| Error::io("starting the output threads", e))?;
-    let command_pid = Arc::new(AtomicU32::new(0));
+    let command_pid: RunningCommand = Arc::default();
     forward_signals(control_tx.clone(), command_pid.clone())?;
     let source = crate::engine::control::ReloadSource {
         path: config.path.clone(),
@@ -376,7 +376,7 @@ fn supervise(
 /// one kills everything at once.
 fn forward_signals(
     control: mpsc::UnboundedSender<Control>,
-    command_pid: Arc<AtomicU32>,
+    command_pid: RunningCommand,
 ) -> Result<(), Error> {
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|e| Error::io("installing the SIGINT handler", e))?;
@@ -395,12 +395,10 @@ fn forward_signals(
             };
             received += 1;
             // The `--` command shares our terminal and gets Ctrl-C itself; SIGTERM it must be told.
-            let pid = command_pid.load(Ordering::Relaxed);
-            if pid != 0 && name == "SIGTERM" {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
+            if name == "SIGTERM" {
+                if let Some(pidfd) = &*command_pid.lock().unwrap_or_else(PoisonError::into_inner) {
+                    let _ = pidfd.signal(nix::sys::signal::Signal::SIGTERM);
+                }
             }
             let request = if received == 1 {
                 Control::Shutdown(format!("received {name}"))
@@ -415,13 +413,16 @@ fn forward_signals(
     Ok(())
 }
 
+/// The `--` command while it runs, for forwarding SIGTERM (a pidfd: never another process).
+type RunningCommand = Arc<std::sync::Mutex<Option<Pidfd>>>;
+
 /// Waits for startup; if it completed, runs the command and then asks for a shutdown.
 /// Returns the command's exit code, or `None` when it never ran.
 async fn run_command_when_ready(
     command: &[String],
     mut startup: watch::Receiver<Startup>,
     control: &mpsc::UnboundedSender<Control>,
-    command_pid: &AtomicU32,
+    command_pid: &RunningCommand,
     events: &EventSink,
 ) -> Option<i32> {
     let state = startup
@@ -444,9 +445,10 @@ async fn run_command_when_ready(
         .and_then(|()| crate::engine::containment::spawn(&mut child));
     let code = match spawned {
         Ok(mut child) => {
-            command_pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
+            let pidfd = child.id().and_then(|pid| Pidfd::of_child(pid).ok());
+            *command_pid.lock().unwrap_or_else(PoisonError::into_inner) = pidfd;
             let status = child.wait().await;
-            command_pid.store(0, Ordering::Relaxed);
+            *command_pid.lock().unwrap_or_else(PoisonError::into_inner) = None;
             match status {
                 Ok(status) => crate::engine::process::exit_code_of(status),
                 Err(_) => exit_code::FAILURE,

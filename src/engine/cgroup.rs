@@ -19,10 +19,11 @@
 //! happens and process groups are what a stop reaches.
 
 use std::io;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::engine::pidfd::Pidfd;
 
 static RUN: OnceLock<PathBuf> = OnceLock::new();
 
@@ -45,7 +46,7 @@ pub fn create_run() -> Result<PathBuf, String> {
             for Move { pid, pidfd, cgroup } in queue {
                 // Moving by number is only safe while the number is the node's: a node that
                 // has already exited may be reaped any moment and its number handed on.
-                if !has_exited(&pidfd) {
+                if !pidfd.has_exited() {
                     move_with_descendants(pid, &cgroup.join("cgroup.procs"));
                 }
             }
@@ -82,36 +83,12 @@ fn move_with_descendants(pid: u32, procs: &Path) {
 /// process, and where to.
 struct Move {
     pid: u32,
-    pidfd: OwnedFd,
+    pidfd: Arc<Pidfd>,
     cgroup: PathBuf,
 }
 
 /// The thread that moves new node processes into their cgroups.
 static MOVER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Move>>> = OnceLock::new();
-
-/// A pidfd becomes readable when its process has exited.
-fn has_exited(pidfd: &OwnedFd) -> bool {
-    use std::os::fd::AsFd as _;
-    let mut poll = [nix::poll::PollFd::new(
-        pidfd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    !matches!(
-        nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO),
-        Ok(0)
-    )
-}
-
-/// A pidfd for `pid`, a child of ours that has not been reaped (so the number is its).
-fn pidfd_of_child(pid: u32) -> Option<OwnedFd> {
-    use std::os::fd::FromRawFd as _;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    #[allow(unsafe_code)]
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
-    // SAFETY: a descriptor the kernel just returned, owned by nothing else.
-    #[allow(unsafe_code)]
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
 
 /// Removes the cgroups of earlier runs whose dagstart and guardian were both killed.
 fn remove_stale(own: &Path) {
@@ -173,10 +150,10 @@ impl NodeCgroup {
         }
     }
 
-    /// Moves the just-spawned process `pid` (a child not yet reaped) into this cgroup, soon
+    /// Moves the just-spawned process `pid`, whose pidfd is `pidfd`, into this cgroup, soon
     /// (see the module doc).
-    pub fn adopt(&self, pid: u32) {
-        let (Some(mover), Some(pidfd)) = (MOVER.get(), pidfd_of_child(pid)) else {
+    pub fn adopt(&self, pid: u32, pidfd: Arc<Pidfd>) {
+        let Some(mover) = MOVER.get() else {
             return;
         };
         if let Ok(mover) = mover.lock() {

@@ -9,20 +9,27 @@
 //!    every process still carrying the run's marker, wherever it went (a `setsid()` escapee has
 //!    left the group but not its environment). Orphans re-parented to dagstart are reaped.
 //! 3. A guardian process (`dagstart __guardian`), started first, in its own process group and
-//!    without the marker, reads the id of every new process group from a pipe. When the pipe
-//!    closes (dagstart exited, however it died) it does the same sweep as 2 and exits: the
-//!    grandchildren that PDEATHSIG cannot reach are gone within moments.
+//!    without the marker, is sent every new process group over a socket, with its leader's
+//!    pidfd (see [`crate::engine::pidfd`]), so that it never signals a group whose number was
+//!    handed to someone else. When the socket closes (dagstart exited, however it died) it
+//!    does the same sweep as 2 and exits: the grandchildren that PDEATHSIG cannot reach are
+//!    gone within moments.
 //!
 //! What these do not cover (the namespace does): a process that both leaves the group and
 //! clears its environment.
 
-use std::io::{BufRead as _, Write as _};
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
 use nix::unistd::Pid;
 
+use crate::engine::pidfd::Pidfd;
 use crate::engine::process::ProcessGroup;
 
 /// The hidden first argument that runs the guardian.
@@ -30,13 +37,29 @@ pub const GUARDIAN: &str = "__guardian";
 /// The environment variable that marks every process of a run.
 pub const RUN_MARKER: &str = "DAGSTART_RUN";
 
-/// dagstart's end of the guardian. New process groups are written to its pipe by a thread
-/// of their own, so a guardian that reads slowly never blocks the scheduler.
+/// What dagstart tells the guardian: one message per datagram, the group's id as text,
+/// negative to forget it, a new group's leader pidfd attached where there is one.
+enum Tell {
+    Watch(i32, Option<std::sync::Arc<Pidfd>>),
+    Forget(i32),
+}
+
+/// dagstart's end of the guardian. New process groups are sent by a thread of their own, so
+/// a guardian that reads slowly never blocks the scheduler.
 #[derive(Debug)]
 pub struct Guardian {
     child: Child,
-    groups: Option<std::sync::mpsc::Sender<i32>>,
+    groups: Option<std::sync::mpsc::Sender<Tell>>,
     writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Tell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Watch(id, _) => write!(f, "watch {id}"),
+            Self::Forget(id) => write!(f, "forget {id}"),
+        }
+    }
 }
 
 impl Guardian {
@@ -48,27 +71,33 @@ impl Guardian {
         runtime_dir: &std::path::Path,
         cgroup: Option<&std::path::Path>,
     ) -> std::io::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
+        // Datagrams keep each message with its descriptor.
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let child = Command::new(std::env::current_exe()?)
             .args([GUARDIAN, run_id])
             .arg(runtime_dir)
             .args(cgroup)
             .env_remove(RUN_MARKER)
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
             // Its own group: a Ctrl-C on the terminal must not take the guardian down early.
             .process_group(0)
             .spawn()?;
-        let mut pipe = child.stdin.take().expect("the guardian's stdin is piped");
-        let (groups, rx) = std::sync::mpsc::channel::<i32>();
+        let (groups, rx) = std::sync::mpsc::channel::<Tell>();
         let writer = std::thread::Builder::new()
             .name("dagstart-guardian".into())
             .spawn(move || {
-                for group in rx {
-                    if writeln!(pipe, "{group}").is_err() {
+                for tell in rx {
+                    if send(&ours, &tell).is_err() {
                         break;
                     }
                 }
-                // Dropping the pipe here is the guardian's cue to sweep and exit.
+                // Closing the socket here is the guardian's cue to sweep and exit.
             })?;
         Ok(Self {
             child,
@@ -82,23 +111,42 @@ impl Guardian {
     }
 
     /// Tells the guardian about a new process group.
-    pub fn watch(&mut self, group: ProcessGroup) {
+    pub fn watch(&mut self, group: &ProcessGroup) {
         if let Some(groups) = &self.groups {
-            let _ = groups.send(group.id());
+            let _ = groups.send(Tell::Watch(group.id(), group.leader().cloned()));
         }
     }
 
-    /// Tells the guardian that a process group is gone and must be forgotten.
-    pub fn forget(&mut self, group: ProcessGroup) {
+    /// Tells the guardian that process group `id` is gone and must be forgotten.
+    pub fn forget(&mut self, id: i32) {
         if let Some(groups) = &self.groups {
-            let _ = groups.send(-group.id());
+            let _ = groups.send(Tell::Forget(id));
         }
     }
 }
 
+fn send(socket: &OwnedFd, tell: &Tell) -> nix::Result<usize> {
+    let (text, pidfd) = match tell {
+        Tell::Watch(id, pidfd) => (id.to_string(), pidfd.as_ref()),
+        Tell::Forget(id) => ((-id).to_string(), None),
+    };
+    let fds = pidfd.map(|p| [p.as_owned().as_raw_fd()]);
+    let rights: Vec<ControlMessage<'_>> = fds
+        .iter()
+        .map(|fds| ControlMessage::ScmRights(fds))
+        .collect();
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[std::io::IoSlice::new(text.as_bytes())],
+        &rights,
+        MsgFlags::empty(),
+        None,
+    )
+}
+
 impl Drop for Guardian {
     fn drop(&mut self) {
-        // Closing the pipe is the guardian's cue; after a clean sweep it finds nothing left.
+        // Closing the socket is the guardian's cue; after a clean sweep it finds nothing left.
         drop(self.groups.take());
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -107,30 +155,33 @@ impl Drop for Guardian {
     }
 }
 
-/// The guardian itself: collect process groups until stdin closes, then kill what is left
-/// (the run's cgroup too) and remove the run's runtime directory and cgroup.
+/// The guardian itself: collect process groups until its socket (stdin) closes, then kill what
+/// is left (the run's cgroup too) and remove the run's runtime directory and cgroup.
 pub fn run_guardian(
     run_id: &str,
     runtime_dir: Option<&std::path::Path>,
     cgroup: Option<&std::path::Path>,
 ) -> i32 {
-    // "<pgid>" adds a group, "-<pgid>" forgets one that is gone: its number may be handed to
-    // an unrelated process later, which must never be signalled.
-    let mut groups = std::collections::HashSet::new();
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        match line.trim().parse::<i32>() {
-            Ok(gone) if gone < 0 => {
-                groups.remove(&-gone);
+    // A group is forgotten once it is gone: its number may be handed to an unrelated process
+    // later, which must never be signalled (the pidfd makes sure of it where there is one).
+    let mut groups = std::collections::HashMap::new();
+    while let Some(tell) = receive() {
+        match tell {
+            Tell::Watch(id, pidfd) => {
+                groups.insert(id, pidfd);
             }
-            Ok(group) => {
-                groups.insert(group);
+            Tell::Forget(id) => {
+                groups.remove(&id);
             }
-            Err(_) => {}
         }
     }
-    for group in groups {
-        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+    for (id, pidfd) in groups {
+        match pidfd.map(|p| p.signal_group(Some(Signal::SIGKILL))) {
+            Some(Err(nix::errno::Errno::EINVAL)) | None => {
+                let _ = killpg(Pid::from_raw(id), Signal::SIGKILL);
+            }
+            Some(_) => {}
+        }
     }
     kill_marked(run_id);
     if let Some(cgroup) = cgroup {
@@ -141,6 +192,50 @@ pub fn run_guardian(
         let _ = std::fs::remove_dir_all(dir);
     }
     0
+}
+
+/// The next message on the guardian's stdin; `None` once dagstart has closed it.
+fn receive() -> Option<Tell> {
+    let mut text = [0u8; 16];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut text)];
+        let message = match recvmsg::<()>(0, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+            Ok(message) => message,
+        };
+        if message.bytes == 0 {
+            return None;
+        }
+        let pidfd = message
+            .cmsgs()
+            .ok()
+            .into_iter()
+            .flatten()
+            .find_map(|c| match c {
+                #[allow(unsafe_code)]
+                ControlMessageOwned::ScmRights(fds) => fds.first().map(|&fd| {
+                    use std::os::fd::FromRawFd as _;
+                    // SAFETY: a descriptor the kernel just passed to us, owned by nothing else.
+                    Pidfd::from_owned(unsafe { OwnedFd::from_raw_fd(fd) })
+                }),
+                _ => None,
+            });
+        let bytes = message.bytes;
+        let Some(id) = std::str::from_utf8(&text[..bytes])
+            .ok()
+            .and_then(|t| t.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        return Some(if id < 0 {
+            Tell::Forget(-id)
+        } else {
+            Tell::Watch(id, pidfd.map(std::sync::Arc::new))
+        });
+    }
 }
 
 /// The name every runtime directory has: `dagstart-` and six random characters (`mkdtemp`).

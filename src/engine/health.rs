@@ -201,10 +201,12 @@ async fn exec(argv: &[String], ctx: &ProbeContext) -> Result<(), String> {
         .map_err(|e| format!("exec {program}: {e}"))?;
     let mut child = crate::engine::containment::spawn(&mut command)
         .map_err(|e| format!("exec {program}: {e}"))?;
-    let pid = child.id();
     // If the attempt times out this future is dropped: kill_on_drop ends the probe itself and
-    // the guard its process group.
-    let _guard = pid.map(ExecGuard);
+    // the guard its process group (through the leader's pidfd: by then the leader may have been
+    // reaped and its number reused).
+    let _guard = child
+        .id()
+        .map(|pid| ExecGuard(crate::engine::process::ProcessGroup::of_child(pid)));
     let status = child.wait().await.map_err(|e| e.to_string())?;
     if status.success() {
         Ok(())
@@ -217,14 +219,11 @@ async fn exec(argv: &[String], ctx: &ProbeContext) -> Result<(), String> {
 }
 
 /// Kills an exec probe's process group when the attempt ends, however it ends.
-struct ExecGuard(u32);
+struct ExecGuard(crate::engine::process::ProcessGroup);
 
 impl Drop for ExecGuard {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.0 as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = self.0.signal(nix::sys::signal::Signal::SIGKILL);
     }
 }
 

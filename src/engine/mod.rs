@@ -12,6 +12,7 @@
 //! | [`notify`] | systemd's notify protocol: the run's NOTIFY_SOCKET and its routing |
 //! | [`sockets`] | socket activation: listening sockets bound before anything starts |
 //! | [`socket_path`] | unix socket paths of any length (through `/proc/self/fd`) |
+//! | [`pidfd`] | process file descriptors: signalling a group that cannot mean another |
 //! | [`cgroup`] | a cgroup per node where cgroup v2 is writable: stops reach escapees |
 //! | [`containment`] | no orphans, by the kernel: the run's PID namespace and its init |
 //! | [`guardian`] | no orphans: subreaper, run marker sweep, and the guardian process |
@@ -33,6 +34,7 @@ pub mod guardian;
 pub mod health;
 pub mod lifecycle;
 pub mod notify;
+pub mod pidfd;
 pub mod preflight;
 pub mod pressure;
 pub mod process;

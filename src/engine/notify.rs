@@ -128,7 +128,7 @@ impl NotifyHub {
 
     /// Routes datagrams sent by processes of `group` to the returned subscription, starting
     /// with any that arrived before it subscribed.
-    pub fn subscribe(&self, group: ProcessGroup) -> Subscription {
+    pub fn subscribe(&self, group: &ProcessGroup) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut table = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
         for (_, _, text) in table.unclaimed.remove(&group.id()).unwrap_or_default() {

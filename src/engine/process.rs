@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -20,33 +21,69 @@ use tokio::task::JoinHandle;
 
 use crate::engine::cgroup::NodeCgroup;
 use crate::engine::config::Node;
+use crate::engine::pidfd::Pidfd;
 
-/// A process group whose id is the pid of its leader, the node's process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcessGroup(Pid);
+/// A process group whose id is the pid of its leader, the node's process, held through the
+/// leader's pidfd: a signal reaches the group's members even after the leader was reaped, and
+/// nothing once the group is empty, even if its number now belongs to an unrelated process.
+#[derive(Debug, Clone)]
+pub struct ProcessGroup {
+    id: Pid,
+    /// `None` where the kernel has no pidfds; then (and on kernels before 6.9, which cannot
+    /// signal a group through one) the number is used, and forgetting an empty group at once
+    /// is what keeps a stranger safe.
+    leader: Option<Arc<Pidfd>>,
+}
+
+impl PartialEq for ProcessGroup {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for ProcessGroup {}
 
 impl ProcessGroup {
-    /// The group a node's process leads: nodes are spawned with `process_group(0)`, so the
-    /// group's id is its leader's pid.
-    pub fn led_by(pid: u32) -> Self {
-        Self(Pid::from_raw(pid as i32))
+    /// The group led by `pid`, a just-spawned child not yet reaped: nodes are spawned with
+    /// `process_group(0)`, so the group's id is its leader's pid.
+    pub fn of_child(pid: u32) -> Self {
+        Self {
+            id: Pid::from_raw(pid as i32),
+            leader: Pidfd::of_child(pid).ok().map(Arc::new),
+        }
     }
 
-    pub fn id(self) -> i32 {
-        self.0.as_raw()
+    pub fn id(&self) -> i32 {
+        self.id.as_raw()
+    }
+
+    /// The leader's pidfd, where there is one.
+    pub fn leader(&self) -> Option<&Arc<Pidfd>> {
+        self.leader.as_ref()
     }
 
     /// Sends `signal` to every process in the group; a group that is already gone is fine.
-    pub fn signal(self, signal: Signal) -> io::Result<()> {
-        match killpg(self.0, signal) {
+    pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        match self.send(Some(signal)) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(e) => Err(io::Error::from(e)),
         }
     }
 
     /// True while any process of the group is alive.
-    pub fn is_alive(self) -> bool {
-        !matches!(killpg(self.0, None), Err(Errno::ESRCH))
+    pub fn is_alive(&self) -> bool {
+        !matches!(self.send(None), Err(Errno::ESRCH))
+    }
+
+    fn send(&self, signal: Option<Signal>) -> Result<(), Errno> {
+        match self
+            .leader
+            .as_ref()
+            .map(|leader| leader.signal_group(signal))
+        {
+            Some(Err(Errno::EINVAL)) | None => killpg(self.id, signal),
+            Some(sent) => sent,
+        }
     }
 }
 
@@ -186,10 +223,10 @@ pub fn spawn(
     drop(placed);
     drop(extras.ready_fd);
     let pid = child.id().expect("a just-spawned child has a pid");
-    if let Some(cgroup) = &extras.cgroup {
-        cgroup.adopt(pid);
+    let group = ProcessGroup::of_child(pid);
+    if let (Some(cgroup), Some(leader)) = (&extras.cgroup, group.leader()) {
+        cgroup.adopt(pid, leader.clone());
     }
-    let group = ProcessGroup(Pid::from_raw(pid as i32));
     let mut readers = Vec::with_capacity(2);
     if let Some(out) = child.stdout.take() {
         readers.push(read_lines(

@@ -551,6 +551,77 @@ fn a_reused_process_group_number_is_not_signalled_by_the_guardian() {
     );
 }
 
+/// A component whose process group outlives it for a moment: its background child keeps the
+/// group after the component exited 0, then ends unnoticed, and the group's number is free.
+fn component_with_a_lingering_group() -> Project {
+    project(|p| {
+        format!(
+            "[components.once]\ncommand = \"(sleep 0.5 >/dev/null 2>&1) & exit 0\"\nshell = true\n\n\
+             [services.keep]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "keep", "")
+        )
+    })
+}
+
+/// Hardening: a group that emptied after dagstart last looked at it is still not signalled
+/// once its number belongs to another process: dagstart holds the leader's pidfd and signals
+/// the group through it, which never reaches a process the kernel later gave the number to.
+#[test]
+fn a_group_that_emptied_unnoticed_is_not_signalled_once_its_number_is_reused() {
+    let p = component_with_a_lingering_group();
+    let mut child = start_in_background(&p, &["run"]);
+    let once = spawned_pid(&p, "once");
+    wait_until(RUN_LIMIT, "the component's background child to end", || {
+        !group_has_members(once)
+    });
+    let Some(mut stranger) = stranger_with_pid(once) else {
+        eprintln!("skipped: /proc/sys/kernel/ns_last_pid cannot be steered here (needs root)");
+        down(&p, &mut child);
+        return;
+    };
+    assert!(down(&p, &mut child).success());
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(alive, "dagstart signalled a process it never started");
+}
+
+/// The same for the guardian, which gets the pidfds from dagstart.
+#[test]
+fn a_group_that_emptied_unnoticed_is_not_signalled_by_the_guardian() {
+    let p = component_with_a_lingering_group();
+    let mut child = start_in_background(&p, &["run"]);
+    let keep = spawned_pid(&p, "keep");
+    let once = spawned_pid(&p, "once");
+    wait_until(RUN_LIMIT, "the component's background child to end", || {
+        !group_has_members(once)
+    });
+    let Some(mut stranger) = stranger_with_pid(once) else {
+        eprintln!("skipped: /proc/sys/kernel/ns_last_pid cannot be steered here (needs root)");
+        down(&p, &mut child);
+        return;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until(RUN_LIMIT, "the guardian to take the stack down", || {
+        !alive(keep)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(
+        alive,
+        "the guardian signalled a process dagstart never started"
+    );
+}
+
+/// True while process group `pgid` has a member.
+fn group_has_members(pgid: i32) -> bool {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok()
+}
+
 /// Hardening: a port another process holds on [::1] only used to pass preflight, and then that
 /// process passed the service's health check in its place.
 #[test]

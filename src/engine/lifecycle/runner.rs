@@ -13,6 +13,7 @@ use crate::engine::config::{Config, NodeKind, Probe};
 use crate::engine::event::{EventKind, EventSink};
 use crate::engine::health::{self, ProbeContext};
 use crate::engine::notify::{NotifyHub, NotifyMessage, Subscription};
+use crate::engine::process::ProcessGroup;
 use crate::engine::process::{self, LineSink, LogWatch, SpawnExtras, Spawned, StopReport};
 use crate::engine::sockets::BoundSockets;
 
@@ -41,6 +42,8 @@ pub(crate) struct RunnerMsg {
     pub node: usize,
     pub instance: u64,
     pub report: Report,
+    /// With `Report::Spawned`: the new process group, which the shell keeps for its sweeps.
+    pub group: Option<ProcessGroup>,
 }
 
 /// Everything a runner needs, cloned into its task.
@@ -64,6 +67,19 @@ impl RunnerContext {
             node: self.node,
             instance: self.instance,
             report,
+            group: None,
+        });
+    }
+
+    fn report_spawned(&self, spawned: &Spawned, attempt: u32) {
+        let _ = self.to_shell.send(RunnerMsg {
+            node: self.node,
+            instance: self.instance,
+            report: Report::Spawned {
+                pid: spawned.pid,
+                attempt,
+            },
+            group: Some(spawned.group.clone()),
         });
     }
 }
@@ -94,10 +110,7 @@ pub(crate) async fn run(ctx: RunnerContext, mut control: mpsc::UnboundedReceiver
     for attempt in 1..=attempts {
         let reason = match spawn(&ctx, &tail) {
             Ok((mut spawned, signals)) => {
-                ctx.report(Report::Spawned {
-                    pid: spawned.pid,
-                    attempt,
-                });
+                ctx.report_spawned(&spawned, attempt);
                 let (end, notify) = tokio::select! {
                     result = start_phase(&ctx, &mut spawned, signals) => result,
                     Some(c) = control.recv() => (AttemptEnd::Told(c), None),
@@ -241,7 +254,7 @@ fn spawn(ctx: &RunnerContext, tail: &Tail) -> Result<(Spawned, Signals), String>
         .notify
         .as_ref()
         .filter(|_| node.health.probe == Probe::Notify)
-        .map(|hub| hub.subscribe(spawned.group));
+        .map(|hub| hub.subscribe(&spawned.group));
     Ok((spawned, signals))
 }
 
@@ -510,7 +523,7 @@ async fn stop(ctx: &RunnerContext, spawned: &mut Spawned) -> StopReport {
 /// line), so an escapee never holds up a stop or the notice of an exit.
 async fn drain(spawned: &mut Spawned) {
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    let group = spawned.group;
+    let group = spawned.group.clone();
     let group_gone = async move {
         while group.is_alive() {
             tokio::time::sleep(GROUP_POLL).await;

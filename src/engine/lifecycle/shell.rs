@@ -224,14 +224,14 @@ impl Scheduler {
             node,
             instance,
             report,
+            group,
         } = msg;
-        if let Report::Spawned { pid, .. } = &report {
+        if let Some(group) = group {
             // An earlier attempt's group may be gone by now.
             self.forget_empty_groups(node);
-            let group = ProcessGroup::led_by(*pid);
-            self.groups.entry(node).or_default().push(group);
+            self.groups.entry(node).or_default().push(group.clone());
             if let Some(guardian) = &mut self.guardian {
-                guardian.watch(group);
+                guardian.watch(&group);
             }
             if let Some(live) = self.instances.get_mut(&node).filter(|i| i.id == instance) {
                 live.group = Some(group);
@@ -315,7 +315,7 @@ impl Scheduler {
                     }
                 }
                 Effect::KillAll => {
-                    for group in self.instances.values().filter_map(|i| i.group) {
+                    for group in self.instances.values().filter_map(|i| i.group.as_ref()) {
                         let _ = group.signal(Signal::SIGKILL);
                     }
                 }
@@ -368,7 +368,7 @@ impl Scheduler {
         let http = self.http.clone();
         let groups: Vec<Option<ProcessGroup>> = nodes
             .iter()
-            .map(|n| self.instances.get(n).and_then(|i| i.group))
+            .map(|n| self.instances.get(n).and_then(|i| i.group.clone()))
             .collect();
         let answer = self.verified_tx.clone();
         tokio::spawn(async move {
@@ -425,11 +425,11 @@ impl Scheduler {
             return;
         };
         let guardian = &mut self.guardian;
-        groups.retain(|&group| {
+        groups.retain(|group| {
             let alive = group.is_alive();
             if !alive {
                 if let Some(guardian) = guardian.as_mut() {
-                    guardian.forget(group);
+                    guardian.forget(group.id());
                 }
             }
             alive

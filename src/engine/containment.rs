@@ -20,9 +20,12 @@
 //! `/proc/<pid>`, `ps` and `pkill` all agree. Everything else in that mount namespace is the
 //! host's, and later host mounts propagate into it.
 //!
-//! Creating the namespaces needs CAP_SYS_ADMIN (root). Elsewhere, or with
-//! `[settings] pid_namespace = false`, the run goes on without them and the guardian
-//! ([`crate::engine::guardian`]) is the last line.
+//! Creating the namespaces needs CAP_SYS_ADMIN (root). Without it, where the system lets
+//! unprivileged users create user namespaces, the init is born in a new user namespace that
+//! maps only dagstart's own user and group onto themselves, and owns the PID and mount
+//! namespaces: see [`Joining::ThroughUserNamespace`] for how a process gets in then. Where
+//! neither is allowed, or with `[settings] pid_namespace = false`, the run goes on without
+//! them and the guardian ([`crate::engine::guardian`]) is the last line.
 
 use std::ffi::CString;
 use std::io;
@@ -35,9 +38,25 @@ use nix::libc;
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
+/// How a new process gets into the namespace.
+#[derive(Debug)]
+enum Joining {
+    /// dagstart has CAP_SYS_ADMIN: the spawning thread forks straight into the namespace.
+    Directly,
+    /// dagstart is unprivileged: only a member of the namespaces' user namespace may enter
+    /// them, and only a single-threaded process may join a user namespace, so the child (a
+    /// fork, single-threaded) joins the user namespace and the mounts, sets the PID namespace
+    /// for its children and forks once more. The grandchild, born in the namespace, execs the
+    /// node's program; the child stays as its waiting parent: it ignores every signal but
+    /// SIGKILL (the group's stop signal is for the node, which gets it too, being in the same
+    /// process group) and ends the way the node ended, so dagstart sees the node's own exit.
+    ThroughUserNamespace { user: OwnedFd },
+}
+
 /// The namespace the run's processes are born in.
 #[derive(Debug)]
 pub struct Namespace {
+    joining: Joining,
     /// The init's pid as dagstart sees it.
     init: Pid,
     /// The write end of the pipe whose closing tells the init that dagstart is done.
@@ -65,21 +84,29 @@ pub fn enter() -> Result<(), NotContained> {
     let outside: OwnedFd = std::fs::File::open("/proc/self/ns/pid")
         .map_err(|e| NotContained(format!("cannot read the current PID namespace: {e}")))?
         .into();
-    unshare(CloneFlags::CLONE_NEWPID)
-        .map_err(|e| NotContained(format!("cannot create a PID namespace: {e}")))?;
-    let started = start_init();
-    // Whatever happened, this thread goes back to giving its children dagstart's own
-    // namespace, or it could not create threads.
-    setns(&outside, CloneFlags::CLONE_NEWPID)
-        .map_err(|e| NotContained(format!("cannot leave the PID namespace: {e}")))?;
-    let (init, alive, mounts, inside) = started.map_err(NotContained)?;
-    let _ = CURRENT.set(Namespace {
-        init,
-        alive: std::sync::Mutex::new(Some(alive)),
-        mounts,
-        inside,
-        outside,
-    });
+    let namespace = match unshare(CloneFlags::CLONE_NEWPID) {
+        Ok(()) => {
+            let started = start_init(None);
+            // Whatever happened, this thread goes back to giving its children dagstart's own
+            // namespace, or it could not create threads.
+            setns(&outside, CloneFlags::CLONE_NEWPID)
+                .map_err(|e| NotContained(format!("cannot leave the PID namespace: {e}")))?;
+            let init = started.map_err(NotContained)?;
+            init.into_namespace(Joining::Directly, outside)
+        }
+        Err(nix::errno::Errno::EPERM) => {
+            let maps = UserMaps::of_this_process();
+            let init = start_init(Some(&maps)).map_err(|e| {
+                NotContained(format!(
+                    "cannot create a PID namespace (not root) nor one through a user namespace: {e}"
+                ))
+            })?;
+            let user = open_namespace(init.pid, "user").map_err(NotContained)?;
+            init.into_namespace(Joining::ThroughUserNamespace { user }, outside)
+        }
+        Err(e) => return Err(NotContained(format!("cannot create a PID namespace: {e}"))),
+    };
+    let _ = CURRENT.set(namespace);
     Ok(())
 }
 
@@ -89,6 +116,10 @@ pub fn spawn(command: &mut tokio::process::Command) -> io::Result<tokio::process
     let Some(namespace) = CURRENT.get() else {
         return command.spawn();
     };
+    if let Joining::ThroughUserNamespace { .. } = namespace.joining {
+        // The child gets in by itself (see `join_in_child`).
+        return command.spawn();
+    }
     setns(&namespace.inside, CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
     let spawned = command.spawn();
     setns(&namespace.outside, CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
@@ -124,9 +155,11 @@ fn reap_until_gone(init: Pid, limit: std::time::Duration) {
 }
 
 /// Arranges for `command`'s process to join the namespace's mount namespace (its `/proc`)
-/// between fork and exec, then to return to `cwd` (joining resets the working directory).
-/// Must be called before any `pre_exec` that drops privileges. Does nothing when the run is
-/// not contained.
+/// between fork and exec, then to return to `cwd` (joining resets the working directory); for
+/// a run contained through a user namespace, to get into the namespace the way
+/// [`Joining::ThroughUserNamespace`] describes. Must be called before any `pre_exec` that
+/// drops privileges or places descriptors (those then run in the process that execs). Does
+/// nothing when the run is not contained.
 #[allow(unsafe_code)]
 pub fn join_in_child(command: &mut tokio::process::Command, cwd: &Path) -> io::Result<()> {
     let Some(namespace) = CURRENT.get() else {
@@ -136,12 +169,30 @@ pub fn join_in_child(command: &mut tokio::process::Command, cwd: &Path) -> io::R
     let cwd = std::path::absolute(cwd)?;
     let cwd = CString::new(cwd.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a path"))?;
-    // SAFETY: setns and chdir are async-signal-safe system calls; the closure neither
-    // allocates nor takes locks (the path was built before the fork).
+    let through_user = match &namespace.joining {
+        Joining::Directly => None,
+        Joining::ThroughUserNamespace { user } => {
+            Some((user.as_raw_fd(), namespace.inside.as_raw_fd()))
+        }
+    };
+    // SAFETY: setns, chdir, fork, waitpid, sigaction, sigprocmask, close_range, kill and _exit
+    // are async-signal-safe system calls; the closure neither allocates nor takes locks (the
+    // path was built before the fork).
     unsafe {
         command.pre_exec(move || {
+            if let Some((user, _)) = through_user {
+                if libc::setns(user, libc::CLONE_NEWUSER) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::setns(mounts, libc::CLONE_NEWNS) != 0 || libc::chdir(cwd.as_ptr()) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if let Some((_, pids)) = through_user {
+                if libc::setns(pids, libc::CLONE_NEWPID) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                fork_into_namespace()?;
             }
             Ok(())
         });
@@ -149,23 +200,166 @@ pub fn join_in_child(command: &mut tokio::process::Command, cwd: &Path) -> io::R
     Ok(())
 }
 
+/// Forks the process that will exec the node's program (born in the namespace this one gives
+/// its children) and returns in it; this process becomes its waiting parent and never
+/// returns. Only async-signal-safe system calls: this runs between fork and exec.
+#[allow(unsafe_code)]
+unsafe fn fork_into_namespace() -> io::Result<()> {
+    // SAFETY: see the caller; all on this process's own signal state and descriptors.
+    unsafe {
+        // Both sides start with every signal blocked, so that neither dies of a stop signal
+        // before the waiting parent ignores them; the node gets its mask back before exec.
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut before: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, &mut before);
+        let node = libc::fork();
+        if node < 0 {
+            let error = io::Error::last_os_error();
+            libc::sigprocmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+            return Err(error);
+        }
+        if node == 0 {
+            libc::sigprocmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+            return Ok(());
+        }
+        wait_as_the_nodes_parent(node)
+    }
+}
+
+/// The waiting parent: dies with dagstart, holds no descriptor (not dagstart's exec-error
+/// pipe, which must close when the node execs, nor the node's output pipes), ignores every
+/// signal it can, and ends as the node ended.
+#[allow(unsafe_code)]
+unsafe fn wait_as_the_nodes_parent(node: libc::pid_t) -> ! {
+    // SAFETY: system calls on this process's own state.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        for signal in 1..libc::SIGRTMAX() {
+            // SIGCHLD keeps its default: ignoring it would reap the node before waitpid.
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP && signal != libc::SIGCHLD {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        let mut status = 0;
+        while libc::waitpid(node, &mut status, 0) != node {
+            if *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            libc::signal(signal, libc::SIG_DFL);
+            libc::kill(libc::getpid(), signal);
+            libc::_exit(128 + signal);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
+}
+
+/// The user namespace's maps: dagstart's own user and group onto themselves, nothing else
+/// (all an unprivileged process may map). Made before the fork: the child must not allocate.
+struct UserMaps {
+    setgroups: CString,
+    deny: &'static [u8],
+    uid_map: CString,
+    uid_line: Vec<u8>,
+    gid_map: CString,
+    gid_line: Vec<u8>,
+}
+
+impl UserMaps {
+    fn of_this_process() -> Self {
+        let c = |s: &str| CString::new(s).expect("no NUL in a literal");
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        Self {
+            setgroups: c("/proc/self/setgroups"),
+            deny: b"deny",
+            uid_map: c("/proc/self/uid_map"),
+            uid_line: format!("{uid} {uid} 1").into_bytes(),
+            gid_map: c("/proc/self/gid_map"),
+            gid_line: format!("{gid} {gid} 1").into_bytes(),
+        }
+    }
+
+    /// Writes the maps for the calling process (just born in the new user namespace).
+    /// Only async-signal-safe system calls.
+    #[allow(unsafe_code)]
+    fn write(&self) -> bool {
+        let write = |path: &CString, text: &[u8]| {
+            // SAFETY: open, write and close on a path and bytes this process owns.
+            unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return false;
+                }
+                let written = libc::write(fd, text.as_ptr().cast(), text.len());
+                libc::close(fd);
+                written == text.len() as isize
+            }
+        };
+        // Groups may not be dropped in the namespace (or a group meant to deny access could
+        // be shed), which is what lets an unprivileged process map its group.
+        write(&self.setgroups, self.deny)
+            && write(&self.uid_map, &self.uid_line)
+            && write(&self.gid_map, &self.gid_line)
+    }
+}
+
+/// A started init, not yet the run's namespace.
+struct Init {
+    pid: Pid,
+    alive: OwnedFd,
+    mounts: OwnedFd,
+    inside: OwnedFd,
+}
+
+impl Init {
+    fn into_namespace(self, joining: Joining, outside: OwnedFd) -> Namespace {
+        Namespace {
+            joining,
+            init: self.pid,
+            alive: std::sync::Mutex::new(Some(self.alive)),
+            mounts: self.mounts,
+            inside: self.inside,
+            outside,
+        }
+    }
+}
+
+fn open_namespace(pid: Pid, what: &str) -> Result<OwnedFd, String> {
+    std::fs::File::open(format!("/proc/{pid}/ns/{what}"))
+        .map(OwnedFd::from)
+        .map_err(|e| format!("cannot open the namespace's {what}: {e}"))
+}
+
 /// Forks the init (the first child born in the new namespace, so its pid 1) and waits until
-/// it has mounted the namespace's `/proc`.
-/// Returns the init's pid, the pipe end that keeps it, its mount namespace and the PID
-/// namespace.
-fn start_init() -> Result<(Pid, OwnedFd, OwnedFd, OwnedFd), String> {
+/// it has mounted the namespace's `/proc`. With `maps`, the init is born in a new user namespace
+/// and a new PID namespace at once (`clone`), and maps dagstart's user and group in it first;
+/// without, the calling thread has already unshared the PID namespace.
+fn start_init(maps: Option<&UserMaps>) -> Result<Init, String> {
     let (ready_read, ready_write) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
     let (alive_read, alive_write) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
     let strings = InitStrings::new();
-    // SAFETY: the child only makes async-signal-safe system calls (see `init_main`) and never
-    // returns; the parent goes on as before.
-    #[allow(unsafe_code)]
-    let forked = unsafe { fork() }.map_err(|e| format!("cannot fork the namespace's init: {e}"))?;
-    let child = match forked {
-        ForkResult::Child => init_main(ready_write.as_raw_fd(), alive_read.as_raw_fd(), &strings),
-        ForkResult::Parent { child } => child,
+    let child = match fork_init(maps) {
+        Err(e) => return Err(format!("cannot start the namespace's init: {e}")),
+        Ok(None) => {
+            let mapped = maps.is_none_or(UserMaps::write);
+            init_main(
+                ready_write.as_raw_fd(),
+                alive_read.as_raw_fd(),
+                &strings,
+                mapped,
+            )
+        }
+        Ok(Some(child)) => child,
     };
     drop(ready_write);
     drop(alive_read);
@@ -173,14 +367,46 @@ fn start_init() -> Result<(Pid, OwnedFd, OwnedFd, OwnedFd), String> {
     let read = nix::unistd::read(&ready_read, &mut answer);
     if read != Ok(1) || answer[0] != b'1' {
         let _ = nix::sys::wait::waitpid(child, None);
-        return Err("cannot mount /proc for the PID namespace".into());
+        return Err("cannot map the user or mount /proc for the PID namespace".into());
     }
-    let open = |what: &str| {
-        std::fs::File::open(format!("/proc/{child}/ns/{what}"))
-            .map(OwnedFd::from)
-            .map_err(|e| format!("cannot open the namespace's {what}: {e}"))
+    Ok(Init {
+        pid: child,
+        alive: alive_write,
+        mounts: open_namespace(child, "mnt")?,
+        inside: open_namespace(child, "pid")?,
+    })
+}
+
+/// fork(), or with `maps` a fork into a new user and PID namespace: `Some(child)` in the
+/// parent, `None` in the child.
+#[allow(unsafe_code)]
+fn fork_init(maps: Option<&UserMaps>) -> nix::Result<Option<Pid>> {
+    if maps.is_none() {
+        // SAFETY: the child only makes async-signal-safe system calls (see `init_main`) and
+        // never returns; the parent goes on as before.
+        return match unsafe { fork() }? {
+            ForkResult::Child => Ok(None),
+            ForkResult::Parent { child } => Ok(Some(child)),
+        };
+    }
+    let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::SIGCHLD;
+    // SAFETY: clone without a new stack behaves as fork; as above, the child only makes
+    // async-signal-safe system calls and never returns.
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
     };
-    Ok((child, alive_write, open("mnt")?, open("pid")?))
+    match child {
+        -1 => Err(nix::errno::Errno::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
 }
 
 /// The C strings the init needs, made before the fork (the child must not allocate).
@@ -208,14 +434,15 @@ extern "C" fn ignore(_: libc::c_int) {}
 /// The init: mount the namespace's `/proc`, say so, then reap orphans until dagstart is gone.
 /// Only async-signal-safe system calls: it runs in a fork of a process that may have threads.
 #[allow(unsafe_code)]
-fn init_main(ready: RawFd, alive: RawFd, strings: &InitStrings) -> ! {
+fn init_main(ready: RawFd, alive: RawFd, strings: &InitStrings, mapped: bool) -> ! {
     // SAFETY: plain system calls on descriptors and C strings this process owns.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         // Out of the terminal's process group: Ctrl-C is for dagstart, which stops nodes in
         // order; the init must outlive that.
         libc::setpgid(0, 0);
-        let mounted = libc::unshare(libc::CLONE_NEWNS) == 0
+        let mounted = mapped
+            && libc::unshare(libc::CLONE_NEWNS) == 0
             && libc::mount(
                 std::ptr::null(),
                 strings.root.as_ptr(),

@@ -753,31 +753,137 @@ fn a_command_built_by_an_earlier_component_runs_and_a_missing_one_is_located_at_
     );
 }
 
-/// Without the privileges for a PID namespace (not root) a run works as before, and the
-/// guardian is the last line: here dagstart runs as `nobody`.
-#[test]
-fn an_unprivileged_run_works_without_the_pid_namespace() {
+/// `dagstart` as `nobody` (in `p`, made writable for it), through setpriv; `None` where that
+/// is not possible (needs root and setpriv).
+fn as_nobody(p: &Project, args: &[&str]) -> Option<std::process::Command> {
     use std::os::unix::fs::PermissionsExt as _;
     if !nix::unistd::geteuid().is_root() || !std::path::Path::new("/usr/bin/setpriv").exists() {
         eprintln!("skipped: needs root to become nobody, and setpriv");
-        return;
+        return None;
     }
-    let p = Project::new("[services.a]\ncommand = \"sleep 600\"\n");
     std::fs::set_permissions(p.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = std::process::Command::new("/usr/bin/setpriv")
+    let mut command = std::process::Command::new("/usr/bin/setpriv");
+    command
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_dagstart"))
-        .args(["run", "--", "true"])
+        .args(args)
         .current_dir(p.path())
-        .env("LOG_LEVEL", "info")
-        .env("TMPDIR", "/tmp")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(
-        stderr_of(&out).contains("not in a PID namespace"),
-        "{}",
-        stderr_of(&out)
+        .env("TMPDIR", "/tmp");
+    Some(command)
+}
+
+/// True where this machine lets an unprivileged user create a user namespace.
+fn unprivileged_user_namespaces() -> bool {
+    let allowed = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["unshare", "--user", "--pid", "--fork", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !allowed {
+        eprintln!("skipped: unprivileged user namespaces are not allowed here");
+    }
+    allowed
+}
+
+/// Hardening: without root, the run's processes are still in a PID namespace (through a user
+/// namespace that maps only the user's own ids): the nodes and the `--` command see the
+/// namespace's pids, and run as the user, unprivileged.
+#[test]
+fn an_unprivileged_run_is_contained_through_a_user_namespace() {
+    let p = Project::new(
+        "[services.a]\ncommand = \"grep NSpid /proc/self/status; echo ready; exec sleep 600\"\n\
+         shell = true\nhealth = { log = \"ready\" }\n",
     );
+    let Some(mut command) = as_nobody(
+        &p,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/pid; echo pid $$; id -u; grep CapEff /proc/self/status",
+        ],
+    ) else {
+        return;
+    };
+    if !unprivileged_user_namespaces() {
+        return;
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let stdout = stdout_of(&out);
+    let own = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    assert!(stdout.contains("pid:["), "{stdout}");
+    assert!(!stdout.contains(&*own.to_string_lossy()), "{stdout}");
+    // The namespace's own numbers: its init is 1, the node and its waiting parent come next.
+    let pid: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(pid < 100, "{stdout}");
+    assert!(stdout.contains("\n65534\n"), "{stdout}");
+    assert!(stdout.contains("CapEff:\t0000000000000000"), "{stdout}");
+}
+
+/// ... and `pkill -9 dagstart` as that user leaves nothing either: grandchildren, escapees,
+/// escapees that cleared their environment, and the nodes' waiting parents.
+#[test]
+fn an_unprivileged_sigkill_of_dagstart_and_its_guardian_leaves_nothing() {
+    let p = forking_project("", 3598);
+    let Some(mut command) = as_nobody(&p, &["run"]) else {
+        return;
+    };
+    if !unprivileged_user_namespaces() {
+        return;
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(RUN_LIMIT, "the grandchildren to start", || {
+        p.path().join("grandchild.pid").exists() && p.path().join("escapee.pid").exists()
+    });
+    wait_until(RUN_LIMIT, "startup to complete", || {
+        p.own_log().contains("startup complete")
+    });
+    // setpriv execs dagstart: the child is dagstart.
+    let mut run = run_namespace_processes(child.id());
+    assert!(run.len() >= 8, "{run:?}");
+    run.extend(spawned_pids(&p).into_iter().map(|(_, pid)| pid));
+    let guardian = guardian_of(child.id()).expect("the guardian runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guardian),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    wait_until(
+        Duration::from_secs(10),
+        "every process of the run to be gone",
+        || run.iter().all(|&pid| !alive(pid)),
+    );
+}
+
+/// Without the namespace (`pid_namespace = false`, or where user namespaces are not allowed)
+/// an unprivileged run works as before.
+#[test]
+fn an_unprivileged_run_works_without_the_pid_namespace() {
+    let p = Project::new(
+        "[settings]\npid_namespace = false\n\n[services.a]\ncommand = \"sleep 600\"\n",
+    );
+    let Some(mut command) = as_nobody(&p, &["run", "--", "readlink", "/proc/self/ns/pid"]) else {
+        return;
+    };
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("startup complete"));
+    let own = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    assert!(
+        stdout_of(&out).contains(&*own.to_string_lossy()),
+        "{}",
+        stdout_of(&out)
+    );
 }

@@ -190,7 +190,7 @@ async fn exec(argv: &[String], ctx: &ProbeContext) -> Result<(), String> {
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
-        .current_dir(&ctx.cwd)
+        .current_dir(std::path::absolute(&ctx.cwd).map_err(|e| format!("exec {program}: {e}"))?)
         .envs(&ctx.env)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

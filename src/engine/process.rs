@@ -181,7 +181,7 @@ pub fn spawn(
     let mut command = Command::new(program);
     command
         .args(args)
-        .current_dir(&node.cwd)
+        .current_dir(std::path::absolute(&node.cwd)?)
         .envs(node_env(global_env, node))
         .envs(extras.env.iter().map(|(k, v)| (k, v)))
         .env("DAGSTART_NODE", &node.name)
@@ -218,7 +218,11 @@ pub fn spawn(
     }
     // Joining the namespace's mounts needs the privileges the `user` switch gives up: first.
     crate::engine::containment::join_in_child(&mut command, &node.cwd)?;
-    die_with_parent(&mut command, fd_map, node.run_as.clone());
+    // In the run's PID namespace nothing needs doing between fork and exec (the namespace
+    // dies with dagstart), and a spawn without it is a vfork (see `containment`).
+    if !crate::engine::containment::is_contained() || !fd_map.is_empty() || node.run_as.is_some() {
+        die_with_parent(&mut command, fd_map, node.run_as.clone());
+    }
     let mut child = crate::engine::containment::spawn(&mut command)?;
     drop(placed);
     drop(extras.ready_fd);

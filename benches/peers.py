@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """dagstart beside the tools users compare it with, on the same fake service.
 
-    python3 benches/peers.py [--services 200] [--repeats 3]
+    python3 benches/peers.py [--services 200] [--repeats 3] [--only dagstart,s6]
 
 Installs the peers itself: honcho, supervisor and circus from PyPI in a private venv
 (target/peers-venv), s6 and runit from Debian's packages (as root, daemons not started).
@@ -204,11 +204,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="",
+                        help="comma-separated tools to run beside the floor (e.g. dagstart)")
     args = parser.parse_args()
     if not (os.path.exists(DEMO) and os.path.exists(DAGSTART)):
         sys.exit("build first: cargo build --release")
     peers = install_peers()
     tools = [("bash (floor)", "bash"), ("dagstart", DAGSTART)] + sorted(peers.items())
+    if args.only:
+        wanted = set(args.only.split(",")) | {"bash (floor)"}
+        tools = [(t, e) for t, e in tools if t in wanted]
     results = {t: [] for t, _ in tools}
     for _ in range(args.repeats):
         for tool, exe in tools:

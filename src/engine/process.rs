@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -329,28 +329,102 @@ fn read_lines<R: AsyncRead + Unpin + Send + 'static>(
     log_watch: Option<LogWatch>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut reader = BufReader::new(pipe);
-        let mut buf = Vec::with_capacity(256);
-        loop {
-            buf.clear();
-            let mut piece = (&mut reader).take(MAX_LINE as u64);
-            match piece.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                        buf.pop();
-                    }
-                    let line = String::from_utf8_lossy(&buf).into_owned();
-                    if let Some(watch) = &log_watch {
-                        if !*watch.matched.borrow() && watch.pattern.is_match(&line) {
-                            watch.matched.send_replace(true);
-                        }
-                    }
-                    sink(stream, line).await;
+        let mut lines = LineReader::new(pipe);
+        while let Some(piece) = lines.next().await {
+            let mut piece = piece;
+            while matches!(piece.last(), Some(b'\n' | b'\r')) {
+                piece = &piece[..piece.len() - 1];
+            }
+            let line = String::from_utf8_lossy(piece).into_owned();
+            if let Some(watch) = &log_watch {
+                if !*watch.matched.borrow() && watch.pattern.is_match(&line) {
+                    watch.matched.send_replace(true);
                 }
             }
+            sink(stream, line).await;
         }
     })
+}
+
+/// Splits a pipe into lines (pieces of at most [`MAX_LINE`]) with a buffer that grows with
+/// what the pipe delivers and is given back when a burst is over: most services print a few
+/// lines and then nothing, and a fixed 8 KiB per pipe was a third of dagstart's memory with
+/// 200 services.
+struct LineReader<R> {
+    pipe: R,
+    buf: Vec<u8>,
+    /// Where the unread part of `buf` starts.
+    start: usize,
+    /// How much to read at once next time: doubled while reads fill it.
+    want: usize,
+}
+
+/// The smallest and largest single read.
+const FIRST_READ: usize = 512;
+const LARGEST_READ: usize = 64 << 10;
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(pipe: R) -> Self {
+        Self {
+            pipe,
+            buf: Vec::new(),
+            start: 0,
+            want: FIRST_READ,
+        }
+    }
+
+    /// The next line with its newline, or a piece of a longer one, or the last bytes before
+    /// EOF; `None` at EOF (or a read error).
+    async fn next(&mut self) -> Option<&[u8]> {
+        loop {
+            let unread = &self.buf[self.start..];
+            let end = match memchr_newline(&unread[..unread.len().min(MAX_LINE)]) {
+                Some(at) => Some(at + 1),
+                None if unread.len() >= MAX_LINE => Some(MAX_LINE),
+                None => None,
+            };
+            if let Some(end) = end {
+                let piece = self.start..self.start + end;
+                self.start += end;
+                return Some(&self.buf[piece]);
+            }
+            if !self.fill().await {
+                let rest = self.start..self.buf.len();
+                self.start = self.buf.len();
+                return (!rest.is_empty()).then(|| &self.buf[rest]);
+            }
+        }
+    }
+
+    /// Reads more; false at EOF or on an error.
+    async fn fill(&mut self) -> bool {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        if self.buf.is_empty() && self.buf.capacity() > 4 * FIRST_READ {
+            // A burst is over: give the memory back.
+            self.buf = Vec::new();
+            self.want = FIRST_READ;
+        }
+        self.buf.reserve(self.want);
+        let room = self.buf.capacity() - self.buf.len();
+        match (&mut self.pipe)
+            .take(room as u64)
+            .read_buf(&mut self.buf)
+            .await
+        {
+            Ok(0) | Err(_) => false,
+            Ok(read) => {
+                if read == room {
+                    self.want = (self.want * 2).min(LARGEST_READ);
+                }
+                true
+            }
+        }
+    }
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
 }
 
 /// How a stop ended.
@@ -417,4 +491,46 @@ pub fn exit_code_of(status: ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pieces(input: &[u8]) -> Vec<Vec<u8>> {
+        let mut reader = LineReader::new(input);
+        let mut out = Vec::new();
+        while let Some(piece) = reader.next().await {
+            out.push(piece.to_vec());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_come_whole_with_their_newline_and_the_last_without() {
+        let got = pieces(b"one\r\ntwo\n\nthree").await;
+        assert_eq!(got, [&b"one\r\n"[..], b"two\n", b"\n", b"three"]);
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_limit_comes_in_pieces_none_lost() {
+        let mut input = vec![b'x'; MAX_LINE * 2 + 10];
+        input.extend_from_slice(b"\nafter\n");
+        let got = pieces(&input).await;
+        let sizes: Vec<usize> = got.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_LINE, MAX_LINE, 11, 6]);
+        assert_eq!(got.concat(), input);
+    }
+
+    #[tokio::test]
+    async fn the_buffer_is_given_back_after_a_burst() {
+        let burst = "line\n".repeat(20_000);
+        let mut reader = LineReader::new(burst.as_bytes());
+        while reader.next().await.is_some() {}
+        assert!(
+            reader.buf.capacity() <= FIRST_READ,
+            "{}",
+            reader.buf.capacity()
+        );
+    }
 }

@@ -7,15 +7,26 @@ Installs the peers itself: honcho, supervisor and circus from PyPI in a private 
 (target/peers-venv), s6 and runit from Debian's packages (as root, daemons not started).
 Peers that cannot be installed are left out of the table, with a word on stderr.
 
-Scenario (the "physical limit" issue's fan-out): N independent services, each `demo-svc`
-initialising for 100 ms and then listening on its own port. Each tool starts all N; an
-external meter (this script) connects to every port until all accept: "ready" is the time
-from launching the tool to that moment. Then the tool gets SIGTERM; "stop" is the time until
-every service is gone, and "left" counts services still running 5 s later (orphans). Memory
-is the tool's own peak RSS (its main process), CPU its own user+system time up to ready
-(children excluded; for bash the floor, the shell itself). Runs are interleaved across tools,
-medians of `--repeats`. Needs `cargo build --release` first (target/release/demo-svc and
-dagstart).
+Scenarios (the "physical limit" issue's), each tool on the same fake service (`demo-svc`):
+
+- fan-out: N independent services, each initialising for 100 ms and then listening on its own
+  port. An external meter (this script) connects to every port until all accept: "ready" is
+  the time from launching the tool to that moment. Then the tool gets SIGTERM; "stop" is the
+  time until every service is gone, and "left" counts services still running 5 s later.
+  Memory is the tool's own peak RSS (its main process), CPU its own user+system time up to
+  ready (children excluded; for bash the floor, the shell itself).
+- chain: 20 services, each ready 50 ms after its start, each to start only once the one
+  before it accepts connections. dagstart has dependencies (`depends_on` with tcp health);
+  the others do not, so every service's command is wrapped in the wait loop users write
+  (`until (exec 3<>/dev/tcp/127.0.0.1/$PORT); do sleep 0.001; done; exec ...`) and all are
+  started at once; the floor is a bash script that starts each service and then runs that
+  loop. "ready" is until the last one accepts.
+- grandchildren: 20 services, each forking a grandchild that hangs (what a shell wrapper or
+  a worker pool leaves behind); SIGTERM to the tool; "left" counts grandchildren still
+  running 5 s later.
+
+Runs are interleaved across tools, medians of `--repeats`. Needs `cargo build --release` first
+(target/release/demo-svc and dagstart).
 """
 
 import argparse
@@ -47,8 +58,8 @@ def free_ports(n):
     return ports
 
 
-def service(i, port):
-    return [DEMO, "--name", f"w{i}", "--delay", "100ms", "--port", str(port)]
+def service(i, port, delay="100ms"):
+    return [DEMO, "--name", f"w{i}", "--delay", delay, "--port", str(port)]
 
 
 def install_peers():
@@ -85,10 +96,29 @@ def install_peers():
     return peers
 
 
-def prepare(tool, exe, ports, work):
-    """The command that starts `tool` with the N services, in directory `work`."""
-    cmds = [service(i, p) for i, p in enumerate(ports)]
+def wait_for(port):
+    """The wait loop users write (bash's /dev/tcp, a 1 ms sleep between attempts)."""
+    return (f"until (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; "
+            f"do sleep 0.001; done")
+
+
+def prepare(tool, exe, cmds, work, chain_ports=None):
+    """The command that starts `tool` with the services `cmds`, in directory `work`. With
+    `chain_ports`, service i must start only once port i-1 accepts."""
     line = lambda c: " ".join(c)
+    if chain_ports and tool != "dagstart":
+        # No dependencies in the tool: each command waits for the one before by itself, and
+        # the floor starts each service after the one before answers.
+        if tool == "bash (floor)":
+            script = "".join(
+                (f"{wait_for(chain_ports[i - 1])}\n" if i else "") + f"{line(c)} &\n"
+                for i, c in enumerate(cmds)) + "wait\n"
+            with open(os.path.join(work, "start.sh"), "w") as f:
+                f.write(script)
+            return ["bash", "start.sh"]
+        cmds = [c if i == 0 else
+                ["bash", "-c", f"'{wait_for(chain_ports[i - 1])}; exec {line(c)}'"]
+                for i, c in enumerate(cmds)]
     if tool == "bash (floor)":
         script = "\n".join(f"{line(c)} &" for c in cmds) + "\nwait\n"
         with open(os.path.join(work, "start.sh"), "w") as f:
@@ -98,6 +128,10 @@ def prepare(tool, exe, ports, work):
         with open(os.path.join(work, "services.toml"), "w") as f:
             for i, c in enumerate(cmds):
                 f.write(f"[services.w{i}]\ncommand = {c!r}\n".replace("'", '"'))
+                if chain_ports:
+                    f.write(f"port = {chain_ports[i]}\n")
+                    if i:
+                        f.write(f'depends_on = ["w{i - 1}"]\n')
         return [DAGSTART, "run"]
     if tool == "honcho":
         with open(os.path.join(work, "Procfile"), "w") as f:
@@ -164,10 +198,15 @@ def own_usage(pid):
     return cpu_ms, hwm / 1024
 
 
-def one_run(tool, exe, n):
+def one_run(tool, exe, scenario, n):
     ports = free_ports(n)
     work = tempfile.mkdtemp(prefix="peers-")
-    cmd = prepare(tool, exe, ports, work)
+    delay = "50ms" if scenario == "chain" else "100ms"
+    cmds = [service(i, p, delay) for i, p in enumerate(ports)]
+    if scenario == "grandchildren":
+        cmds = [c + ["--grandchild-pid-file", os.path.join(work, f"g{i}.pid")]
+                for i, c in enumerate(cmds)]
+    cmd = prepare(tool, exe, cmds, work, ports if scenario == "chain" else None)
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -179,6 +218,9 @@ def one_run(tool, exe, n):
             time.sleep(0.001)
     ready_ms = (time.monotonic() - started) * 1000
     cpu_ms, rss_mib = own_usage(proc.pid)
+    if scenario == "grandchildren":
+        while len(grandchildren_running()) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
     stop_started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
@@ -190,14 +232,38 @@ def one_run(tool, exe, n):
     stop_ms = (time.monotonic() - stop_started) * 1000
     time.sleep(max(0, stop_started + 5 - time.monotonic()))
     left = services_alive(ports)
+    left_grandchildren = len(grandchildren_running())
     # Whatever a tool left behind must not disturb the next run.
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     subprocess.run(["pkill", "-9", "-f", f"{DEMO} --name w"], check=False)
+    subprocess.run(["pkill", "-9", "-f", GRANDCHILD], check=False)
     shutil.rmtree(work, ignore_errors=True)
-    return ready_ms, rss_mib, cpu_ms, stop_ms, left
+    return ready_ms, rss_mib, cpu_ms, stop_ms, left, left_grandchildren
+
+
+GRANDCHILD = f"{DEMO} --name grandchild --hang"
+
+
+def grandchildren_running():
+    """The pids of demo-svc grandchildren still running (found by command line: the pids the
+    services write are those of their PID namespace under dagstart)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(") ", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if cmdline == GRANDCHILD and state != "Z":
+            found.append(int(entry))
+    return found
 
 
 def main():
@@ -214,21 +280,40 @@ def main():
     if args.only:
         wanted = set(args.only.split(",")) | {"bash (floor)"}
         tools = [(t, e) for t, e in tools if t in wanted]
-    results = {t: [] for t, _ in tools}
+    scenarios = [("fan-out", args.services), ("chain", 20), ("grandchildren", 20)]
+    results = {(sc, t): [] for sc, _ in scenarios for t, _ in tools}
     for _ in range(args.repeats):
-        for tool, exe in tools:
-            results[tool].append(one_run(tool, exe, args.services))
-    floor = statistics.median(r[0] for r in results["bash (floor)"])
+        for scenario, n in scenarios:
+            for tool, exe in tools:
+                results[(scenario, tool)].append(one_run(tool, exe, scenario, n))
+    med = lambda runs, k: statistics.median(r[k] for r in runs)
+    stop_text = lambda ms: f"{ms:.0f} ms" if ms < 10000 else "not within 10 s"
+
+    floor = med(results[("fan-out", "bash (floor)")], 0)
     print(f"| {args.services} independent services, 100 ms each (median of {args.repeats}) "
           "| ready | vs floor | own peak RSS | own CPU to ready | stop after SIGTERM | left 5 s after SIGTERM |")
     print("|---|---|---|---|---|---|---|")
     for tool, _ in tools:
-        runs = results[tool]
-        med = lambda k: statistics.median(r[k] for r in runs)
-        stop = med(3)
-        stop_text = f"{stop:.0f} ms" if stop < 10000 else "not within 10 s"
-        print(f"| {tool} | {med(0):.0f} ms | {med(0) / floor:.2f}x | {med(1):.1f} MiB | "
-              f"{med(2):.0f} ms | {stop_text} | {max(r[4] for r in runs)} |")
+        runs = results[("fan-out", tool)]
+        print(f"| {tool} | {med(runs, 0):.0f} ms | {med(runs, 0) / floor:.2f}x | "
+              f"{med(runs, 1):.1f} MiB | {med(runs, 2):.0f} ms | {stop_text(med(runs, 3))} | "
+              f"{max(r[4] for r in runs)} |")
+    print()
+    floor = med(results[("chain", "bash (floor)")], 0)
+    print(f"| chain of 20 services, each ready 50 ms after its start (median of {args.repeats}) "
+          "| ready | vs floor | per level over the 50 ms |")
+    print("|---|---|---|---|")
+    for tool, _ in tools:
+        ready = med(results[("chain", tool)], 0)
+        print(f"| {tool} | {ready:.0f} ms | {ready / floor:.2f}x | {(ready - 1000) / 20:.1f} ms |")
+    print()
+    print(f"| 20 services, each with a grandchild that hangs; SIGTERM to the tool "
+          f"(median of {args.repeats}) | stop | services left after 5 s | grandchildren left after 5 s |")
+    print("|---|---|---|---|")
+    for tool, _ in tools:
+        runs = results[("grandchildren", tool)]
+        print(f"| {tool} | {stop_text(med(runs, 3))} | {max(r[4] for r in runs)} | "
+              f"{max(r[5] for r in runs)} of 20 |")
 
 
 if __name__ == "__main__":

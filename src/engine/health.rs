@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use crate::engine::config::{Health, Probe};
 
 /// The shortest pause between attempts.
-const MIN_PAUSE: Duration = Duration::from_micros(250);
+const MIN_PAUSE: Duration = Duration::from_millis(1);
 /// The pause between attempts is this fraction of the time waited so far (capped at `interval`),
 /// so a service is seen ready at most ~1.5 % of its own startup time late.
 const PAUSE_DIVISOR: u32 = 64;
@@ -263,9 +263,11 @@ pub async fn wait_until_healthy(
     let mut usual: Option<Duration> = None;
     let mut next_attempt = tokio::time::Instant::now();
     let limit = if hedged { HEDGED_IN_FLIGHT } else { 1 };
+    let mut timer = crate::engine::fine_timer::FineTimer::new();
+    let _probing = Probing::start();
     loop {
         tokio::select! {
-            () = tokio::time::sleep_until(next_attempt), if in_flight.len() < limit => {
+            () = timer.sleep_until(next_attempt, few_probing()), if in_flight.len() < limit => {
                 let (probe, timeout, ctx) = (health.probe.clone(), health.timeout, ctx.clone());
                 let now = Instant::now();
                 started.push(now);
@@ -304,6 +306,35 @@ pub async fn wait_until_healthy(
             }
         }
     }
+}
+
+/// How many nodes are waiting for readiness by probing, right now.
+static PROBING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a node in [`PROBING`] while it lives.
+struct Probing;
+
+impl Probing {
+    fn start() -> Self {
+        PROBING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for Probing {
+    fn drop(&mut self) {
+        PROBING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// True while no more nodes are probed at once than there are CPUs: pauses between attempts
+/// are then kept to the microsecond (on a chain, where each level waits for the one before,
+/// that is most of what dagstart adds per level); with more, they end on the runtime's
+/// millisecond tick, which wakes them together.
+fn few_probing() -> bool {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cpus = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
+    PROBING.load(std::sync::atomic::Ordering::Relaxed) <= cpus
 }
 
 /// How long an attempt may be out before a hedge starts beside it: twice what attempts

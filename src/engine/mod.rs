@@ -8,6 +8,7 @@
 //! | [`graph`] | the dependency graph: cycles, levels, heights, selection |
 //! | [`lifecycle`] | the one typed node lifecycle: a pure core, its async shell, the runners |
 //! | [`process`] | a node's process group: spawn, output lines, graceful stop |
+//! | [`fine_timer`] | sleeps to the microsecond (probe pauses), where the runtime's timer counts ms |
 //! | [`health`] | probe attempts and the adaptive wait for readiness |
 //! | [`notify`] | systemd's notify protocol: the run's NOTIFY_SOCKET and its routing |
 //! | [`sockets`] | socket activation: listening sockets bound before anything starts |
@@ -29,6 +30,7 @@ pub mod config;
 pub mod containment;
 pub mod control;
 pub mod event;
+pub mod fine_timer;
 pub mod graph;
 pub mod guardian;
 pub mod health;

@@ -22,8 +22,8 @@
 //! the spawn needs no code between fork and exec: the standard library can then spawn
 //! through `posix_spawn`, a vfork that does not copy dagstart's memory map, instead of a fork
 //! that copies it and makes both sides fault on every page written afterwards (measured:
-//! most of dagstart's CPU when it starts 200 services). Everything else in that mount namespace is the
-//! host's, and later host mounts propagate into it.
+//! most of dagstart's CPU when it starts 200 services). Everything else in that mount
+//! namespace is the host's, and later host mounts propagate into it.
 //!
 //! Creating the namespaces needs CAP_SYS_ADMIN (root). Without it, where the system lets
 //! unprivileged users create user namespaces, the init is born in a new user namespace that
@@ -203,51 +203,41 @@ fn reap_until_gone(init: Pid, limit: std::time::Duration) {
     }
 }
 
-/// Arranges for `command`'s process to join the namespace's mount namespace (its `/proc`)
-/// between fork and exec, then to return to `cwd` (joining resets the working directory); for
-/// a run contained through a user namespace, to get into the namespace the way
-/// [`Joining::ThroughUserNamespace`] describes. Must be called before any `pre_exec` that
-/// drops privileges or places descriptors (those then run in the process that execs). Does
-/// nothing when the run is not contained.
+/// For a run contained through a user namespace, arranges for `command`'s process to get into
+/// the namespace between fork and exec, the way [`Joining::ThroughUserNamespace`] describes,
+/// and to return to `cwd` (joining the mounts resets the working directory). Must be called
+/// before any `pre_exec` that drops privileges or places descriptors (those then run in the
+/// process that execs). Does nothing otherwise: as root the process is born in the namespace
+/// (see [`spawn`]).
 #[allow(unsafe_code)]
 pub fn join_in_child(command: &mut tokio::process::Command, cwd: &Path) -> io::Result<()> {
-    let Some(namespace) = CURRENT.get() else {
+    let Some(Namespace {
+        joining: Joining::ThroughUserNamespace { user },
+        mounts,
+        inside,
+        ..
+    }) = CURRENT.get()
+    else {
         return Ok(());
     };
-    if let Joining::Directly = namespace.joining {
-        // Born in the mounts already (see `spawn`).
-        return Ok(());
-    }
-    let mounts: RawFd = namespace.mounts.as_raw_fd();
+    let (user, mounts, pids): (RawFd, RawFd, RawFd) =
+        (user.as_raw_fd(), mounts.as_raw_fd(), inside.as_raw_fd());
     let cwd = std::path::absolute(cwd)?;
     let cwd = CString::new(cwd.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a path"))?;
-    let through_user = match &namespace.joining {
-        Joining::Directly => None,
-        Joining::ThroughUserNamespace { user } => {
-            Some((user.as_raw_fd(), namespace.inside.as_raw_fd()))
-        }
-    };
     // SAFETY: setns, chdir, fork, waitpid, sigaction, sigprocmask, close_range, kill and _exit
     // are async-signal-safe system calls; the closure neither allocates nor takes locks (the
     // path was built before the fork).
     unsafe {
         command.pre_exec(move || {
-            if let Some((user, _)) = through_user {
-                if libc::setns(user, libc::CLONE_NEWUSER) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if libc::setns(mounts, libc::CLONE_NEWNS) != 0 || libc::chdir(cwd.as_ptr()) != 0 {
+            if libc::setns(user, libc::CLONE_NEWUSER) != 0
+                || libc::setns(mounts, libc::CLONE_NEWNS) != 0
+                || libc::chdir(cwd.as_ptr()) != 0
+                || libc::setns(pids, libc::CLONE_NEWPID) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
-            if let Some((_, pids)) = through_user {
-                if libc::setns(pids, libc::CLONE_NEWPID) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                fork_into_namespace()?;
-            }
-            Ok(())
+            fork_into_namespace()
         });
     }
     Ok(())

@@ -505,50 +505,58 @@ fn finished_component_project() -> Project {
     })
 }
 
-/// Hardening: the process group of a node that is gone is forgotten, so a process that later
-/// gets its number is never signalled by the end of the run (reproduced: an unrelated session
-/// leader SIGKILLed by `dagstart down`).
-#[test]
-fn a_reused_process_group_number_is_not_signalled_at_the_end_of_the_run() {
-    let p = finished_component_project();
-    let mut child = start_in_background(&p, &["run"]);
-    let Some(mut stranger) = stranger_with_pid(spawned_pid(&p, "once")) else {
+/// Who ends the run in a reused-number test.
+#[derive(Clone, Copy, PartialEq)]
+enum RunEnd {
+    /// `dagstart down`: dagstart's own final sweep.
+    Down,
+    /// SIGKILL to dagstart: the guardian's sweep.
+    Guardian,
+}
+
+/// Runs `p` (a component `once` beside a service `keep`), waits until `once`'s process group
+/// is empty, gives its number to a stranger (steering `ns_last_pid`, root only), ends the run
+/// as `end` says, and asserts that the stranger was never signalled.
+fn a_stranger_with_the_number_of_once_survives(p: &Project, end: RunEnd) {
+    let mut child = start_in_background(p, &["run"]);
+    let keep = spawned_pid(p, "keep");
+    let once = spawned_pid(p, "once");
+    wait_until(RUN_LIMIT, "the component's group to be empty", || {
+        !group_has_members(once)
+    });
+    let Some(mut stranger) = stranger_with_pid(once) else {
         eprintln!("skipped: /proc/sys/kernel/ns_last_pid cannot be steered here (needs root)");
-        down(&p, &mut child);
+        down(p, &mut child);
         return;
     };
-    assert!(down(&p, &mut child).success());
+    if end == RunEnd::Down {
+        assert!(down(p, &mut child).success());
+    } else {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_until(RUN_LIMIT, "the guardian to take the stack down", || {
+            !alive(keep)
+        });
+    }
     std::thread::sleep(Duration::from_millis(200));
     let alive = stranger.try_wait().unwrap().is_none();
     let _ = stranger.kill();
     let _ = stranger.wait();
-    assert!(alive, "dagstart signalled a process it never started");
+    assert!(alive, "a process dagstart never started was signalled");
+}
+
+/// Hardening: the process group of a node that is gone is never signalled by the end of the
+/// run once its number belongs to someone else (reproduced: an unrelated session leader
+/// SIGKILLed by `dagstart down`).
+#[test]
+fn a_reused_process_group_number_is_not_signalled_at_the_end_of_the_run() {
+    a_stranger_with_the_number_of_once_survives(&finished_component_project(), RunEnd::Down);
 }
 
 /// The same for the guardian, after dagstart was SIGKILLed.
 #[test]
 fn a_reused_process_group_number_is_not_signalled_by_the_guardian() {
-    let p = finished_component_project();
-    let mut child = start_in_background(&p, &["run"]);
-    let keep = spawned_pid(&p, "keep");
-    let Some(mut stranger) = stranger_with_pid(spawned_pid(&p, "once")) else {
-        eprintln!("skipped: /proc/sys/kernel/ns_last_pid cannot be steered here (needs root)");
-        down(&p, &mut child);
-        return;
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
-    wait_until(RUN_LIMIT, "the guardian to take the stack down", || {
-        !alive(keep)
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let alive = stranger.try_wait().unwrap().is_none();
-    let _ = stranger.kill();
-    let _ = stranger.wait();
-    assert!(
-        alive,
-        "the guardian signalled a process dagstart never started"
-    );
+    a_stranger_with_the_number_of_once_survives(&finished_component_project(), RunEnd::Guardian);
 }
 
 /// A component whose process group outlives it for a moment: its background child keeps the
@@ -568,52 +576,15 @@ fn component_with_a_lingering_group() -> Project {
 /// the group through it, which never reaches a process the kernel later gave the number to.
 #[test]
 fn a_group_that_emptied_unnoticed_is_not_signalled_once_its_number_is_reused() {
-    let p = component_with_a_lingering_group();
-    let mut child = start_in_background(&p, &["run"]);
-    let once = spawned_pid(&p, "once");
-    wait_until(RUN_LIMIT, "the component's background child to end", || {
-        !group_has_members(once)
-    });
-    let Some(mut stranger) = stranger_with_pid(once) else {
-        eprintln!("skipped: /proc/sys/kernel/ns_last_pid cannot be steered here (needs root)");
-        down(&p, &mut child);
-        return;
-    };
-    assert!(down(&p, &mut child).success());
-    std::thread::sleep(Duration::from_millis(200));
-    let alive = stranger.try_wait().unwrap().is_none();
-    let _ = stranger.kill();
-    let _ = stranger.wait();
-    assert!(alive, "dagstart signalled a process it never started");
+    a_stranger_with_the_number_of_once_survives(&component_with_a_lingering_group(), RunEnd::Down);
 }
 
 /// The same for the guardian, which gets the pidfds from dagstart.
 #[test]
 fn a_group_that_emptied_unnoticed_is_not_signalled_by_the_guardian() {
-    let p = component_with_a_lingering_group();
-    let mut child = start_in_background(&p, &["run"]);
-    let keep = spawned_pid(&p, "keep");
-    let once = spawned_pid(&p, "once");
-    wait_until(RUN_LIMIT, "the component's background child to end", || {
-        !group_has_members(once)
-    });
-    let Some(mut stranger) = stranger_with_pid(once) else {
-        eprintln!("skipped: /proc/sys/kernel/ns_last_pid cannot be steered here (needs root)");
-        down(&p, &mut child);
-        return;
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
-    wait_until(RUN_LIMIT, "the guardian to take the stack down", || {
-        !alive(keep)
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let alive = stranger.try_wait().unwrap().is_none();
-    let _ = stranger.kill();
-    let _ = stranger.wait();
-    assert!(
-        alive,
-        "the guardian signalled a process dagstart never started"
+    a_stranger_with_the_number_of_once_survives(
+        &component_with_a_lingering_group(),
+        RunEnd::Guardian,
     );
 }
 

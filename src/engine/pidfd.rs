@@ -54,39 +54,33 @@ impl Pidfd {
     }
 
     /// Sends `signal` to the process; one that has exited is fine.
-    #[allow(unsafe_code)]
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
-        // SAFETY: pidfd_send_signal with a descriptor we own, no siginfo, no flags.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                signal as libc::c_int,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        match result {
-            0 => Ok(()),
-            _ if Errno::last() == Errno::ESRCH => Ok(()),
-            _ => Err(io::Error::last_os_error()),
+        match self.send(signal as libc::c_int, 0) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(io::Error::from(e)),
         }
     }
 
     /// Sends `signal` to every process of the group this process leads; with `None`, only
     /// asks whether the group has a member left. `ESRCH`: nothing is left of the group.
     /// `EINVAL`: the kernel predates group signalling through a pidfd (before 6.9).
-    #[allow(unsafe_code)]
     pub fn signal_group(&self, signal: Option<Signal>) -> Result<(), Errno> {
-        let number = signal.map_or(0, |s| s as libc::c_int);
-        // SAFETY: pidfd_send_signal with a descriptor we own, no siginfo, and a flag.
+        self.send(
+            signal.map_or(0, |s| s as libc::c_int),
+            PIDFD_SIGNAL_PROCESS_GROUP,
+        )
+    }
+
+    #[allow(unsafe_code)]
+    fn send(&self, signal: libc::c_int, flags: libc::c_uint) -> Result<(), Errno> {
+        // SAFETY: pidfd_send_signal with a descriptor we own, no siginfo, and flags.
         let result = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.0.as_raw_fd(),
-                number,
+                signal,
                 std::ptr::null::<libc::siginfo_t>(),
-                PIDFD_SIGNAL_PROCESS_GROUP,
+                flags,
             )
         };
         if result == 0 {

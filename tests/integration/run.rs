@@ -554,18 +554,28 @@ fn sigkill_of_dagstart_and_its_guardian_leaves_nothing_in_the_pid_namespace() {
     }
     // The init, four services, a grandchild, two escapees and the hider's shell at least.
     assert!(run.len() >= 8, "{run:?}");
-    let guardian = guardian_of(child.id()).expect("the guardian runs");
+    sigkill_dagstart_and_its_guardian(&mut child);
+    wait_until_all_gone(&run);
+}
+
+/// `pkill -9 dagstart`: SIGKILL to the guardian and to dagstart, so no cleanup code of either
+/// runs.
+fn sigkill_dagstart_and_its_guardian(dagstart: &mut std::process::Child) {
+    let guardian = guardian_of(dagstart.id()).expect("the guardian runs");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(guardian),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    child.kill().unwrap(); // SIGKILL: no handler, no cleanup code in dagstart runs.
-    let _ = child.wait();
+    dagstart.kill().unwrap();
+    let _ = dagstart.wait();
+}
+
+fn wait_until_all_gone(pids: &[i32]) {
     wait_until(
         Duration::from_secs(10),
         "every process of the run to be gone",
-        || run.iter().all(|&pid| !alive(pid)),
+        || pids.iter().all(|&pid| !alive(pid)),
     );
 }
 
@@ -852,19 +862,8 @@ fn an_unprivileged_sigkill_of_dagstart_and_its_guardian_leaves_nothing() {
     let mut run = run_namespace_processes(child.id());
     assert!(run.len() >= 8, "{run:?}");
     run.extend(spawned_pids(&p).into_iter().map(|(_, pid)| pid));
-    let guardian = guardian_of(child.id()).expect("the guardian runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(guardian),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.kill().unwrap();
-    let _ = child.wait();
-    wait_until(
-        Duration::from_secs(10),
-        "every process of the run to be gone",
-        || run.iter().all(|&pid| !alive(pid)),
-    );
+    sigkill_dagstart_and_its_guardian(&mut child);
+    wait_until_all_gone(&run);
 }
 
 /// Without the namespace (`pid_namespace = false`, or where user namespaces are not allowed)

@@ -63,23 +63,23 @@ pub(crate) struct RunnerContext {
 
 impl RunnerContext {
     fn report(&self, report: Report) {
+        self.send(report, None);
+    }
+
+    fn report_spawned(&self, spawned: &Spawned, attempt: u32) {
+        let report = Report::Spawned {
+            pid: spawned.pid,
+            attempt,
+        };
+        self.send(report, Some(spawned.group.clone()));
+    }
+
+    fn send(&self, report: Report, group: Option<ProcessGroup>) {
         let _ = self.to_shell.send(RunnerMsg {
             node: self.node,
             instance: self.instance,
             report,
-            group: None,
-        });
-    }
-
-    fn report_spawned(&self, spawned: &Spawned, attempt: u32) {
-        let _ = self.to_shell.send(RunnerMsg {
-            node: self.node,
-            instance: self.instance,
-            report: Report::Spawned {
-                pid: spawned.pid,
-                attempt,
-            },
-            group: Some(spawned.group.clone()),
+            group,
         });
     }
 }

@@ -32,6 +32,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// `check`, `graph` and `config`: read services.toml, print, exit.
+    pub fn is_one_shot_over_the_config(&self) -> bool {
+        matches!(
+            self,
+            Command::Check(_) | Command::Graph(_) | Command::Config(_)
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Check(CheckArgs),

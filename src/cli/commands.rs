@@ -298,6 +298,7 @@ fn check(
             plural(components, "component"),
             graph.depth()
         );
+        leave_to_exit((config, graph));
         return Ok(exit_code::OK);
     }
     let (ok, problems, summary) = match config::load(path, env) {
@@ -359,7 +360,14 @@ fn graph_command(
         GraphFormat::Json => crate::views::graph_render::render_json(&config, &graph, &selected),
     };
     print_out(&text)?;
+    leave_to_exit((config, graph, text));
     Ok(exit_code::OK)
+}
+
+/// Leaves `value` to the process's exit: `check` and `graph` print and exit, and freeing a
+/// 100,000-node configuration piece by piece took 50 ms for nothing.
+fn leave_to_exit<T>(value: T) {
+    std::mem::forget(value);
 }
 
 fn config_command(

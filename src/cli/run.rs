@@ -442,7 +442,7 @@ async fn run_command_when_ready(
     child.args(args);
     let spawned = std::env::current_dir()
         .and_then(|cwd| crate::engine::containment::join_in_child(&mut child, &cwd))
-        .and_then(|()| crate::engine::containment::spawn(&mut child));
+        .and_then(|()| crate::engine::containment::spawn(|| child.spawn()));
     let code = match spawned {
         Ok(mut child) => {
             let pidfd = child.id().and_then(|pid| Pidfd::of_child(pid).ok());

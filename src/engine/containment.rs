@@ -142,21 +142,22 @@ pub fn is_contained() -> bool {
     CURRENT.get().is_some()
 }
 
-/// Spawns `command` in the namespace (or plainly when the run is not contained). The calling
-/// thread gives its children the namespace and its mounts only for the duration of the spawn.
-/// `command`'s working directory must be absolute (the thread's own is elsewhere meanwhile).
-pub fn spawn(command: &mut tokio::process::Command) -> io::Result<tokio::process::Child> {
+/// Runs `spawn` (a `Command::spawn` of std's or tokio's) so that its child is born in the
+/// namespace, or plainly when the run is not contained. The calling thread gives its children
+/// the namespace and its mounts only for the duration of the spawn. The command's working
+/// directory must be absolute (the thread's own is elsewhere meanwhile).
+pub fn spawn<T>(spawn: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     let Some(namespace) = CURRENT.get() else {
-        return command.spawn();
+        return spawn();
     };
     if let Joining::ThroughUserNamespace { .. } = namespace.joining {
         // The child gets in by itself (see `join_in_child`).
-        return command.spawn();
+        return spawn();
     }
     own_file_system_context()?;
     setns(&namespace.inside, CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
     let spawned = match setns(&namespace.mounts, CloneFlags::CLONE_NEWNS) {
-        Ok(()) => command.spawn(),
+        Ok(()) => spawn(),
         Err(e) => Err(io::Error::from(e)),
     };
     let back = setns(&namespace.ours.mounts, CloneFlags::CLONE_NEWNS)

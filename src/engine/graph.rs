@@ -152,6 +152,9 @@ fn name_index(nodes: &[Node]) -> HashMap<&str, usize> {
 
 /// One problem per dependency cycle, naming the whole path and labelling each edge.
 pub(crate) fn cycle_problems(nodes: &[Node]) -> Vec<Problem> {
+    if is_acyclic(nodes) {
+        return Vec::new();
+    }
     let mut graph: DiGraph<(), usize> = DiGraph::with_capacity(nodes.len(), nodes.len());
     for _ in nodes {
         graph.add_node(());
@@ -186,6 +189,41 @@ pub(crate) fn cycle_problems(nodes: &[Node]) -> Vec<Problem> {
         problems.push(problem);
     }
     problems
+}
+
+/// Whether the resolved dependencies form no cycle: Kahn's algorithm on plain vectors, one
+/// pass over the edges. The common case (a valid file) costs no graph and no SCC search.
+fn is_acyclic(nodes: &[Node]) -> bool {
+    let mut waiting_on: Vec<usize> = nodes.iter().map(|n| n.depends_on.len()).collect();
+    let mut dependents_start = vec![0usize; nodes.len() + 1];
+    for node in nodes {
+        for dep in &node.depends_on {
+            dependents_start[dep.node + 1] += 1;
+        }
+    }
+    for i in 0..nodes.len() {
+        dependents_start[i + 1] += dependents_start[i];
+    }
+    let mut next_slot = dependents_start.clone();
+    let mut dependents = vec![0usize; dependents_start[nodes.len()]];
+    for (i, node) in nodes.iter().enumerate() {
+        for dep in &node.depends_on {
+            dependents[next_slot[dep.node]] = i;
+            next_slot[dep.node] += 1;
+        }
+    }
+    let mut ready: Vec<usize> = (0..nodes.len()).filter(|&i| waiting_on[i] == 0).collect();
+    let mut done = 0;
+    while let Some(n) = ready.pop() {
+        done += 1;
+        for &dependent in &dependents[dependents_start[n]..dependents_start[n + 1]] {
+            waiting_on[dependent] -= 1;
+            if waiting_on[dependent] == 0 {
+                ready.push(dependent);
+            }
+        }
+    }
+    done == nodes.len()
 }
 
 /// Edges of a cycle labelled at most, and nodes of it named in its message at most.

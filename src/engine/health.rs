@@ -199,7 +199,7 @@ async fn exec(argv: &[String], ctx: &ProbeContext) -> Result<(), String> {
         .kill_on_drop(true);
     crate::engine::containment::join_in_child(&mut command, &ctx.cwd)
         .map_err(|e| format!("exec {program}: {e}"))?;
-    let mut child = crate::engine::containment::spawn(&mut command)
+    let mut child = crate::engine::containment::spawn(|| command.spawn())
         .map_err(|e| format!("exec {program}: {e}"))?;
     // If the attempt times out this future is dropped: kill_on_drop ends the probe itself and
     // the guard its process group (through the leader's pidfd: by then the leader may have been

@@ -14,6 +14,7 @@
 //! | [`sockets`] | socket activation: listening sockets bound before anything starts |
 //! | [`socket_path`] | unix socket paths of any length (through `/proc/self/fd`) |
 //! | [`pidfd`] | process file descriptors: signalling a group that cannot mean another |
+//! | [`child`] | a node's process waited on through that same pidfd, reaped even if dropped |
 //! | [`cgroup`] | a cgroup per node where cgroup v2 is writable: stops reach escapees |
 //! | [`containment`] | no orphans, by the kernel: the run's PID namespace and its init |
 //! | [`guardian`] | no orphans: subreaper, run marker sweep, and the guardian process |
@@ -26,6 +27,7 @@
 //! | [`timing`] | a run's timeline: critical path, sequential estimate |
 
 pub mod cgroup;
+pub mod child;
 pub mod config;
 pub mod containment;
 pub mod control;

@@ -3,6 +3,7 @@
 //! nothing is started when there is one. Commands that do not resolve are found too
 //! ([`files`]), but only warned about: an earlier component may build them.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -85,9 +86,17 @@ impl Missing {
 /// for `dagstart check` too: each problem with the index of its node.
 pub fn files(config: &Config, selected: &[bool]) -> Vec<(usize, Missing)> {
     let mut problems = Vec::new();
+    let inherited_path = std::env::var("PATH").ok();
+    let mut looked_up = Lookups::default();
     for (n, node) in config.nodes.iter().enumerate() {
         if selected.get(n).copied().unwrap_or(false) {
-            for missing in node_files(config, node) {
+            let path_var = node
+                .env
+                .get("PATH")
+                .or_else(|| config.env.get("PATH"))
+                .or(inherited_path.as_ref())
+                .map(String::as_str);
+            for missing in node_files(node, path_var, &mut looked_up) {
                 problems.push((n, missing));
             }
         }
@@ -95,31 +104,55 @@ pub fn files(config: &Config, selected: &[bool]) -> Vec<(usize, Missing)> {
     problems
 }
 
-fn node_files(config: &Config, node: &Node) -> Vec<Missing> {
+/// What the file system said, by question: a large stack repeats the same few commands and
+/// directories, and each answer costs a `stat` per PATH entry (100,000 nodes: 1.4 s).
+#[derive(Default)]
+struct Lookups<'c> {
+    directories: HashMap<&'c Path, bool>,
+    programs: HashMap<(&'c str, &'c Path, Option<&'c str>), Result<(), String>>,
+}
+
+impl<'c> Lookups<'c> {
+    fn is_dir(&mut self, dir: &'c Path) -> bool {
+        *self.directories.entry(dir).or_insert_with(|| dir.is_dir())
+    }
+
+    fn resolve(
+        &mut self,
+        program: &'c str,
+        cwd: &'c Path,
+        path_var: Option<&'c str>,
+    ) -> Result<(), String> {
+        self.programs
+            .entry((program, cwd, path_var))
+            .or_insert_with(|| resolve(program, cwd, path_var).map(drop))
+            .clone()
+    }
+}
+
+fn node_files<'c>(
+    node: &'c Node,
+    path_var: Option<&'c str>,
+    looked_up: &mut Lookups<'c>,
+) -> Vec<Missing> {
     let mut problems = Vec::new();
-    if !node.cwd.is_dir() {
+    if !looked_up.is_dir(&node.cwd) {
         problems.push(Missing::Directory(format!(
             "working directory {} does not exist",
             node.cwd.display()
         )));
         return problems;
     }
-    let path_var = node
-        .env
-        .get("PATH")
-        .or_else(|| config.env.get("PATH"))
-        .cloned()
-        .or_else(|| std::env::var("PATH").ok());
     let program = match &node.command {
-        Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
-        Command::Shell(_) => "/bin/sh".to_owned(),
+        Command::Argv(argv) => argv.first().map_or("", String::as_str),
+        Command::Shell(_) => "/bin/sh",
     };
-    if let Err(reason) = resolve(&program, &node.cwd, path_var.as_deref()) {
+    if let Err(reason) = looked_up.resolve(program, &node.cwd, path_var) {
         problems.push(Missing::Command(format!("command `{program}` {reason}")));
     }
     if let Probe::Exec { argv } = &node.health.probe {
         let program = argv.first().map_or("", String::as_str);
-        if let Err(reason) = resolve(program, &node.cwd, path_var.as_deref()) {
+        if let Err(reason) = looked_up.resolve(program, &node.cwd, path_var) {
             problems.push(Missing::Command(format!(
                 "health check command `{program}` {reason}"
             )));

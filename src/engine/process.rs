@@ -15,11 +15,12 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::engine::cgroup::NodeCgroup;
+use crate::engine::child::ChildProcess;
 use crate::engine::config::Node;
 use crate::engine::pidfd::Pidfd;
 
@@ -47,9 +48,14 @@ impl ProcessGroup {
     /// The group led by `pid`, a just-spawned child not yet reaped: nodes are spawned with
     /// `process_group(0)`, so the group's id is its leader's pid.
     pub fn of_child(pid: u32) -> Self {
+        Self::led_by(pid, Pidfd::of_child(pid).ok().map(Arc::new))
+    }
+
+    /// The group led by `pid`, held through `leader`, the pidfd of that child where there is one.
+    pub fn led_by(pid: u32, leader: Option<Arc<Pidfd>>) -> Self {
         Self {
             id: Pid::from_raw(pid as i32),
-            leader: Pidfd::of_child(pid).ok().map(Arc::new),
+            leader,
         }
     }
 
@@ -116,7 +122,7 @@ pub struct LogWatch {
 /// A running node process.
 #[derive(Debug)]
 pub struct Spawned {
-    pub child: Child,
+    pub child: ChildProcess,
     pub group: ProcessGroup,
     pub pid: u32,
     /// The stdout and stderr readers; they end at EOF of their pipe.
@@ -188,8 +194,7 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .process_group(0);
     if !extras.listen_fds.is_empty() {
         let names = vec![node.name.as_str(); extras.listen_fds.len()].join(":");
         command
@@ -223,25 +228,37 @@ pub fn spawn(
     if !crate::engine::containment::is_contained() || !fd_map.is_empty() || node.run_as.is_some() {
         die_with_parent(&mut command, fd_map, node.run_as.clone());
     }
-    let mut child = crate::engine::containment::spawn(&mut command)?;
+    // std's spawn: tokio's would open a second pidfd per node to wait on (see `child`).
+    let mut child = crate::engine::containment::spawn(|| command.as_std_mut().spawn())?;
     drop(placed);
     drop(extras.ready_fd);
-    let pid = child.id().expect("a just-spawned child has a pid");
-    let group = ProcessGroup::of_child(pid);
-    if let (Some(cgroup), Some(leader)) = (&extras.cgroup, group.leader()) {
+    let pid = child.id();
+    let leader = Pidfd::of_child(pid).ok().map(Arc::new);
+    let group = ProcessGroup::led_by(pid, leader.clone());
+    if let (Some(cgroup), Some(leader)) = (&extras.cgroup, &leader) {
         cgroup.adopt(pid, leader.clone());
     }
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    // std's `Child` neither waits nor kills when dropped; `ChildProcess` owns both from here.
+    drop(child);
+    let child = ChildProcess::new(pid, leader);
     let mut readers = Vec::with_capacity(2);
-    if let Some(out) = child.stdout.take() {
+    if let Some(out) = stdout {
         readers.push(read_lines(
-            out,
+            tokio::process::ChildStdout::from_std(out)?,
             Stream::Stdout,
             sink.clone(),
             log_watch.clone(),
         ));
     }
-    if let Some(err) = child.stderr.take() {
-        readers.push(read_lines(err, Stream::Stderr, sink, log_watch));
+    if let Some(err) = stderr {
+        readers.push(read_lines(
+            tokio::process::ChildStderr::from_std(err)?,
+            Stream::Stderr,
+            sink,
+            log_watch,
+        ));
     }
     Ok(Spawned {
         child,

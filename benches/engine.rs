@@ -4,8 +4,11 @@
 //! (a) The lifecycle core alone, driven like the simulation tests (no processes): CPU time per
 //!     input for independent services and for chains, as the graph grows. Flat means the work
 //!     per event follows the node's degree, not the size of the graph.
-//! (b) Whole runs with real, cheap processes (`sleep`, ready when spawned): 5,000 independent
-//!     services and a 2,000-level chain; dagstart's CPU time divided by the events it logged.
+//! (b) Whole runs with real, cheap processes (`sleep`, ready when spawned): up to 10,000
+//!     independent services (that one with `output = "discard"`: logged, 10,000 nodes need
+//!     30,000 descriptors) and a 2,000-level chain; dagstart's CPU time divided by the events it
+//!     logged; for independent services the floor measured just before, a bash loop of
+//!     `sleep 600 &`.
 //! (c) A service printing 500 MB as fast as it can while dagstart's stdout is a pipe read at
 //!     1 MB/s: dagstart's peak RSS, whether the node's log got every line (rotation set to
 //!     1 GiB so it all stays in one file), and how long SIGTERM takes to end the run.
@@ -172,12 +175,13 @@ fn project(text: &str) -> tempfile::TempDir {
     dir
 }
 
-fn cheap(n: usize, chained: bool) -> String {
+fn cheap(n: usize, chained: bool, output: &str) -> String {
     let mut text =
         String::from("[settings]\nshutdown_timeout = \"120s\"\nstartup_timeout = \"600s\"\n");
     for i in 0..n {
-        text +=
-            &format!("[services.s{i}]\ncommand = [\"sleep\", \"600\"]\nstop_timeout = \"30s\"\n");
+        text += &format!(
+            "[services.s{i}]\ncommand = [\"sleep\", \"600\"]\nstop_timeout = \"30s\"\noutput = \"{output}\"\n"
+        );
         if chained && i > 0 {
             text += &format!("depends_on = {{ s{} = \"started\" }}\n", i - 1);
         }
@@ -200,16 +204,22 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 fn whole_runs() {
     println!("\n(b) whole runs, `sleep 600` services ready once spawned (release build)\n");
     println!(
-        "| graph | nodes | to ready | dagstart CPU to ready | events logged | CPU per event | peak RSS | stop |"
+        "| graph | nodes | output | to ready | floor | dagstart CPU to ready | events logged | CPU per event | peak RSS | stop |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (shape, n, chained) in [
-        ("independent", 1000, false),
-        ("independent", 5000, false),
-        ("chain", 500, true),
-        ("chain", 2000, true),
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (shape, n, chained, output) in [
+        ("independent", 1000, false, "log"),
+        ("independent", 5000, false, "log"),
+        ("independent", 10000, false, "discard"),
+        ("chain", 500, true, "log"),
+        ("chain", 2000, true, "log"),
     ] {
-        let dir = project(&cheap(n, chained));
+        let floor = if chained {
+            "".to_owned()
+        } else {
+            format!("{:.2} s", bash_floor(n).as_secs_f64())
+        };
+        let dir = project(&cheap(n, chained, output));
         let started = Instant::now();
         let mut child = Command::new(DAGSTART)
             .current_dir(dir.path())
@@ -234,7 +244,7 @@ fn whole_runs() {
         let _ = child.wait();
         let stop = stop_started.elapsed();
         println!(
-            "| {shape} | {n} | {:.2} s | {:.0} ms | {events} | {:.0} µs | {:.1} MiB | {:.2} s |",
+            "| {shape} | {n} | {output} | {:.2} s | {floor} | {:.0} ms | {events} | {:.0} µs | {:.1} MiB | {:.2} s |",
             ready.as_secs_f64(),
             cpu.as_secs_f64() * 1000.0,
             cpu.as_secs_f64() * 1e6 / events.max(1) as f64,
@@ -242,6 +252,35 @@ fn whole_runs() {
             stop.as_secs_f64()
         );
     }
+}
+
+/// The floor for `n` independent services: a bash loop of `sleep 600 &`, timed until the loop
+/// is done (every process spawned); then the whole process group is killed.
+fn bash_floor(n: usize) -> Duration {
+    use std::os::unix::process::CommandExt as _;
+    let started = Instant::now();
+    let mut bash = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "for ((i = 0; i < {n}; i++)); do sleep 600 & done; echo spawned; exec sleep 600"
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(bash.stdout.take().unwrap()),
+        &mut line,
+    );
+    let took = started.elapsed();
+    let group = format!("-{}", bash.id());
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    let _ = bash.wait();
+    took
 }
 
 // ----- (c) a flood through a slow terminal -------------------------------------------------------

@@ -95,6 +95,7 @@ fn common_node_properties() -> serde_json::Map<String, Value> {
         "group": { "type": ["string", "integer"], "description": "with user: run with this group instead of the user's own" },
         "log_max_size": { "type": "string", "description": "rotate this node's log at this size (default: settings.log_max_size)" },
         "log_keep": { "type": "integer", "minimum": 0, "description": "rotated logs kept for this node (default: settings.log_keep)" },
+        "output": { "enum": ["log", "discard"], "description": "log (default): stdout and stderr are logged; discard: to /dev/null" },
     });
     match properties {
         Value::Object(map) => map,

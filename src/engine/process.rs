@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::engine::cgroup::NodeCgroup;
 use crate::engine::child::ChildProcess;
-use crate::engine::config::Node;
+use crate::engine::config::{Node, Output};
 use crate::engine::pidfd::Pidfd;
 
 /// A process group whose id is the pid of its leader, the node's process, held through the
@@ -192,8 +192,8 @@ pub fn spawn(
         .envs(extras.env.iter().map(|(k, v)| (k, v)))
         .env("DAGSTART_NODE", &node.name)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(output_to(node.output))
+        .stderr(output_to(node.output))
         .process_group(0);
     if !extras.listen_fds.is_empty() {
         let names = vec![node.name.as_str(); extras.listen_fds.len()].join(":");
@@ -267,6 +267,13 @@ pub fn spawn(
         readers,
         cgroup: extras.cgroup,
     })
+}
+
+fn output_to(output: Output) -> Stdio {
+    match output {
+        Output::Log => Stdio::piped(),
+        Output::Discard => Stdio::null(),
+    }
 }
 
 #[allow(unsafe_code)]

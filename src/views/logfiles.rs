@@ -385,6 +385,10 @@ struct NodeLog {
     written: u64,
     /// A write failed and was reported.
     failed: bool,
+    /// The file of this run (or of this rotation) exists: it is created at the node's first
+    /// line, so that a stack of thousands of quiet nodes does not create thousands of files
+    /// before anything starts (5,000 nodes: a second on ext4).
+    created: bool,
 }
 
 const OPEN_LOGS: usize = 256;
@@ -411,9 +415,9 @@ impl NodeLogs {
         let path = on.then(|| config.settings.log_dir.join(format!("{}.log", node.name)));
         let keep = node.log_keep.unwrap_or(config.settings.log_keep);
         if let Some(path) = &path {
-            // The last run's log is kept as `<node>.log.1` (a new run starts a new file).
+            // The last run's log is kept as `<node>.log.1` (a new run starts a new file, at
+            // its first line).
             shift_numbered(path, keep);
-            super::private::create_file(path)?;
         }
         self.logs.push(path.map(|path| NodeLog {
             path,
@@ -421,6 +425,7 @@ impl NodeLogs {
             keep,
             written: 0,
             failed: false,
+            created: false,
         }));
         Ok(())
     }
@@ -461,8 +466,14 @@ impl NodeLogs {
     /// The open file of node `n`, opening it (and closing the oldest) as needed.
     fn handle(&mut self, n: usize) -> io::Result<&mut BufWriter<File>> {
         if !self.open.contains_key(&n) {
-            let path = &self.logs[n].as_ref().expect("a node with a log").path;
-            let file = File::options().append(true).open(path)?;
+            let log = self.logs[n].as_mut().expect("a node with a log");
+            let file = if log.created {
+                File::options().append(true).open(&log.path)?
+            } else {
+                let file = super::private::create_file(&log.path)?;
+                log.created = true;
+                file
+            };
             if self.order.len() == OPEN_LOGS {
                 if let Some(mut oldest) = self.order.pop_front().and_then(|o| self.open.remove(&o))
                 {
@@ -483,7 +494,7 @@ impl NodeLogs {
         }
         let log = self.logs[n].as_mut().expect("a node with a log");
         shift_numbered(&log.path, log.keep);
-        super::private::create_file(&log.path)?;
+        log.created = false;
         log.written = 0;
         Ok(())
     }
@@ -522,12 +533,19 @@ fn shift_numbered(path: &Path, keep: u32) {
         name.push(format!(".{k}"));
         std::path::PathBuf::from(name)
     };
+    // Nothing to keep (a new project, a node that printed nothing last time): one stat
+    // instead of `keep` renames.
+    if std::fs::symlink_metadata(path).is_err() {
+        return;
+    }
+    if keep == 0 {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
     for k in (1..keep).rev() {
         let _ = std::fs::rename(numbered(k), numbered(k + 1));
     }
-    if keep > 0 {
-        let _ = std::fs::rename(path, numbered(1));
-    }
+    let _ = std::fs::rename(path, numbered(1));
 }
 
 /// The stamp of every line of a node log: when dagstart received it, RFC 3339 in UTC to the

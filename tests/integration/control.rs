@@ -290,6 +290,24 @@ fn a_change_to_a_watched_file_restarts_the_node() {
     assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
 }
 
+/// A node's log file is created at its first line: a run in which it prints nothing leaves
+/// none, and moves the last run's aside (so `logs` shows nothing stale as this run's).
+#[test]
+fn a_quiet_node_has_no_log_of_this_run_and_the_last_one_is_kept() {
+    let p = crate::harness::Project::new("[components.q]\ncommand = \"echo old\"\nshell = true\n");
+    crate::harness::assert_success(&crate::harness::run_with_command(&p, &["--", "true"]));
+    std::fs::write(
+        p.path().join("services.toml"),
+        "[components.q]\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    crate::harness::assert_success(&crate::harness::run_with_command(&p, &["--", "true"]));
+    let logs = p.path().join("logs");
+    assert!(!logs.join("q.log").exists());
+    let previous = std::fs::read_to_string(logs.join("q.log.1")).unwrap();
+    assert!(previous.ends_with(" old\n"), "{previous}");
+}
+
 /// Real stacks: node log lines are stamped; `logs a b` merges them by time (not node by
 /// node), `--timestamps` shows the stamps; the last run's log is kept as `<node>.log.1`.
 #[test]

@@ -427,3 +427,19 @@ fn health_retries_and_start_period_are_accepted_and_said_to_be_ignored() {
         "{text}"
     );
 }
+
+#[test]
+fn unknown_output_suggests_the_known_one() {
+    let (codes, text) = diagnose("[services.api]\ncommand = \"a\"\noutput = \"discrad\"\n");
+    assert_eq!(codes, ["dagstart::config::output"]);
+    assert!(text.contains("did you mean \"discard\"?"), "{text}");
+}
+
+#[test]
+fn a_discarded_output_cannot_feed_a_log_probe() {
+    let (codes, text) = diagnose(
+        "[services.api]\ncommand = \"a\"\nhealth = { log = \"ready\" }\noutput = \"discard\"\n",
+    );
+    assert_eq!(codes, ["dagstart::config::output"]);
+    assert!(text.contains("this sends it to /dev/null"), "{text}");
+}

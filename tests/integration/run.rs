@@ -393,6 +393,29 @@ fn every_output_line_reaches_the_terminal_and_the_log_file() {
     assert!(own.contains("talker: completed after"), "{own}");
 }
 
+/// Touches `both-null` if the shell's stdout and stderr are /dev/null (`test` is a builtin:
+/// /proc/self is the shell).
+const NULL_CHECK: &str =
+    "[ /proc/self/fd/1 -ef /dev/null ] && [ /proc/self/fd/2 -ef /dev/null ] && touch both-null";
+
+#[test]
+fn a_discarded_output_goes_to_dev_null_and_nowhere_else() {
+    let p = project(|p| {
+        format!(
+            "[components.talker]\ncommand = {}\noutput = \"discard\"\n\
+             [components.where]\ncommand = [\"sh\", \"-c\", \"{NULL_CHECK}\"]\noutput = \"discard\"\n",
+            svc(p, "talker", "--chatter 50 --oneshot")
+        )
+    });
+    let out = run_with_command(&p, &["--", "true"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!stdout_of(&out).contains("chatter line"));
+    let log = std::fs::read_to_string(p.path().join("logs/talker.log")).unwrap_or_default();
+    assert!(!log.contains("chatter line"), "{log}");
+    assert!(p.path().join("both-null").exists());
+    assert!(p.own_log().contains("talker: completed after"));
+}
+
 #[test]
 fn sigterm_stops_everything_in_reverse_order_and_leaves_no_process() {
     let p = project(|p| {

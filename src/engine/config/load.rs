@@ -16,8 +16,8 @@ use toml::de::{DeTable, DeValue};
 use super::diagnostic::{ConfigError, Problem, Span, did_you_mean};
 use super::expand::{ExpandError, expand};
 use super::{
-    Command, Condition, Config, Dependency, Health, MaxWorkers, Node, NodeKind, Probe, RunAs,
-    Settings, SocketAddress, timeout_env_var,
+    Command, Condition, Config, Dependency, Health, MaxWorkers, Node, NodeKind, Output, Probe,
+    RunAs, Settings, SocketAddress, timeout_env_var,
 };
 
 /// The variables a configuration is read with: the process environment, filled in by `.env`.
@@ -236,6 +236,7 @@ const SERVICE_KEYS: &[&str] = &[
     "group",
     "log_max_size",
     "log_keep",
+    "output",
 ];
 const COMPONENT_KEYS: &[&str] = &[
     "command",
@@ -255,6 +256,7 @@ const COMPONENT_KEYS: &[&str] = &[
     "group",
     "log_max_size",
     "log_keep",
+    "output",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "http",
@@ -923,6 +925,9 @@ impl<'p> Loader<'p> {
         let log_keep = field(table, "log_keep")
             .and_then(|v| self.integer(v, "log_keep", 1000))
             .map(|n| n as u32);
+        let output = field(table, "output")
+            .and_then(|v| self.output(v, &format!("{path}.output"), &health))
+            .unwrap_or_default();
         let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on.into_iter().unzip();
         let node = Node {
             name: name.to_owned(),
@@ -949,12 +954,42 @@ impl<'p> Loader<'p> {
             run_as,
             log_max_size,
             log_keep,
+            output,
         };
         let spans = NodeSpans {
             port: port.map(|p| p.1),
             conditions,
         };
         (node, spans)
+    }
+
+    /// `output = "log" | "discard"`; a discarded output cannot be watched for a `log` probe.
+    fn output(&mut self, value: &Value<'_>, key_path: &str, health: &Health) -> Option<Output> {
+        let text = self.string(value, key_path)?;
+        let Some(output) = Output::parse(&text) else {
+            let problem = Problem::error(
+                "dagstart::config::output",
+                format!("`{text}` is not an output"),
+            )
+            .label(value.span(), "unknown output");
+            self.push(match did_you_mean(&text, Output::NAMES.iter().copied()) {
+                Some(s) => problem.help(format!("did you mean \"{s}\"?")),
+                None => problem.help("use \"log\" (the default) or \"discard\""),
+            });
+            return None;
+        };
+        if output == Output::Discard && matches!(health.probe, Probe::Log { .. }) {
+            self.push(
+                Problem::error(
+                    "dagstart::config::output",
+                    "a `log` health check needs the output",
+                )
+                .label(value.span(), "this sends it to /dev/null")
+                .help("keep `output = \"log\"`, or check readiness another way"),
+            );
+            return None;
+        }
+        Some(output)
     }
 
     /// `sockets = ["127.0.0.1:8010", "unix:run/app.sock", 8011]`.

@@ -162,6 +162,39 @@ pub struct Node {
     /// This node's own `log_max_size` and `log_keep`, over `[settings]`.
     pub log_max_size: Option<u64>,
     pub log_keep: Option<u32>,
+    /// Where the node's stdout and stderr go.
+    pub output: Output,
+}
+
+/// Where a node's stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// Read by dagstart line by line: the node's log file, the terminal, `logs`, the dashboard.
+    #[default]
+    Log,
+    /// To /dev/null. The node then costs dagstart no pipe: 10,000 such nodes fit where the
+    /// open-files limit would not let 10,000 logged ones (three descriptors each) start.
+    Discard,
+}
+
+impl Output {
+    pub const NAMES: &'static [&'static str] = &["log", "discard"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Output::Log => "log",
+            Output::Discard => "discard",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "log" => Some(Output::Log),
+            "discard" => Some(Output::Discard),
+            _ => None,
+        }
+    }
 }
 
 /// A user (and group) a node runs as, resolved from names or numbers when the file is loaded.

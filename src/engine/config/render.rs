@@ -262,6 +262,9 @@ fn node_toml(out: &mut String, config: &Config, node: &Node) {
     if let Some(keep) = node.log_keep {
         line(out, config, &path, "log_keep", keep);
     }
+    if node.output != super::Output::Log {
+        line(out, config, &path, "output", quote(node.output.as_str()));
+    }
 }
 
 fn section(kind: NodeKind) -> &'static str {
@@ -337,6 +340,7 @@ fn node_json(node: &Node) -> Value {
         "group": node.run_as.as_ref().map(|r| r.gid),
         "log_max_size": node.log_max_size.map(size),
         "log_keep": node.log_keep,
+        "output": node.output,
     })
 }
 

@@ -441,7 +441,7 @@ async fn run_command_when_ready(
     let mut child = tokio::process::Command::new(program);
     child.args(args);
     let spawned = std::env::current_dir()
-        .and_then(|cwd| crate::engine::containment::join_in_child(&mut child, &cwd))
+        .and_then(|cwd| crate::engine::containment::join_in_child(child.as_std_mut(), &cwd))
         .and_then(|()| crate::engine::containment::spawn(|| child.spawn()));
     let code = match spawned {
         Ok(mut child) => {

@@ -36,6 +36,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -168,6 +169,25 @@ pub fn spawn<T>(spawn: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     spawned
 }
 
+/// The descriptors that spawning into the namespace uses ([`spawn`], [`join_in_child`]): a
+/// thread with a table of its own (`engine::spawner`) keeps these and closes the rest.
+pub fn descriptors() -> Vec<RawFd> {
+    let Some(namespace) = CURRENT.get() else {
+        return Vec::new();
+    };
+    let mut fds = vec![
+        namespace.mounts.as_raw_fd(),
+        namespace.inside.as_raw_fd(),
+        namespace.ours.pids.as_raw_fd(),
+        namespace.ours.mounts.as_raw_fd(),
+        namespace.ours.working_dir.as_raw_fd(),
+    ];
+    if let Joining::ThroughUserNamespace { user } = &namespace.joining {
+        fds.push(user.as_raw_fd());
+    }
+    fds
+}
+
 /// Gives the calling thread a working directory and root of its own, which a thread must have
 /// to switch mount namespaces (they are shared by all threads of a process otherwise). Done
 /// before every switch: a thread this one created since shares its context again. Unsharing
@@ -211,7 +231,7 @@ fn reap_until_gone(init: Pid, limit: std::time::Duration) {
 /// process that execs). Does nothing otherwise: as root the process is born in the namespace
 /// (see [`spawn`]).
 #[allow(unsafe_code)]
-pub fn join_in_child(command: &mut tokio::process::Command, cwd: &Path) -> io::Result<()> {
+pub fn join_in_child(command: &mut std::process::Command, cwd: &Path) -> io::Result<()> {
     let Some(Namespace {
         joining: Joining::ThroughUserNamespace { user },
         mounts,

@@ -197,7 +197,7 @@ async fn exec(argv: &[String], ctx: &ProbeContext) -> Result<(), String> {
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    crate::engine::containment::join_in_child(&mut command, &ctx.cwd)
+    crate::engine::containment::join_in_child(command.as_std_mut(), &ctx.cwd)
         .map_err(|e| format!("exec {program}: {e}"))?;
     let mut child = crate::engine::containment::spawn(|| command.spawn())
         .map_err(|e| format!("exec {program}: {e}"))?;

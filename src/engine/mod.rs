@@ -15,6 +15,7 @@
 //! | [`socket_path`] | unix socket paths of any length (through `/proc/self/fd`) |
 //! | [`pidfd`] | process file descriptors: signalling a group that cannot mean another |
 //! | [`child`] | a node's process waited on through that same pidfd, reaped even if dropped |
+//! | [`spawner`] | spawning from a thread with a small descriptor table of its own |
 //! | [`cgroup`] | a cgroup per node where cgroup v2 is writable: stops reach escapees |
 //! | [`containment`] | no orphans, by the kernel: the run's PID namespace and its init |
 //! | [`guardian`] | no orphans: subreaper, run marker sweep, and the guardian process |
@@ -45,5 +46,6 @@ pub mod process;
 pub mod record;
 pub mod socket_path;
 pub mod sockets;
+pub mod spawner;
 pub mod timing;
 pub mod watch;

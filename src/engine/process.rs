@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use std::os::unix::process::CommandExt as _;
+use std::process::Command;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
-use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -23,6 +24,7 @@ use crate::engine::cgroup::NodeCgroup;
 use crate::engine::child::ChildProcess;
 use crate::engine::config::{Node, Output};
 use crate::engine::pidfd::Pidfd;
+use crate::engine::spawner::Born;
 
 /// A process group whose id is the pid of its leader, the node's process, held through the
 /// leader's pidfd: a signal reaches the group's members even after the leader was reaped, and
@@ -225,36 +227,36 @@ pub fn spawn(
     crate::engine::containment::join_in_child(&mut command, &node.cwd)?;
     // In the run's PID namespace nothing needs doing between fork and exec (the namespace
     // dies with dagstart), and a spawn without it is a vfork (see `containment`).
-    if !crate::engine::containment::is_contained() || !fd_map.is_empty() || node.run_as.is_some() {
+    let places_descriptors = !fd_map.is_empty();
+    if !crate::engine::containment::is_contained() || places_descriptors || node.run_as.is_some() {
         die_with_parent(&mut command, fd_map, node.run_as.clone());
     }
-    // std's spawn: tokio's would open a second pidfd per node to wait on (see `child`).
-    let mut child = crate::engine::containment::spawn(|| command.as_std_mut().spawn())?;
+    let born = match crate::engine::spawner::get() {
+        // The descriptors to place are numbers in dagstart's table: those spawn here.
+        Some(spawner) if !places_descriptors => spawner.spawn(command)?,
+        _ => spawn_in_place(command)?,
+    };
     drop(placed);
     drop(extras.ready_fd);
-    let pid = child.id();
+    let pid = born.pid;
     let leader = Pidfd::of_child(pid).ok().map(Arc::new);
     let group = ProcessGroup::led_by(pid, leader.clone());
     if let (Some(cgroup), Some(leader)) = (&extras.cgroup, &leader) {
         cgroup.adopt(pid, leader.clone());
     }
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    // std's `Child` neither waits nor kills when dropped; `ChildProcess` owns both from here.
-    drop(child);
     let child = ChildProcess::new(pid, leader);
     let mut readers = Vec::with_capacity(2);
-    if let Some(out) = stdout {
+    if let Some(out) = born.stdout {
         readers.push(read_lines(
-            tokio::process::ChildStdout::from_std(out)?,
+            tokio::process::ChildStdout::from_std(out.into())?,
             Stream::Stdout,
             sink.clone(),
             log_watch.clone(),
         ));
     }
-    if let Some(err) = stderr {
+    if let Some(err) = born.stderr {
         readers.push(read_lines(
-            tokio::process::ChildStderr::from_std(err)?,
+            tokio::process::ChildStderr::from_std(err.into())?,
             Stream::Stderr,
             sink,
             log_watch,
@@ -267,6 +269,20 @@ pub fn spawn(
         readers,
         cgroup: extras.cgroup,
     })
+}
+
+/// Spawns from this thread, with dagstart's whole descriptor table (see `spawner`). std's
+/// spawn, not tokio's: tokio's would open a second pidfd per node to wait on (see `child`).
+fn spawn_in_place(mut command: Command) -> io::Result<Born> {
+    let mut child = crate::engine::containment::spawn(|| command.spawn())?;
+    let born = Born {
+        pid: child.id(),
+        stdout: child.stdout.take().map(OwnedFd::from),
+        stderr: child.stderr.take().map(OwnedFd::from),
+    };
+    // std's `Child` neither waits nor kills when dropped; `ChildProcess` owns both from here.
+    drop(child);
+    Ok(born)
 }
 
 fn output_to(output: Output) -> Stdio {

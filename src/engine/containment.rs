@@ -155,6 +155,9 @@ pub fn spawn<T>(spawn: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
         // The child gets in by itself (see `join_in_child`).
         return spawn();
     }
+    if MOVED_IN.get() {
+        return spawn();
+    }
     own_file_system_context()?;
     setns(&namespace.inside, CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
     let spawned = match setns(&namespace.mounts, CloneFlags::CLONE_NEWNS) {
@@ -167,6 +170,33 @@ pub fn spawn<T>(spawn: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     // A thread that cannot get back would spawn everything later in the wrong place.
     back.expect("the spawning thread returns to dagstart's own namespaces");
     spawned
+}
+
+thread_local! {
+    /// This thread gives its children the namespace for good ([`move_this_thread_in`]).
+    static MOVED_IN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes the calling thread give all its children the namespace and its mounts from now on,
+/// instead of switching around each spawn (five system calls, two of them mount namespace
+/// switches, per node). For a thread that only spawns (`engine::spawner`): its working
+/// directory is the namespace's root from here. Does nothing when the run is not contained
+/// or is contained through a user namespace (the children get in by themselves).
+pub fn move_this_thread_in() -> io::Result<()> {
+    let Some(Namespace {
+        joining: Joining::Directly,
+        inside,
+        mounts,
+        ..
+    }) = CURRENT.get()
+    else {
+        return Ok(());
+    };
+    own_file_system_context()?;
+    setns(inside, CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
+    setns(mounts, CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
+    MOVED_IN.set(true);
+    Ok(())
 }
 
 /// The descriptors that spawning into the namespace uses ([`spawn`], [`join_in_child`]): a

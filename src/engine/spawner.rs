@@ -6,19 +6,22 @@
 //! thousands of nodes every spawn paid for all the others (5,000 nodes: a third of dagstart's
 //! CPU in the kernel's `dup_fd` and `do_close_on_exec`).
 //!
-//! The spawner is a thread with a descriptor table of its own (`unshare(CLONE_FILES)`), from
-//! which everything is closed but what spawning needs (the run namespace's descriptors).
-//! Nodes are spawned there; their output pipes are then copied into dagstart's table with
-//! `pidfd_getfd` on a pidfd of the thread (Linux 6.9) and closed in the spawner's. A node
-//! with descriptors to inherit (sockets, a readiness pipe), or a kernel without thread pidfds,
-//! is spawned in place, as before.
+//! The spawner is a thread (one per CPU) with a descriptor table of its own (`unshare(CLONE_FILES)`), from
+//! which everything is closed but what spawning needs (the run namespace's descriptors and
+//! one end of a socket pair). Nodes are spawned there; their output pipes come back to
+//! dagstart's table over the socket pair (`SCM_RIGHTS`) and are closed in the spawner's. A node
+//! with descriptors of dagstart's to inherit (sockets, a readiness pipe) is spawned in place,
+//! as before.
 
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::sync::{Mutex, OnceLock, mpsc};
 
-use nix::libc;
 use nix::sched::{CloneFlags, unshare};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
 
 /// The spawner, started at the first spawn; `None` where it cannot work here.
 pub fn get() -> Option<&'static Spawner> {
@@ -32,24 +35,29 @@ pub fn get() -> Option<&'static Spawner> {
         .as_ref()
 }
 
+/// One spawner thread per CPU, so that spawns still run side by side.
 pub struct Spawner {
-    requests: Mutex<mpsc::Sender<Request>>,
-    /// A pidfd of the spawner thread: `pidfd_getfd` reads its descriptor table through it.
-    thread: OwnedFd,
+    /// One caller at a time per lane: the pipes on a lane's socket are its last reply's.
+    lanes: Vec<Mutex<Calls>>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
-/// What a spawned child left in the spawner's table, by number there.
-struct LeftThere {
-    pid: u32,
-    stdout: Option<RawFd>,
-    stderr: Option<RawFd>,
+struct Calls {
+    requests: mpsc::Sender<Request>,
+    /// dagstart's end of the socket pair, where the pipes arrive.
+    pipes: OwnedFd,
 }
 
 struct Request {
     command: std::process::Command,
-    reply: mpsc::SyncSender<io::Result<LeftThere>>,
-    /// Signalled once the caller has its copies of the pipes: the spawner's go then.
-    taken: mpsc::Receiver<()>,
+    reply: mpsc::SyncSender<io::Result<Sent>>,
+}
+
+/// What the spawner did: the child's pid, and which pipes it put on the socket.
+struct Sent {
+    pid: u32,
+    stdout: bool,
+    stderr: bool,
 }
 
 /// A child spawned by the spawner, its pipes in dagstart's table.
@@ -62,84 +70,106 @@ pub struct Born {
 
 impl Spawner {
     fn start() -> io::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let lanes = (0..threads)
+            .map(|_| Self::start_lane().map(Mutex::new))
+            .collect::<io::Result<_>>()?;
+        Ok(Self {
+            lanes,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// A free lane, or the next one in turn when all are busy.
+    fn lane(&self) -> io::Result<std::sync::MutexGuard<'_, Calls>> {
+        for lane in &self.lanes {
+            if let Ok(calls) = lane.try_lock() {
+                return Ok(calls);
+            }
+        }
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lanes[turn % self.lanes.len()]
+            .lock()
+            .map_err(|_| gone())
+    }
+
+    fn start_lane() -> io::Result<Calls> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
         let (requests, incoming) = mpsc::channel::<Request>();
-        let (ready, started) = mpsc::sync_channel::<io::Result<(libc::pid_t, RawFd)>>(1);
+        let (ready, started) = mpsc::sync_channel::<io::Result<()>>(1);
+        let their_end = theirs.as_raw_fd();
         std::thread::Builder::new()
             .name("dagstart-spawn".into())
-            .spawn(move || match own_small_table() {
-                Ok(probe) => {
-                    // SAFETY: gettid has no preconditions.
-                    #[allow(unsafe_code)]
-                    let tid = unsafe { libc::gettid() };
-                    let _ = ready.send(Ok((tid, probe.as_raw_fd())));
-                    serve(incoming);
-                    drop(probe);
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                }
+            .spawn(move || {
+                // The thread's table is a copy: `theirs` must be closed in dagstart's (below)
+                // and `ours` in this one, where closing everything else takes care of it.
+                #[allow(unsafe_code)]
+                let socket = match own_small_table(their_end) {
+                    // SAFETY: the number is `theirs`, open in the table this thread now has
+                    // and owned by nothing else in it.
+                    Ok(()) => unsafe { OwnedFd::from_raw_fd(their_end) },
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                serve(incoming, &socket);
             })?;
-        let (tid, probe) = started
+        let started = started
             .recv()
-            .map_err(|_| io::Error::other("the spawner thread ended at once"))??;
-        let thread = thread_pidfd(tid)?;
-        let spawner = Self {
-            requests: Mutex::new(requests),
-            thread,
-        };
-        // One copy, to know that pidfd_getfd works here (a seccomp filter may forbid it).
-        drop(spawner.pull(probe)?);
-        Ok(spawner)
+            .map_err(|_| io::Error::other("the spawner thread ended at once"));
+        // Closed in dagstart's table only now: the thread's copy of the table was made above.
+        drop(theirs);
+        started??;
+        Ok(Calls {
+            requests,
+            pipes: ours,
+        })
     }
 
     /// Spawns `command` from the spawner's table. Only for a command that places no
     /// descriptors of dagstart's in the child (those numbers mean nothing there).
     pub fn spawn(&self, command: std::process::Command) -> io::Result<Born> {
+        let calls = self.lane()?;
         let (reply, answer) = mpsc::sync_channel(1);
-        let (taken, wait_taken) = mpsc::sync_channel(1);
-        let sent = self.requests.lock().map_err(|_| gone())?.send(Request {
-            command,
-            reply,
-            taken: wait_taken,
-        });
-        sent.map_err(|_| gone())?;
-        let born = answer.recv().map_err(|_| gone())??;
-        let pulled = (|| {
-            Ok::<_, io::Error>((
-                born.stdout.map(|fd| self.pull(fd)).transpose()?,
-                born.stderr.map(|fd| self.pull(fd)).transpose()?,
-            ))
-        })();
-        let _ = taken.send(());
-        match pulled {
-            Ok((stdout, stderr)) => Ok(Born {
-                pid: born.pid,
-                stdout,
-                stderr,
-            }),
+        calls
+            .requests
+            .send(Request { command, reply })
+            .map_err(|_| gone())?;
+        let sent = answer.recv().map_err(|_| gone())??;
+        if !sent.stdout && !sent.stderr {
+            return Ok(Born {
+                pid: sent.pid,
+                stdout: None,
+                stderr: None,
+            });
+        }
+        match receive_pipes(&calls.pipes) {
+            Ok(mut pipes) => {
+                let stdout = if sent.stdout { pipes.pop_front() } else { None };
+                let stderr = if sent.stderr { pipes.pop_front() } else { None };
+                Ok(Born {
+                    pid: sent.pid,
+                    stdout,
+                    stderr,
+                })
+            }
             Err(e) => {
                 // A child whose output cannot be read must not run: killed and reaped.
-                let pidfd = crate::engine::pidfd::Pidfd::of_child(born.pid).ok();
+                let pidfd = crate::engine::pidfd::Pidfd::of_child(sent.pid).ok();
                 drop(crate::engine::child::ChildProcess::new(
-                    born.pid,
+                    sent.pid,
                     pidfd.map(std::sync::Arc::new),
                 ));
                 Err(e)
             }
         }
-    }
-
-    /// A copy, in dagstart's table, of descriptor `fd` of the spawner's.
-    #[allow(unsafe_code)]
-    fn pull(&self, fd: RawFd) -> io::Result<OwnedFd> {
-        // SAFETY: pidfd_getfd with a pidfd we own, a number and no flags; it returns a new
-        // descriptor (close-on-exec) or -1.
-        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.thread.as_raw_fd(), fd, 0) };
-        if copy < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a descriptor the kernel just returned, owned by nothing else.
-        Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
     }
 }
 
@@ -147,12 +177,47 @@ fn gone() -> io::Error {
     io::Error::other("the spawner thread is gone")
 }
 
+/// The pipes of one reply, in the order they were sent.
+fn receive_pipes(socket: &OwnedFd) -> io::Result<std::collections::VecDeque<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let message = loop {
+        match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(io::Error::from)?,
+        }
+    };
+    let mut pipes = std::collections::VecDeque::new();
+    for cmsg in message.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: descriptors the kernel just passed to us, owned by nothing else.
+            #[allow(unsafe_code)]
+            pipes.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+        // No room for them in dagstart's table (the open-files limit).
+        return Err(io::Error::from_raw_os_error(nix::libc::EMFILE));
+    }
+    Ok(pipes)
+}
+
 /// Gives the calling thread a descriptor table of its own and closes in it everything but
-/// stdio and what spawning into the run's namespace needs; returns a descriptor opened there
-/// to probe `pidfd_getfd` with.
-fn own_small_table() -> io::Result<OwnedFd> {
+/// stdio, `socket` and what spawning into the run's namespace needs; then moves the thread
+/// into that namespace for good.
+fn own_small_table(socket: RawFd) -> io::Result<()> {
     unshare(CloneFlags::CLONE_FILES).map_err(io::Error::from)?;
     let mut keep = crate::engine::containment::descriptors();
+    keep.push(socket);
     keep.sort_unstable();
     let mut from = 3;
     for fd in keep.into_iter().chain([RawFd::MAX]) {
@@ -161,7 +226,7 @@ fn own_small_table() -> io::Result<OwnedFd> {
         }
         from = fd.saturating_add(1).max(from);
     }
-    Ok(std::fs::File::open("/dev/null")?.into())
+    crate::engine::containment::move_this_thread_in()
 }
 
 #[allow(unsafe_code)]
@@ -169,47 +234,67 @@ fn close_range(first: RawFd, last: RawFd) {
     // SAFETY: closes descriptors of this thread's own table, none of which any Rust object of
     // this thread owns (the table was just copied from the process's).
     unsafe {
-        libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0);
+        nix::libc::syscall(nix::libc::SYS_close_range, first as u32, last as u32, 0);
     }
 }
 
-/// From `<linux/pidfd.h>`: a pidfd of one thread rather than of its thread group (6.9).
-const PIDFD_THREAD: libc::c_int = libc::O_EXCL;
-
-#[allow(unsafe_code)]
-fn thread_pidfd(tid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open with a thread id of ours and a flag; a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor the kernel just returned, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// The spawner's loop: spawn, tell, wait until the caller has copied the pipes, close them.
-fn serve(incoming: mpsc::Receiver<Request>) {
+/// The spawner's loop: spawn, send the pipes over, close them here, tell.
+fn serve(incoming: mpsc::Receiver<Request>, socket: &OwnedFd) {
     for mut request in incoming {
-        let child = crate::engine::containment::spawn(|| request.command.spawn());
-        let child = match child {
-            Ok(child) => child,
-            Err(e) => {
-                let _ = request.reply.send(Err(e));
-                continue;
-            }
-        };
-        let born = LeftThere {
-            pid: child.id(),
-            stdout: child.stdout.as_ref().map(|p| p.as_raw_fd()),
-            stderr: child.stderr.as_ref().map(|p| p.as_raw_fd()),
-        };
-        if request.reply.send(Ok(born)).is_ok() {
-            let _ = request.taken.recv();
-        }
-        // std's Child neither waits nor kills when dropped: this closes the pipes, and the
-        // caller's ChildProcess owns the process.
-        drop(child);
+        let answer =
+            crate::engine::containment::spawn(|| request.command.spawn()).and_then(|child| {
+                let pipes: Vec<RawFd> = [
+                    child.stdout.as_ref().map(|p| p.as_raw_fd()),
+                    child.stderr.as_ref().map(|p| p.as_raw_fd()),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let sent = Sent {
+                    pid: child.id(),
+                    stdout: child.stdout.is_some(),
+                    stderr: child.stderr.is_some(),
+                };
+                let passed = if pipes.is_empty() {
+                    Ok(())
+                } else {
+                    send_pipes(socket, &pipes)
+                };
+                // std's Child neither waits nor kills when dropped: this closes the pipes here
+                // (their copies travel in the socket), and the caller owns the process.
+                drop(child);
+                match passed {
+                    Ok(()) => Ok(sent),
+                    Err(e) => {
+                        kill_and_reap(sent.pid);
+                        Err(e)
+                    }
+                }
+            });
+        let _ = request.reply.send(answer);
     }
+}
+
+fn send_pipes(socket: &OwnedFd, pipes: &[RawFd]) -> io::Result<()> {
+    let rights = [ControlMessage::ScmRights(pipes)];
+    loop {
+        match sendmsg::<()>(
+            socket.as_raw_fd(),
+            &[io::IoSlice::new(b"p")],
+            &rights,
+            MsgFlags::empty(),
+            None,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other.map(drop).map_err(io::Error::from),
+        }
+    }
+}
+
+fn kill_and_reap(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
 }
 
 #[cfg(test)]
@@ -219,19 +304,16 @@ mod tests {
 
     use super::*;
 
-    fn thread_table_size(spawner: &Spawner) -> usize {
-        let info =
-            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", spawner.thread.as_raw_fd()))
-                .unwrap();
-        let tid = info
-            .lines()
-            .find_map(|l| l.strip_prefix("Pid:"))
+    /// Whether every spawner thread's descriptor table is small (tests may start several).
+    fn spawner_tables_are_small() -> bool {
+        std::fs::read_dir("/proc/self/task")
             .unwrap()
-            .trim()
-            .to_owned();
-        std::fs::read_dir(format!("/proc/self/task/{tid}/fd"))
-            .unwrap()
-            .count()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "dagstart-spawn")
+            })
+            .all(|t| std::fs::read_dir(t.path().join("fd")).unwrap().count() < 10)
     }
 
     #[test]
@@ -243,11 +325,8 @@ mod tests {
         let many: Vec<std::fs::File> = (0..100)
             .map(|_| std::fs::File::open("/dev/null").unwrap())
             .collect();
-        let Ok(spawner) = Spawner::start() else {
-            eprintln!("skipped: no thread pidfds or pidfd_getfd here (Linux 6.9+)");
-            return;
-        };
-        assert!(thread_table_size(&spawner) < 10);
+        let spawner = Spawner::start().unwrap();
+        assert!(spawner_tables_are_small());
         let mut command = Command::new("sh");
         command
             .args(["-c", "echo out; echo err >&2"])
@@ -268,10 +347,7 @@ mod tests {
             status,
             Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
         ));
-        assert!(
-            thread_table_size(&spawner) < 10,
-            "the pipes were closed there"
-        );
+        assert!(spawner_tables_are_small(), "the pipes were closed there");
         drop(many);
         drop(listener);
         std::net::TcpListener::bind(address).expect("the port is free again");
@@ -279,9 +355,7 @@ mod tests {
 
     #[test]
     fn a_failed_spawn_says_why() {
-        let Ok(spawner) = Spawner::start() else {
-            return;
-        };
+        let spawner = Spawner::start().unwrap();
         let error = spawner
             .spawn(Command::new("/nonexistent/program"))
             .unwrap_err();

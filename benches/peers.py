@@ -12,7 +12,8 @@ Scenarios (the "physical limit" issue's), each tool on the same fake service (`d
 - fan-out: N independent services, each initialising for 100 ms and then listening on its own
   port. An external meter (this script) connects to every port until all accept: "ready" is
   the time from launching the tool to that moment. Then the tool gets SIGTERM; "stop" is the
-  time until every service is gone, and "left" counts services still running 5 s later.
+  time until every service process and the tool itself have exited (watched through pidfds,
+  to the poll's precision), and "left" counts services still accepting 5 s later.
   Memory is the tool's own peak RSS (its main process), CPU its own user+system time up to
   ready (children excluded; for bash the floor, the shell itself).
 - chain: 20 services, each ready 50 ms after its start, each to start only once the one
@@ -221,15 +222,16 @@ def one_run(tool, exe, scenario, n):
     if scenario == "grandchildren":
         while len(grandchildren_running()) < n and time.monotonic() < deadline:
             time.sleep(0.01)
+    # Each service process and the tool itself, by pidfd: "stop" is when the last of them
+    # exited, to the poll's precision (connecting to every port again would add its own time).
+    watched = [os.pidfd_open(pid) for pid in service_pids() + [proc.pid]]
     stop_started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
+    stop_ms = wait_all_exited(watched, stop_started + 10)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         pass
-    while services_alive(ports) and time.monotonic() < stop_started + 10:
-        time.sleep(0.005)
-    stop_ms = (time.monotonic() - stop_started) * 1000
     time.sleep(max(0, stop_started + 5 - time.monotonic()))
     left = services_alive(ports)
     left_grandchildren = len(grandchildren_running())
@@ -245,6 +247,42 @@ def one_run(tool, exe, scenario, n):
 
 
 GRANDCHILD = f"{DEMO} --name grandchild --hang"
+
+
+def service_pids():
+    """The pids of the running fake services (`demo-svc --name wN`), as this script sees them."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 2 and argv[0] == DEMO.encode() and argv[1] == b"--name" \
+                and argv[2].startswith(b"w"):
+            found.append(int(entry))
+    return found
+
+
+def wait_all_exited(pidfds, deadline):
+    """Milliseconds from now until every pidfd polled readable (its process exited), infinite
+    when some had not by `deadline`; closes the pidfds."""
+    import select
+    started = time.monotonic()
+    poller = select.poll()
+    for fd in pidfds:
+        poller.register(fd, select.POLLIN)
+    left = len(pidfds)
+    while left and time.monotonic() < deadline:
+        for fd, _ in poller.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+            poller.unregister(fd)
+            left -= 1
+    took = (time.monotonic() - started) * 1000
+    for fd in pidfds:
+        os.close(fd)
+    return float("inf") if left else took
 
 
 def grandchildren_running():

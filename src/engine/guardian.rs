@@ -38,10 +38,12 @@ pub const GUARDIAN: &str = "__guardian";
 pub const RUN_MARKER: &str = "DAGSTART_RUN";
 
 /// What dagstart tells the guardian: one message per datagram, the group's id as text,
-/// negative to forget it, a new group's leader pidfd attached where there is one.
+/// negative to forget it, a new group's leader pidfd attached where there is one; `0` when
+/// dagstart has ended everything itself.
 enum Tell {
     Watch(i32, Option<std::sync::Arc<Pidfd>>),
     Forget(i32),
+    Done,
 }
 
 /// dagstart's end of the guardian. New process groups are sent by a thread of their own, so
@@ -58,6 +60,7 @@ impl std::fmt::Debug for Tell {
         match self {
             Self::Watch(id, _) => write!(f, "watch {id}"),
             Self::Forget(id) => write!(f, "forget {id}"),
+            Self::Done => write!(f, "done"),
         }
     }
 }
@@ -123,12 +126,24 @@ impl Guardian {
             let _ = groups.send(Tell::Forget(id));
         }
     }
+
+    /// Ends the guardian without its sweep, for a run whose processes all end with its PID
+    /// namespace at the end of `dagstart run` (which removes the cgroups and the runtime
+    /// directory itself): the sweep would look through every process on the machine, and
+    /// remove every node's cgroup, while the stop waits.
+    pub fn finish_contained(mut self) {
+        if let Some(groups) = &self.groups {
+            let _ = groups.send(Tell::Done);
+        }
+        drop(self.groups.take());
+    }
 }
 
 fn send(socket: &OwnedFd, tell: &Tell) -> nix::Result<usize> {
     let (text, pidfd) = match tell {
         Tell::Watch(id, pidfd) => (id.to_string(), pidfd.as_ref()),
         Tell::Forget(id) => ((-id).to_string(), None),
+        Tell::Done => ("0".to_owned(), None),
     };
     let fds = pidfd.map(|p| [p.as_owned().as_raw_fd()]);
     let rights: Vec<ControlMessage<'_>> = fds
@@ -173,6 +188,7 @@ pub fn run_guardian(
             Tell::Forget(id) => {
                 groups.remove(&id);
             }
+            Tell::Done => return 0,
         }
     }
     for (id, pidfd) in groups {
@@ -230,7 +246,9 @@ fn receive() -> Option<Tell> {
         else {
             continue;
         };
-        return Some(if id < 0 {
+        return Some(if id == 0 {
+            Tell::Done
+        } else if id < 0 {
             Tell::Forget(-id)
         } else {
             Tell::Watch(id, pidfd.map(std::sync::Arc::new))

@@ -188,8 +188,18 @@ impl Scheduler {
         }
         self.sweep_groups().await;
         // Closing the guardian waits for its sweep: a blocking wait, off the async threads.
+        // In the run's PID namespace there is nothing for it to sweep: what is left ends with
+        // the namespace.
         if let Some(guardian) = self.guardian.take() {
-            let _ = tokio::task::spawn_blocking(move || drop(guardian)).await;
+            let contained = crate::engine::containment::is_contained();
+            let _ = tokio::task::spawn_blocking(move || {
+                if contained {
+                    guardian.finish_contained();
+                } else {
+                    drop(guardian);
+                }
+            })
+            .await;
         }
         let took = self.core.shutdown_took();
         self.events.send(None, EventKind::ShutdownComplete { took });
@@ -443,7 +453,9 @@ impl Scheduler {
         for group in self.groups.values().flatten() {
             let _ = group.signal(Signal::SIGKILL);
         }
-        if !self.run_id.is_empty() {
+        // Marked processes that left their groups: in the run's PID namespace they end with
+        // it (`containment::end`), without a look through every process on the machine.
+        if !self.run_id.is_empty() && !crate::engine::containment::is_contained() {
             let run_id = self.run_id.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 let escaped = crate::engine::guardian::kill_marked(&run_id);

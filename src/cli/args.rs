@@ -64,6 +64,7 @@ pub enum Command {
     ///   dagstart reload
     #[command(verbatim_doc_comment)]
     Reload,
+    Import(ImportArgs),
     /// Print a shell completion script.
     ///
     /// Examples:
@@ -367,4 +368,53 @@ fn file_before_command(args: &[std::ffi::OsString]) -> Option<Vec<std::ffi::OsSt
     moved.extend_from_slice(&args[1..at]);
     moved.extend_from_slice(&args[at + taken..]);
     Some(moved)
+}
+
+/// Convert a docker compose file, a process-compose file or a Procfile into services.toml.
+///
+/// Everything that cannot be carried over is listed, with the reason, in a comment at the top
+/// of the new file and on stderr; nothing is dropped silently. The result passes
+/// `dagstart check`. docs/import-export.md says what maps to what.
+///
+/// Examples:
+///   dagstart import docker-compose.yml
+///   dagstart import Procfile -o services.toml
+///   dagstart import stack.yaml --from process-compose -o -
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ImportArgs {
+    /// The file to convert.
+    pub file: std::path::PathBuf,
+
+    /// Where to write services.toml; `-` prints it.
+    #[arg(short, long, default_value = "services.toml")]
+    pub output: std::path::PathBuf,
+
+    /// The file's format, when its name and contents do not tell.
+    #[arg(long, value_enum)]
+    pub from: Option<ImportFormat>,
+
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// docker compose (compose.yaml, docker-compose.yml)
+    Compose,
+    /// process-compose (process-compose.yaml)
+    ProcessCompose,
+    /// a Procfile (foreman, honcho), with the .env beside it
+    Procfile,
+}
+
+impl From<ImportFormat> for crate::convert::Format {
+    fn from(format: ImportFormat) -> Self {
+        match format {
+            ImportFormat::Compose => Self::Compose,
+            ImportFormat::ProcessCompose => Self::ProcessCompose,
+            ImportFormat::Procfile => Self::Procfile,
+        }
+    }
 }

@@ -60,6 +60,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             Ok(exit_code::OK)
         }
         Command::Logs(args) => crate::cli::logs::show(&cli.file, &env, &args),
+        Command::Import(args) => import(&env, &args),
         Command::Report(ReportArgs {
             compare: Some(runs),
             ..
@@ -368,6 +369,35 @@ fn graph_command(
 /// 100,000-node configuration piece by piece took 50 ms for nothing.
 fn leave_to_exit<T>(value: T) {
     std::mem::forget(value);
+}
+
+/// `dagstart import`: convert, list what was not carried over, write (or print).
+fn import(env: &Environment, args: &crate::cli::args::ImportArgs) -> Result<i32, Error> {
+    let lookup = |name: &str| env.get(name).map(str::to_owned);
+    let mut draft = crate::convert::import(&args.file, args.from.map(Into::into), &lookup)?;
+    draft.source = args.file.display().to_string();
+    let text = draft.to_toml();
+    for lost in &draft.lost {
+        eprintln!("not carried over: {}: {}", lost.what, lost.why);
+    }
+    if args.output.as_os_str() == "-" {
+        print_out(&text)?;
+        return Ok(exit_code::OK);
+    }
+    if args.output.exists() && !args.force {
+        return Err(Error::Refused(format!(
+            "{} exists; pass --force to overwrite it, or -o another path",
+            args.output.display()
+        )));
+    }
+    std::fs::write(&args.output, &text)
+        .map_err(|e| Error::io(format!("writing {}", args.output.display()), e))?;
+    eprintln!(
+        "wrote {} ({} nodes); `dagstart check` checks it",
+        args.output.display(),
+        draft.nodes.len()
+    );
+    Ok(exit_code::OK)
 }
 
 fn config_command(

@@ -45,6 +45,10 @@ pub enum Error {
 
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Import(#[from] crate::convert::ImportError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     UnknownNode(#[from] UnknownNode),
 
     #[error(transparent)]
@@ -92,9 +96,10 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::ReadConfig { .. } | Error::Config(_) | Error::UnknownNode(_) => {
-                exit_code::CONFIG
-            }
+            Error::ReadConfig { .. }
+            | Error::Config(_)
+            | Error::UnknownNode(_)
+            | Error::Import(_) => exit_code::CONFIG,
             Error::Preflight(_) => exit_code::PREFLIGHT,
             Error::Startup(_) => exit_code::STARTUP,
             Error::Interrupted => exit_code::INTERRUPTED,

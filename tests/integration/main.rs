@@ -10,6 +10,7 @@ mod diagnostics;
 mod docs;
 mod engine;
 mod graph_cmd;
+mod import;
 mod lifecycle;
 mod loader_fuzz;
 mod readiness;

@@ -1,0 +1,300 @@
+//! The imported stack before it is written: nodes as dagstart will run them, and what could
+//! not be carried over.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// An imported stack.
+#[derive(Debug, Default)]
+pub struct Draft {
+    /// The format's name, for the header ("docker compose").
+    pub format: &'static str,
+    /// The file it came from, as given.
+    pub source: String,
+    /// `[env]`: variables every node gets.
+    pub env: BTreeMap<String, String>,
+    pub nodes: Vec<DraftNode>,
+    /// Everything not carried over, in the order met.
+    pub lost: Vec<Lost>,
+}
+
+/// Something of the source that services.toml does not say, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    /// Where it was in the source (`services.db.image`).
+    pub what: String,
+    pub why: String,
+}
+
+#[derive(Debug, Default)]
+pub struct DraftNode {
+    pub name: String,
+    /// A one-shot step (`[components.NAME]`) rather than a service.
+    pub component: bool,
+    pub command: Command,
+    pub cwd: Option<String>,
+    pub env: BTreeMap<String, String>,
+    /// Dependencies and their conditions (`started`, `healthy`, `completed`).
+    pub depends_on: Vec<(String, &'static str)>,
+    pub health: Option<Health>,
+    pub liveness: Option<(Health, u32)>,
+    /// `"no"`, `"on-failure"`, `"always"`.
+    pub restart: Option<&'static str>,
+    pub max_restarts: Option<u32>,
+    pub restart_backoff: Option<Duration>,
+    pub restart_with_dependency: bool,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<Duration>,
+    pub startup_timeout: Option<Duration>,
+    pub lazy: bool,
+}
+
+/// A node's command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// An argv.
+    Argv(Vec<String>),
+    /// One string, split like a shell does (no shell runs).
+    Line(String),
+    /// One string run by `/bin/sh -c`.
+    Shell(String),
+}
+
+impl Default for Command {
+    fn default() -> Self {
+        Command::Argv(Vec::new())
+    }
+}
+
+/// A probe with its timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub probe: Probe,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Exec(Vec<String>),
+    /// A URL or a path.
+    Http(String),
+    /// `host:port` or a port.
+    Tcp(String),
+    /// A regular expression for a line of output.
+    Log(String),
+}
+
+impl Health {
+    pub fn of(probe: Probe) -> Self {
+        Self {
+            probe,
+            interval: None,
+            timeout: None,
+        }
+    }
+
+    fn inline(&self, extra: &[(&str, String)]) -> String {
+        let mut parts = vec![match &self.probe {
+            Probe::Exec(argv) => format!("exec = {}", strings(argv)),
+            Probe::Http(target) => format!("http = {}", string(target)),
+            Probe::Tcp(target) => match target.parse::<u16>() {
+                Ok(port) => format!("tcp = {port}"),
+                Err(_) => format!("tcp = {}", string(target)),
+            },
+            Probe::Log(pattern) => format!("log = {}", string(pattern)),
+        }];
+        if let Some(interval) = self.interval {
+            parts.push(format!("interval = {}", string(&duration(interval))));
+        }
+        if let Some(timeout) = self.timeout {
+            parts.push(format!("timeout = {}", string(&duration(timeout))));
+        }
+        parts.extend(extra.iter().map(|(k, v)| format!("{k} = {v}")));
+        format!("{{ {} }}", parts.join(", "))
+    }
+}
+
+impl Draft {
+    pub fn lose(&mut self, what: impl Into<String>, why: impl Into<String>) {
+        self.lost.push(Lost {
+            what: what.into(),
+            why: why.into(),
+        });
+    }
+
+    /// Node names dagstart accepts (letters, digits, `_`, `-`): others are renamed, and so
+    /// is every dependency on them; each rename is listed.
+    pub fn settle_names(&mut self) {
+        let mut renamed = BTreeMap::new();
+        for node in &mut self.nodes {
+            let clean: String = node
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            if clean != node.name {
+                renamed.insert(node.name.clone(), clean.clone());
+                node.name = clean;
+            }
+        }
+        for (from, to) in &renamed {
+            self.lost.push(Lost {
+                what: from.clone(),
+                why: format!("renamed `{to}`: node names are letters, digits, `_` and `-`"),
+            });
+        }
+        for node in &mut self.nodes {
+            for (dep, _) in &mut node.depends_on {
+                if let Some(to) = renamed.get(dep.as_str()) {
+                    dep.clone_from(to);
+                }
+            }
+        }
+    }
+
+    /// The services.toml, what was not carried over listed in a comment at the top.
+    pub fn to_toml(&self) -> String {
+        let mut out = format!(
+            "# Imported from {} ({}) by `dagstart import`.\n",
+            self.source, self.format
+        );
+        if self.lost.is_empty() {
+            out += "# Everything was carried over.\n";
+        } else {
+            out += "#\n# Not carried over:\n";
+            for lost in &self.lost {
+                for (i, line) in format!("{}: {}", lost.what, lost.why).lines().enumerate() {
+                    let lead = if i == 0 { "#   - " } else { "#     " };
+                    let _ = writeln!(out, "{lead}{line}");
+                }
+            }
+        }
+        if !self.env.is_empty() {
+            out += "\n[env]\n";
+            for (k, v) in &self.env {
+                let _ = writeln!(out, "{} = {}", key(k), string(v));
+            }
+        }
+        for node in &self.nodes {
+            out += "\n";
+            out += &node.to_toml();
+        }
+        out
+    }
+}
+
+impl DraftNode {
+    fn to_toml(&self) -> String {
+        let section = if self.component {
+            "components"
+        } else {
+            "services"
+        };
+        let mut out = format!("[{section}.{}]\n", self.name);
+        let mut line = |k: &str, v: String| {
+            let _ = writeln!(out, "{k} = {v}");
+        };
+        match &self.command {
+            Command::Argv(argv) => line("command", strings(argv)),
+            Command::Line(text) => line("command", string(text)),
+            Command::Shell(text) => {
+                line("command", string(text));
+                line("shell", "true".into());
+            }
+        }
+        if let Some(cwd) = &self.cwd {
+            line("cwd", string(cwd));
+        }
+        if !self.env.is_empty() {
+            let pairs: Vec<String> = self
+                .env
+                .iter()
+                .map(|(k, v)| format!("{} = {}", key(k), string(v)))
+                .collect();
+            line("env", format!("{{ {} }}", pairs.join(", ")));
+        }
+        if !self.depends_on.is_empty() {
+            let pairs: Vec<String> = self
+                .depends_on
+                .iter()
+                .map(|(name, condition)| format!("{} = {}", key(name), string(condition)))
+                .collect();
+            line("depends_on", format!("{{ {} }}", pairs.join(", ")));
+        }
+        if let Some(health) = &self.health {
+            line("health", health.inline(&[]));
+        }
+        if let Some(timeout) = self.startup_timeout {
+            line("startup_timeout", string(&duration(timeout)));
+        }
+        if let Some(restart) = self.restart {
+            line("restart", string(restart));
+        }
+        if let Some(max) = self.max_restarts {
+            line("max_restarts", max.to_string());
+        }
+        if let Some(backoff) = self.restart_backoff {
+            line("restart_backoff", string(&duration(backoff)));
+        }
+        if let Some((probe, failures)) = &self.liveness {
+            line(
+                "liveness",
+                probe.inline(&[("failure_threshold", failures.to_string())]),
+            );
+        }
+        if self.restart_with_dependency {
+            line("restart_with_dependency", "true".into());
+        }
+        if let Some(signal) = &self.stop_signal {
+            line("stop_signal", string(signal));
+        }
+        if let Some(timeout) = self.stop_timeout {
+            line("stop_timeout", string(&duration(timeout)));
+        }
+        if self.lazy {
+            line("lazy", "true".into());
+        }
+        out
+    }
+}
+
+/// A TOML string.
+pub(crate) fn string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+fn strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| string(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A key, bare where TOML allows it.
+fn key(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        text.to_owned()
+    } else {
+        string(text)
+    }
+}
+
+/// A duration as services.toml writes them: whole seconds or milliseconds.
+pub(crate) fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}

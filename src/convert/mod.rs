@@ -1,0 +1,126 @@
+//! Converting other tools' stack files into services.toml (`dagstart import`).
+//!
+//! Each importer reads its format into a [`Draft`]: the nodes as dagstart will run them, and
+//! the list of what could not be carried over, each with the reason. [`Draft::to_toml`] writes
+//! the services.toml with that list as a comment at the top; nothing is dropped silently.
+//! This part knows nothing of the engine's runtime: it writes text that the loader then checks.
+
+mod compose;
+mod draft;
+mod duration;
+mod process_compose;
+mod procfile;
+
+use std::path::Path;
+
+pub use draft::{Draft, DraftNode, Health, Lost};
+
+/// The formats `import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// docker compose (`compose.yaml`, `docker-compose.yml`)
+    Compose,
+    /// process-compose (`process-compose.yaml`)
+    ProcessCompose,
+    /// a Procfile (foreman, honcho), with the `.env` beside it
+    Procfile,
+}
+
+/// Why a file could not be imported at all.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ImportError {
+    #[error("cannot read {path}: {source}")]
+    #[diagnostic(code(dagstart::import::read))]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid YAML: {message}")]
+    #[diagnostic(code(dagstart::import::yaml))]
+    Yaml { path: String, message: String },
+    #[error("{path}: {message}")]
+    #[diagnostic(code(dagstart::import::shape), help("{help}"))]
+    Shape {
+        path: String,
+        message: String,
+        help: String,
+    },
+    #[error("cannot tell the format of {path}")]
+    #[diagnostic(
+        code(dagstart::import::format),
+        help("name it with --from compose, --from process-compose or --from procfile")
+    )]
+    UnknownFormat { path: String },
+}
+
+/// Reads `path` (of `format`, or detected) into a draft. `env` answers variables that the
+/// file itself needs resolved at import (compose's `${VAR:+alt}`, which dagstart cannot
+/// express); files beside it (`env_file`, `.env`) are read relative to its directory.
+pub fn import(
+    path: &Path,
+    format: Option<Format>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Draft, ImportError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let format = match format {
+        Some(format) => format,
+        None => detect(path, &text).ok_or_else(|| ImportError::UnknownFormat {
+            path: path.display().to_string(),
+        })?,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let shown = path.display().to_string();
+    match format {
+        Format::Compose => compose::import(&text, dir, env).map_err(|e| e.at(&shown)),
+        Format::ProcessCompose => process_compose::import(&text).map_err(|e| e.at(&shown)),
+        Format::Procfile => Ok(procfile::import(&text, dir)),
+    }
+}
+
+/// The format of `path`, by its name first and then by what it holds.
+pub fn detect(path: &Path, text: &str) -> Option<Format> {
+    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+    if name.starts_with("procfile") {
+        return Some(Format::Procfile);
+    }
+    if name.contains("process-compose") {
+        return Some(Format::ProcessCompose);
+    }
+    if name.contains("compose") {
+        return Some(Format::Compose);
+    }
+    let value: yaml_serde::Value = yaml_serde::from_str(text).ok()?;
+    if value.get("processes").is_some() {
+        Some(Format::ProcessCompose)
+    } else if value.get("services").is_some() {
+        Some(Format::Compose)
+    } else {
+        None
+    }
+}
+
+/// A problem of a whole file, before its path is known to the importer.
+#[derive(Debug)]
+pub(crate) enum Broken {
+    Yaml(String),
+    Shape { message: String, help: String },
+}
+
+impl Broken {
+    fn at(self, path: &str) -> ImportError {
+        match self {
+            Broken::Yaml(message) => ImportError::Yaml {
+                path: path.to_owned(),
+                message,
+            },
+            Broken::Shape { message, help } => ImportError::Shape {
+                path: path.to_owned(),
+                message,
+                help,
+            },
+        }
+    }
+}

@@ -23,14 +23,6 @@ use crate::engine::pidfd::Pidfd;
 /// How often an exit is looked for without a pidfd to wait on.
 pub const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(20);
 
-/// Children of ours not yet dropped: roughly how many descriptors of theirs dagstart holds.
-static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// How many node processes dagstart holds now (see `engine::spawner`).
-pub fn live() -> usize {
-    LIVE.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// A child of ours until it is reaped. Dropped unreaped, it is killed and reaped in the
 /// background, so that neither the process nor its zombie outlives its owner.
 #[derive(Debug)]
@@ -58,7 +50,6 @@ impl ChildProcess {
     /// Takes over `pid`, a child just spawned and not yet reaped, and `pidfd`, its pidfd where
     /// the kernel gave one.
     pub fn new(pid: u32, pidfd: Option<Arc<Pidfd>>) -> Self {
-        LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
             pid,
             pidfd,
@@ -125,7 +116,6 @@ impl ChildProcess {
 
 impl Drop for ChildProcess {
     fn drop(&mut self) {
-        LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if self.status.is_some() || matches!(self.try_wait(), Ok(Some(_)) | Err(_)) {
             return;
         }

@@ -231,15 +231,10 @@ pub fn spawn(
     if !crate::engine::containment::is_contained() || places_descriptors || node.run_as.is_some() {
         die_with_parent(&mut command, fd_map, node.run_as.clone());
     }
-    // The descriptors to place are numbers in dagstart's table: those spawn here. So do all
-    // while the table is small: copying it costs less than the hand-over to a spawner thread
-    // and back (measured: 0.1 ms per level of a chain).
-    let spawner = (!places_descriptors && crate::engine::child::live() >= SPAWN_HERE_BELOW)
-        .then(crate::engine::spawner::get)
-        .flatten();
-    let born = match spawner {
-        Some(spawner) => spawner.spawn(command)?,
-        None => spawn_in_place(command)?,
+    let born = match crate::engine::spawner::get() {
+        // The descriptors to place are numbers in dagstart's table: those spawn here.
+        Some(spawner) if !places_descriptors => spawner.spawn(command)?,
+        _ => spawn_in_place(command)?,
     };
     drop(placed);
     drop(extras.ready_fd);
@@ -275,10 +270,6 @@ pub fn spawn(
         cgroup: extras.cgroup,
     })
 }
-
-/// Below this many live node processes (up to three descriptors each), nodes are spawned in
-/// place rather than by the spawner threads.
-const SPAWN_HERE_BELOW: usize = 64;
 
 /// Spawns from this thread, with dagstart's whole descriptor table (see `spawner`). std's
 /// spawn, not tokio's: tokio's would open a second pidfd per node to wait on (see `child`).

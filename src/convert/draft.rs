@@ -128,8 +128,9 @@ impl Draft {
     /// is every dependency on them; each rename is listed.
     pub fn settle_names(&mut self) {
         let mut renamed = BTreeMap::new();
+        let mut taken = std::collections::BTreeSet::new();
         for node in &mut self.nodes {
-            let clean: String = node
+            let mut clean: String = node
                 .name
                 .chars()
                 .map(|c| {
@@ -140,6 +141,16 @@ impl Draft {
                     }
                 })
                 .collect();
+            if clean.is_empty() {
+                clean = "unnamed".into();
+            }
+            // Two names may clean up to the same one (a Procfile may even repeat a name).
+            let base = clean.clone();
+            let mut n = 2;
+            while !taken.insert(clean.clone()) {
+                clean = format!("{base}_{n}");
+                n += 1;
+            }
             if clean != node.name {
                 renamed.insert(node.name.clone(), clean.clone());
                 node.name = clean;

@@ -124,3 +124,42 @@ impl Broken {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Odd documents of every format: an error or valid TOML, never a panic.
+    #[test]
+    fn odd_input_is_an_error_or_valid_toml() {
+        let odd = [
+            "services:\n  1: {command: [1, true, null]}\n  '': {}\n",
+            "services:\n  a: [not, a, mapping]\n  b: {depends_on: 7, healthcheck: {test: []}}\n",
+            "services:\n  a: {command: x, depends_on: {b: {condition: 3}}}\n  b: {command: y, restart: 'on-failure:x'}\n",
+            "services:\n  a: {command: 'x ${', environment: {K: {nested: 1}}, stop_grace_period: forever}\n",
+            "processes:\n  a: {command: 5, readiness_probe: {}, shutdown: {signal: 99}}\n",
+            "processes:\n  a: {depends_on: {b: {condition: process_completed}}}\n  b: {command: y}\n",
+            "processes: 3\n",
+            "services: {}\n",
+            "- a\n- b\n",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (i, text) in odd.iter().enumerate() {
+            for (name, format) in [
+                ("compose.yaml", Format::Compose),
+                ("process-compose.yaml", Format::ProcessCompose),
+                ("Procfile", Format::Procfile),
+            ] {
+                let path = dir.path().join(format!("{i}-{name}"));
+                std::fs::write(&path, text).unwrap();
+                if let Ok(draft) = import(&path, Some(format), &|_| None) {
+                    let toml = draft.to_toml();
+                    assert!(
+                        toml::from_str::<toml::Table>(&toml).is_ok(),
+                        "not TOML from {text:?} as {format:?}:\n{toml}"
+                    );
+                }
+            }
+        }
+    }
+}

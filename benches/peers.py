@@ -251,19 +251,24 @@ GRANDCHILD = f"{DEMO} --name grandchild --hang"
 
 def service_pids():
     """The pids of the running fake services (`demo-svc --name wN`), as this script sees them."""
-    found = []
+    return [pid for pid, argv, _ in processes()
+            if len(argv) > 2 and argv[0] == DEMO.encode() and argv[1] == b"--name"
+            and argv[2].startswith(b"w")]
+
+
+def processes():
+    """(pid, argv, state) of every process this script can see."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
+                argv = f.read().rstrip(b"\0").split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(") ", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if len(argv) > 2 and argv[0] == DEMO.encode() and argv[1] == b"--name" \
-                and argv[2].startswith(b"w"):
-            found.append(int(entry))
-    return found
+        yield int(entry), argv, state
 
 
 def wait_all_exited(pidfds, deadline):
@@ -288,20 +293,8 @@ def wait_all_exited(pidfds, deadline):
 def grandchildren_running():
     """The pids of demo-svc grandchildren still running (found by command line: the pids the
     services write are those of their PID namespace under dagstart)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(") ", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if cmdline == GRANDCHILD and state != "Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, argv, state in processes()
+            if b" ".join(argv).decode(errors="replace") == GRANDCHILD and state != "Z"]
 
 
 def main():

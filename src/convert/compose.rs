@@ -58,14 +58,12 @@ pub(super) fn import(
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Draft, Broken> {
-    let doc: Value = yaml_serde::from_str(text).map_err(|e| Broken::Yaml(e.to_string()))?;
-    let services = doc
-        .get("services")
-        .and_then(Value::as_mapping)
-        .ok_or_else(|| Broken::Shape {
-            message: "no `services` mapping".into(),
-            help: "a compose file lists its services under `services:`".into(),
-        })?;
+    let doc = super::parse_yaml(text)?;
+    let services = super::top_mapping(
+        &doc,
+        "services",
+        "a compose file lists its services under `services:`",
+    )?;
     let mut draft = Draft {
         format: "docker compose",
         ..Draft::default()

@@ -102,6 +102,24 @@ pub fn detect(path: &Path, text: &str) -> Option<Format> {
     }
 }
 
+/// The YAML document of `text`, and its mapping under `key` (`services`, `processes`).
+pub(crate) fn top_mapping<'d>(
+    doc: &'d yaml_serde::Value,
+    key: &str,
+    help: &str,
+) -> Result<&'d yaml_serde::Mapping, Broken> {
+    doc.get(key)
+        .and_then(yaml_serde::Value::as_mapping)
+        .ok_or_else(|| Broken::Shape {
+            message: format!("no `{key}` mapping"),
+            help: help.into(),
+        })
+}
+
+pub(crate) fn parse_yaml(text: &str) -> Result<yaml_serde::Value, Broken> {
+    yaml_serde::from_str(text).map_err(|e| Broken::Yaml(e.to_string()))
+}
+
 /// A problem of a whole file, before its path is known to the importer.
 #[derive(Debug)]
 pub(crate) enum Broken {

@@ -26,14 +26,12 @@ const CARRIED: &[&str] = &[
 ];
 
 pub(super) fn import(text: &str) -> Result<Draft, Broken> {
-    let doc: Value = yaml_serde::from_str(text).map_err(|e| Broken::Yaml(e.to_string()))?;
-    let processes = doc
-        .get("processes")
-        .and_then(Value::as_mapping)
-        .ok_or_else(|| Broken::Shape {
-            message: "no `processes` mapping".into(),
-            help: "a process-compose file lists its processes under `processes:`".into(),
-        })?;
+    let doc = super::parse_yaml(text)?;
+    let processes = super::top_mapping(
+        &doc,
+        "processes",
+        "a process-compose file lists its processes under `processes:`",
+    )?;
     let mut draft = Draft {
         format: "process-compose",
         ..Draft::default()

@@ -6,12 +6,13 @@
 //! thousands of nodes every spawn paid for all the others (5,000 nodes: a third of dagstart's
 //! CPU in the kernel's `dup_fd` and `do_close_on_exec`).
 //!
-//! The spawner is a thread (one per CPU) with a descriptor table of its own (`unshare(CLONE_FILES)`), from
-//! which everything is closed but what spawning needs (the run namespace's descriptors and
-//! one end of a socket pair). Nodes are spawned there; their output pipes come back to
-//! dagstart's table over the socket pair (`SCM_RIGHTS`) and are closed in the spawner's. A node
-//! with descriptors of dagstart's to inherit (sockets, a readiness pipe) is spawned in place,
-//! as before.
+//! The spawner is a thread per CPU, each with a descriptor table of its own
+//! (`unshare(CLONE_FILES)`) in which everything is closed but what spawning needs (the run
+//! namespace's descriptors and one end of a socket pair), and each living in the run's
+//! namespace for good. Nodes are spawned there; their output pipes come back to dagstart's
+//! table over the socket pair (`SCM_RIGHTS`) and are closed in the spawner's. A node with
+//! descriptors of dagstart's to inherit (sockets, a readiness pipe) is spawned in place, as
+//! before.
 
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};

@@ -65,6 +65,7 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Reload,
     Import(ImportArgs),
+    Export(ExportArgs),
     /// Print a shell completion script.
     ///
     /// Examples:
@@ -417,4 +418,30 @@ impl From<ImportFormat> for crate::convert::Format {
             ImportFormat::Procfile => Self::Procfile,
         }
     }
+}
+
+/// Write services.toml in another tool's format.
+///
+/// What the other format cannot say is listed, with the reason, in a comment at the top of
+/// the file and on stderr. docs/import-export.md says what maps to what.
+///
+/// Examples:
+///   dagstart export process-compose               print process-compose.yaml
+///   dagstart export process-compose -o deploy/    write deploy/process-compose.yaml
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ExportArgs {
+    /// The format to write.
+    #[arg(value_enum)]
+    pub format: ExportFormat,
+
+    /// The directory to write into (printed when not given).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// process-compose.yaml
+    ProcessCompose,
 }

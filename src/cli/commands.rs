@@ -61,6 +61,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         }
         Command::Logs(args) => crate::cli::logs::show(&cli.file, &env, &args),
         Command::Import(args) => import(&env, &args),
+        Command::Export(args) => export(&cli.file, &env, &args),
         Command::Report(ReportArgs {
             compare: Some(runs),
             ..
@@ -397,6 +398,35 @@ fn import(env: &Environment, args: &crate::cli::args::ImportArgs) -> Result<i32,
         args.output.display(),
         draft.nodes.len()
     );
+    Ok(exit_code::OK)
+}
+
+/// `dagstart export`: the loaded configuration in another format, what it cannot say listed.
+fn export(
+    path: &std::path::Path,
+    env: &Environment,
+    args: &crate::cli::args::ExportArgs,
+) -> Result<i32, Error> {
+    let config = load_config(path, env)?;
+    let (text, lost) = match args.format {
+        crate::cli::args::ExportFormat::ProcessCompose => {
+            crate::convert::to_process_compose(&config)
+        }
+    };
+    for lost in &lost {
+        eprintln!("not carried over: {}: {}", lost.what, lost.why);
+    }
+    match &args.output {
+        None => print_out(&text)?,
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            let file = dir.join("process-compose.yaml");
+            std::fs::write(&file, &text)
+                .map_err(|e| Error::io(format!("writing {}", file.display()), e))?;
+            eprintln!("wrote {}", file.display());
+        }
+    }
     Ok(exit_code::OK)
 }
 

@@ -463,7 +463,7 @@ fn scalar(value: &Value) -> Option<String> {
 }
 
 /// Single quotes around a word that a shell-like split would otherwise break.
-fn shell_quote(word: &str) -> String {
+pub(crate) fn shell_quote(word: &str) -> String {
     if !word.is_empty()
         && word
             .chars()

@@ -1,4 +1,5 @@
-//! Converting other tools' stack files into services.toml (`dagstart import`).
+//! Converting other tools' stack files into services.toml (`dagstart import`), and
+//! services.toml into theirs (`dagstart export`).
 //!
 //! Each importer reads its format into a [`Draft`]: the nodes as dagstart will run them, and
 //! the list of what could not be carried over, each with the reason. [`Draft::to_toml`] writes
@@ -8,12 +9,14 @@
 mod compose;
 mod draft;
 mod duration;
+mod export_process_compose;
 mod process_compose;
 mod procfile;
 
 use std::path::Path;
 
 pub use draft::{Draft, DraftNode, Health, Lost};
+pub use export_process_compose::to_process_compose;
 
 /// The formats `import` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

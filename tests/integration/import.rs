@@ -342,3 +342,98 @@ fn a_file_that_cannot_be_imported_says_why() {
         stderr_of(&out)
     );
 }
+
+/// A process-compose file that uses only what dagstart can say: import, export and import
+/// again give the same graph, and the export says it carried everything.
+#[test]
+fn process_compose_survives_import_export_import() {
+    let first = project_with("round-trip");
+    let out = first
+        .dagstart(&["import", "process-compose.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let graph = |p: &Project| {
+        let out = p.dagstart(&["graph", "--format", "json"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        serde_json::from_str::<Value>(&stdout_of(&out)).unwrap()
+    };
+    let second = Project::new("");
+    std::fs::remove_file(second.path().join("services.toml")).unwrap();
+    let out = first
+        .dagstart(&[
+            "export",
+            "process-compose",
+            "-o",
+            second.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let exported = std::fs::read_to_string(second.path().join("process-compose.yaml")).unwrap();
+    assert!(
+        exported.contains("# Everything was carried over."),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("condition: process_log_ready"),
+        "{exported}"
+    );
+    let out = second
+        .dagstart(&["import", "process-compose.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(graph(&first), graph(&second));
+    let config = |p: &Project| {
+        let out = p
+            .dagstart(&["config", "--format", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_str::<Value>(&stdout_of(&out)).unwrap()
+    };
+    let (a, b) = (config(&first), config(&second));
+    for node in ["db", "api", "broker", "worker"] {
+        for key in [
+            "command",
+            "depends_on",
+            "health",
+            "restart",
+            "restart_backoff",
+            "max_restarts",
+            "stop_signal",
+            "stop_timeout",
+            "env",
+        ] {
+            assert_eq!(
+                a["services"][node][key], b["services"][node][key],
+                "{node}.{key}"
+            );
+        }
+    }
+}
+
+/// What process-compose cannot say is listed by `export`, as by `import`.
+#[test]
+fn export_lists_what_process_compose_cannot_say() {
+    let p = Project::new(
+        "[services.api]\ncommand = [\"sleep\", \"600\"]\nsockets = [\"127.0.0.1:0\"]\nhealth = { notify = true }\nwatchdog = \"5s\"\nrequired = false\n\
+         [services.web]\ncommand = \"sleep 600\"\ndepends_on = { api = \"listening\" }\nlazy = true\nrestart_with_dependency = true\n",
+    );
+    let out = p.dagstart(&["export", "process-compose"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    for item in [
+        "services.api.health: process-compose has no notify",
+        "services.api.sockets",
+        "services.api.watchdog",
+        "services.api.required",
+        "services.web.depends_on: `listening`",
+        "services.web.lazy: became `disabled: true`",
+        "services.web.restart_with_dependency",
+    ] {
+        assert!(text.contains(item), "{item:?} not in:\n{text}");
+        assert!(stderr_of(&out).contains(item), "{item:?} not on stderr");
+    }
+    assert!(text.contains("disabled: true"), "{text}");
+}

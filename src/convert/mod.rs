@@ -75,11 +75,21 @@ pub fn import(
         })?,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let shown = path.display().to_string();
+    import_text(&text, format, dir, env).map_err(|e| e.at(&path.display().to_string()))
+}
+
+/// Reads `text` of `format` into a draft; files it names (`env_file`, `.env`) are read
+/// relative to `dir`.
+pub fn import_text(
+    text: &str,
+    format: Format,
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Draft, Broken> {
     match format {
-        Format::Compose => compose::import(&text, dir, env).map_err(|e| e.at(&shown)),
-        Format::ProcessCompose => process_compose::import(&text).map_err(|e| e.at(&shown)),
-        Format::Procfile => Ok(procfile::import(&text, dir)),
+        Format::Compose => compose::import(text, dir, env),
+        Format::ProcessCompose => process_compose::import(text),
+        Format::Procfile => Ok(procfile::import(text, dir)),
     }
 }
 
@@ -125,13 +135,14 @@ pub(crate) fn parse_yaml(text: &str) -> Result<yaml_serde::Value, Broken> {
 
 /// A problem of a whole file, before its path is known to the importer.
 #[derive(Debug)]
-pub(crate) enum Broken {
+pub enum Broken {
     Yaml(String),
     Shape { message: String, help: String },
 }
 
 impl Broken {
-    fn at(self, path: &str) -> ImportError {
+    /// The error, saying which file it is about.
+    pub fn at(self, path: &str) -> ImportError {
         match self {
             Broken::Yaml(message) => ImportError::Yaml {
                 path: path.to_owned(),

@@ -377,11 +377,25 @@ fn import(env: &Environment, args: &crate::cli::args::ImportArgs) -> Result<i32,
     let lookup = |name: &str| env.get(name).map(str::to_owned);
     let mut draft = crate::convert::import(&args.file, args.from.map(Into::into), &lookup)?;
     draft.source = args.file.display().to_string();
+    // Relative paths of the imported file are relative to its directory; services.toml's to
+    // its own.
+    let dir_of = |path: &std::path::Path| {
+        std::path::absolute(path.parent().unwrap_or(std::path::Path::new(""))).unwrap_or_default()
+    };
+    let stdout = args.output.as_os_str() == "-";
+    let written_to = if stdout {
+        std::env::current_dir().unwrap_or_default()
+    } else {
+        dir_of(&args.output)
+    };
+    if dir_of(&args.file) != written_to {
+        draft.anchor_paths(&dir_of(&args.file));
+    }
     let text = draft.to_toml();
     for lost in &draft.lost {
         eprintln!("not carried over: {}: {}", lost.what, lost.why);
     }
-    if args.output.as_os_str() == "-" {
+    if stdout {
         print_out(&text)?;
         return Ok(exit_code::OK);
     }

@@ -171,6 +171,20 @@ impl Draft {
         }
     }
 
+    /// Makes the nodes' relative working directories, which are relative to the imported
+    /// file's directory `dir`, absolute: for a services.toml written elsewhere.
+    pub fn anchor_paths(&mut self, dir: &std::path::Path) {
+        for node in &mut self.nodes {
+            if let Some(cwd) = node
+                .cwd
+                .as_mut()
+                .filter(|c| std::path::Path::new(c).is_relative())
+            {
+                *cwd = dir.join(&*cwd).display().to_string();
+            }
+        }
+    }
+
     /// The services.toml, what was not carried over listed in a comment at the top.
     pub fn to_toml(&self) -> String {
         let mut out = format!(

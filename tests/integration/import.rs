@@ -437,3 +437,27 @@ fn export_lists_what_process_compose_cannot_say() {
     }
     assert!(text.contains("disabled: true"), "{text}");
 }
+
+/// Imported from another directory, relative working directories still point where the
+/// imported file meant them.
+#[test]
+fn paths_stay_right_when_services_toml_is_written_elsewhere() {
+    let p = Project::new("");
+    std::fs::remove_file(p.path().join("services.toml")).unwrap();
+    let sub = p.path().join("deploy");
+    std::fs::create_dir_all(&sub).unwrap();
+    copy_dir(&fixture("import/compose"), &sub);
+    let out = p
+        .dagstart(&["import", "deploy/docker-compose.yml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = p
+        .dagstart(&["config", "--format", "json"])
+        .output()
+        .unwrap();
+    let config: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let cwd = config["services"]["api"]["cwd"].as_str().unwrap();
+    assert!(cwd.ends_with("/deploy/api"), "{cwd}");
+    assert!(p.dagstart(&["check"]).output().unwrap().status.success());
+}

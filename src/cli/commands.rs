@@ -372,6 +372,13 @@ fn leave_to_exit<T>(value: T) {
     std::mem::forget(value);
 }
 
+/// What `import` or `export` could not carry over, on stderr (the file's header says it too).
+fn say_lost(lost: &[crate::convert::Lost]) {
+    for lost in lost {
+        eprintln!("not carried over: {}: {}", lost.what, lost.why);
+    }
+}
+
 /// `dagstart import`: convert, list what was not carried over, write (or print).
 fn import(env: &Environment, args: &crate::cli::args::ImportArgs) -> Result<i32, Error> {
     let lookup = |name: &str| env.get(name).map(str::to_owned);
@@ -392,9 +399,7 @@ fn import(env: &Environment, args: &crate::cli::args::ImportArgs) -> Result<i32,
         draft.anchor_paths(&dir_of(&args.file));
     }
     let text = draft.to_toml();
-    for lost in &draft.lost {
-        eprintln!("not carried over: {}: {}", lost.what, lost.why);
-    }
+    say_lost(&draft.lost);
     if stdout {
         print_out(&text)?;
         return Ok(exit_code::OK);
@@ -427,9 +432,7 @@ fn export(
             crate::convert::to_process_compose(&config)
         }
     };
-    for lost in &lost {
-        eprintln!("not carried over: {}: {}", lost.what, lost.why);
-    }
+    say_lost(&lost);
     match &args.output {
         None => print_out(&text)?,
         Some(dir) => {

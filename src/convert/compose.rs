@@ -191,24 +191,27 @@ impl ServiceImporter<'_> {
 
     /// `entrypoint` then `command`, each a string (split like a shell) or a list.
     fn command(&mut self, service: &Value) -> Command {
-        let parts: Vec<Vec<String>> = ["entrypoint", "command"]
+        // Each of `entrypoint` and `command` that is given: whether it is a list, its words.
+        let parts: Vec<(bool, Vec<String>)> = ["entrypoint", "command"]
             .iter()
             .filter_map(|key| service.get(key))
             .map(|value| match value {
-                Value::Sequence(items) => items
-                    .iter()
-                    .filter_map(scalar)
-                    .map(|s| self.text(&s))
-                    .collect(),
-                other => scalar(other)
-                    .map(|s| vec![self.text(&s)])
-                    .unwrap_or_default(),
+                Value::Sequence(items) => (
+                    true,
+                    items
+                        .iter()
+                        .filter_map(scalar)
+                        .map(|s| self.text(&s))
+                        .collect(),
+                ),
+                other => (
+                    false,
+                    scalar(other)
+                        .map(|s| vec![self.text(&s)])
+                        .unwrap_or_default(),
+                ),
             })
             .collect();
-        let lists = ["entrypoint", "command"]
-            .iter()
-            .filter_map(|key| service.get(key))
-            .all(|v| v.is_sequence());
         if parts.is_empty() {
             let image = service
                 .get("image")
@@ -224,24 +227,21 @@ impl ServiceImporter<'_> {
                 "echo 'no command: it ran {image} in a container; write one in services.toml' >&2; exit 1"
             ));
         }
-        if lists {
-            Command::Argv(parts.concat())
-        } else {
-            // A string is split like a shell does; list items are quoted into the same line.
-            let words: Vec<String> = ["entrypoint", "command"]
-                .iter()
-                .filter_map(|key| service.get(key))
-                .zip(&parts)
-                .flat_map(|(value, part)| {
-                    if value.is_sequence() {
-                        part.iter().map(|w| shell_quote(w)).collect()
-                    } else {
-                        part.clone()
-                    }
-                })
-                .collect();
-            Command::Line(words.join(" "))
+        if parts.iter().all(|(list, _)| *list) {
+            return Command::Argv(parts.into_iter().flat_map(|(_, words)| words).collect());
         }
+        // A string is split like a shell does; list items are quoted into the same line.
+        let words: Vec<String> = parts
+            .into_iter()
+            .flat_map(|(list, words)| {
+                if list {
+                    words.iter().map(|w| shell_quote(w)).collect()
+                } else {
+                    words
+                }
+            })
+            .collect();
+        Command::Line(words.join(" "))
     }
 
     fn environment(&mut self, node: &mut DraftNode, value: Option<&Value>) {

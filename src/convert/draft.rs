@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::engine::config::{NodeKind, quote, quote_all};
+
 /// An imported stack.
 #[derive(Debug, Default)]
 pub struct Draft {
@@ -97,19 +99,19 @@ impl Health {
 
     fn inline(&self, extra: &[(&str, String)]) -> String {
         let mut parts = vec![match &self.probe {
-            Probe::Exec(argv) => format!("exec = {}", strings(argv)),
-            Probe::Http(target) => format!("http = {}", string(target)),
+            Probe::Exec(argv) => format!("exec = {}", quote_all(argv)),
+            Probe::Http(target) => format!("http = {}", quote(target)),
             Probe::Tcp(target) => match target.parse::<u16>() {
                 Ok(port) => format!("tcp = {port}"),
-                Err(_) => format!("tcp = {}", string(target)),
+                Err(_) => format!("tcp = {}", quote(target)),
             },
-            Probe::Log(pattern) => format!("log = {}", string(pattern)),
+            Probe::Log(pattern) => format!("log = {}", quote(pattern)),
         }];
         if let Some(interval) = self.interval {
-            parts.push(format!("interval = {}", string(&duration(interval))));
+            parts.push(format!("interval = {}", quote(&duration(interval))));
         }
         if let Some(timeout) = self.timeout {
-            parts.push(format!("timeout = {}", string(&duration(timeout))));
+            parts.push(format!("timeout = {}", quote(&duration(timeout))));
         }
         parts.extend(extra.iter().map(|(k, v)| format!("{k} = {v}")));
         format!("{{ {} }}", parts.join(", "))
@@ -205,7 +207,7 @@ impl Draft {
         if !self.env.is_empty() {
             out += "\n[env]\n";
             for (k, v) in &self.env {
-                let _ = writeln!(out, "{} = {}", key(k), string(v));
+                let _ = writeln!(out, "{} = {}", key(k), quote(v));
             }
         }
         for node in &self.nodes {
@@ -219,55 +221,47 @@ impl Draft {
 impl DraftNode {
     fn to_toml(&self) -> String {
         let section = if self.component {
-            "components"
+            NodeKind::Component
         } else {
-            "services"
-        };
+            NodeKind::Service
+        }
+        .section();
         let mut out = format!("[{section}.{}]\n", self.name);
         let mut line = |k: &str, v: String| {
             let _ = writeln!(out, "{k} = {v}");
         };
         match &self.command {
-            Command::Argv(argv) => line("command", strings(argv)),
-            Command::Line(text) => line("command", string(text)),
+            Command::Argv(argv) => line("command", quote_all(argv)),
+            Command::Line(text) => line("command", quote(text)),
             Command::Shell(text) => {
-                line("command", string(text));
+                line("command", quote(text));
                 line("shell", "true".into());
             }
         }
         if let Some(cwd) = &self.cwd {
-            line("cwd", string(cwd));
+            line("cwd", quote(cwd));
         }
         if !self.env.is_empty() {
-            let pairs: Vec<String> = self
-                .env
-                .iter()
-                .map(|(k, v)| format!("{} = {}", key(k), string(v)))
-                .collect();
-            line("env", format!("{{ {} }}", pairs.join(", ")));
+            line("env", inline_table(&self.env));
         }
         if !self.depends_on.is_empty() {
-            let pairs: Vec<String> = self
-                .depends_on
-                .iter()
-                .map(|(name, condition)| format!("{} = {}", key(name), string(condition)))
-                .collect();
-            line("depends_on", format!("{{ {} }}", pairs.join(", ")));
+            let pairs = self.depends_on.iter().map(|(name, c)| (name, *c));
+            line("depends_on", inline_table(pairs));
         }
         if let Some(health) = &self.health {
             line("health", health.inline(&[]));
         }
         if let Some(timeout) = self.startup_timeout {
-            line("startup_timeout", string(&duration(timeout)));
+            line("startup_timeout", quote(&duration(timeout)));
         }
         if let Some(restart) = self.restart {
-            line("restart", string(restart));
+            line("restart", quote(restart));
         }
         if let Some(max) = self.max_restarts {
             line("max_restarts", max.to_string());
         }
         if let Some(backoff) = self.restart_backoff {
-            line("restart_backoff", string(&duration(backoff)));
+            line("restart_backoff", quote(&duration(backoff)));
         }
         if let Some((probe, failures)) = &self.liveness {
             line(
@@ -279,10 +273,10 @@ impl DraftNode {
             line("restart_with_dependency", "true".into());
         }
         if let Some(signal) = &self.stop_signal {
-            line("stop_signal", string(signal));
+            line("stop_signal", quote(signal));
         }
         if let Some(timeout) = self.stop_timeout {
-            line("stop_timeout", string(&duration(timeout)));
+            line("stop_timeout", quote(&duration(timeout)));
         }
         if self.lazy {
             line("lazy", "true".into());
@@ -291,14 +285,13 @@ impl DraftNode {
     }
 }
 
-/// A TOML string.
-pub(crate) fn string(text: &str) -> String {
-    toml::Value::String(text.to_owned()).to_string()
-}
-
-fn strings(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| string(s)).collect();
-    format!("[{}]", quoted.join(", "))
+/// `{ k = "v", ... }`, in the order given.
+fn inline_table<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> String {
+    let pairs: Vec<String> = pairs
+        .into_iter()
+        .map(|(k, v)| format!("{} = {}", key(k.as_ref()), quote(v.as_ref())))
+        .collect();
+    format!("{{ {} }}", pairs.join(", "))
 }
 
 /// A key, bare where TOML allows it.
@@ -310,7 +303,7 @@ fn key(text: &str) -> String {
     {
         text.to_owned()
     } else {
-        string(text)
+        quote(text)
     }
 }
 

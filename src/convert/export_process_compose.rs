@@ -43,7 +43,7 @@ fn env_list(env: &std::collections::BTreeMap<String, String>) -> Value {
 fn process(config: &Config, node: &Node, lost: &mut Vec<Lost>) -> Mapping {
     let mut lose = |key: &str, why: &str| {
         lost.push(Lost {
-            what: format!("{}.{}.{key}", section(node.kind), node.name),
+            what: format!("{}.{}.{key}", node.kind.section(), node.name),
             why: why.into(),
         });
     };
@@ -254,12 +254,5 @@ fn seconds(d: std::time::Duration) -> Value {
         (s as u64).into()
     } else {
         s.into()
-    }
-}
-
-fn section(kind: NodeKind) -> &'static str {
-    match kind {
-        NodeKind::Service => "services",
-        NodeKind::Component => "components",
     }
 }

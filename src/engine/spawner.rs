@@ -162,12 +162,7 @@ impl Spawner {
                 })
             }
             Err(e) => {
-                // A child whose output cannot be read must not run: killed and reaped.
-                let pidfd = crate::engine::pidfd::Pidfd::of_child(sent.pid).ok();
-                drop(crate::engine::child::ChildProcess::new(
-                    sent.pid,
-                    pidfd.map(std::sync::Arc::new),
-                ));
+                end_unread(sent.pid);
                 Err(e)
             }
         }
@@ -267,7 +262,7 @@ fn serve(incoming: mpsc::Receiver<Request>, socket: &OwnedFd) {
                 match passed {
                     Ok(()) => Ok(sent),
                     Err(e) => {
-                        kill_and_reap(sent.pid);
+                        end_unread(sent.pid);
                         Err(e)
                     }
                 }
@@ -292,10 +287,13 @@ fn send_pipes(socket: &OwnedFd, pipes: &[RawFd]) -> io::Result<()> {
     }
 }
 
-fn kill_and_reap(pid: u32) {
-    let pid = nix::unistd::Pid::from_raw(pid as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(pid, None);
+/// A child whose output cannot be read must not run: killed and reaped (by `ChildProcess`).
+fn end_unread(pid: u32) {
+    let pidfd = crate::engine::pidfd::Pidfd::of_child(pid).ok();
+    drop(crate::engine::child::ChildProcess::new(
+        pid,
+        pidfd.map(std::sync::Arc::new),
+    ));
 }
 
 #[cfg(test)]

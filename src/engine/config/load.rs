@@ -357,7 +357,7 @@ impl<'p> Loader<'p> {
         let mut nodes = Vec::new();
         let mut spans = Vec::new();
         for kind in [NodeKind::Service, NodeKind::Component] {
-            let section = section_name(kind);
+            let section = kind.section();
             let Some(table) = self.table_at(doc, section) else {
                 continue;
             };
@@ -842,7 +842,7 @@ impl<'p> Loader<'p> {
         name_span: Span,
         table: &DeTable<'_>,
     ) -> (Node, NodeSpans) {
-        let section = section_name(kind);
+        let section = kind.section();
         let path = format!("{section}.{name}");
         let known = match kind {
             NodeKind::Service => SERVICE_KEYS,
@@ -1918,13 +1918,6 @@ fn expand_problem(error: ExpandError, span: Span) -> Problem {
 /// `base` joined with `rel`, without `.` components.
 fn join_clean(base: &Path, rel: &Path) -> PathBuf {
     base.join(rel).components().collect()
-}
-
-fn section_name(kind: NodeKind) -> &'static str {
-    match kind {
-        NodeKind::Service => "services",
-        NodeKind::Component => "components",
-    }
 }
 
 fn leaf(key_path: &str) -> &str {

@@ -23,6 +23,7 @@ pub use diagnostic::{
 };
 pub use load::{Environment, KNOWN_KEYS, LoadError, load, load_str};
 pub use render::{node_fingerprint, render_json, render_toml};
+pub(crate) use render::{quote, quote_all};
 
 /// A fully resolved services.toml.
 #[derive(Debug, Clone)]
@@ -117,6 +118,14 @@ impl NodeKind {
         match self {
             NodeKind::Service => "service",
             NodeKind::Component => "component",
+        }
+    }
+
+    /// The table a node of this kind is declared in: `[services.NAME]`, `[components.NAME]`.
+    pub fn section(self) -> &'static str {
+        match self {
+            NodeKind::Service => "services",
+            NodeKind::Component => "components",
         }
     }
 }

@@ -11,11 +11,13 @@ fn duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-fn quote(s: &str) -> String {
+/// A TOML string.
+pub(crate) fn quote(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-fn quote_all(items: &[String]) -> String {
+/// A TOML array of strings.
+pub(crate) fn quote_all(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
     format!("[{}]", quoted.join(", "))
 }
@@ -123,7 +125,7 @@ pub fn render_toml(config: &Config) -> String {
 }
 
 fn node_toml(out: &mut String, config: &Config, node: &Node) {
-    let path = format!("{}.{}", section(node.kind), node.name);
+    let path = format!("{}.{}", node.kind.section(), node.name);
     let _ = writeln!(out, "\n[{path}]");
     match &node.command {
         Command::Argv(argv) => line(out, config, &path, "command", quote_all(argv)),
@@ -264,13 +266,6 @@ fn node_toml(out: &mut String, config: &Config, node: &Node) {
     }
     if node.output != super::Output::Log {
         line(out, config, &path, "output", quote(node.output.as_str()));
-    }
-}
-
-fn section(kind: NodeKind) -> &'static str {
-    match kind {
-        NodeKind::Service => "services",
-        NodeKind::Component => "components",
     }
 }
 

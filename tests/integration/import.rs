@@ -39,11 +39,14 @@ fn import_and_check(p: &Project, file: &str) -> (String, Value) {
         stderr_of(&check),
         std::fs::read_to_string(p.path().join("services.toml")).unwrap()
     );
-    let config = p
-        .dagstart(&["config", "--format", "json"])
-        .output()
-        .unwrap();
-    (listed, serde_json::from_str(&stdout_of(&config)).unwrap())
+    (listed, json_of(p, &["config", "--format", "json"]))
+}
+
+/// What `dagstart ARGS` printed, as JSON; the command must succeed.
+fn json_of(p: &Project, args: &[&str]) -> Value {
+    let out = p.dagstart(args).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    serde_json::from_str(&stdout_of(&out)).unwrap()
 }
 
 fn header(p: &Project) -> String {
@@ -353,11 +356,7 @@ fn process_compose_survives_import_export_import() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let graph = |p: &Project| {
-        let out = p.dagstart(&["graph", "--format", "json"]).output().unwrap();
-        assert!(out.status.success(), "{}", stderr_of(&out));
-        serde_json::from_str::<Value>(&stdout_of(&out)).unwrap()
-    };
+    let graph = |p: &Project| json_of(p, &["graph", "--format", "json"]);
     let second = Project::new("");
     std::fs::remove_file(second.path().join("services.toml")).unwrap();
     let out = first
@@ -385,13 +384,7 @@ fn process_compose_survives_import_export_import() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(graph(&first), graph(&second));
-    let config = |p: &Project| {
-        let out = p
-            .dagstart(&["config", "--format", "json"])
-            .output()
-            .unwrap();
-        serde_json::from_str::<Value>(&stdout_of(&out)).unwrap()
-    };
+    let config = |p: &Project| json_of(p, &["config", "--format", "json"]);
     let (a, b) = (config(&first), config(&second));
     for node in ["db", "api", "broker", "worker"] {
         for key in [
@@ -452,11 +445,7 @@ fn paths_stay_right_when_services_toml_is_written_elsewhere() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    let out = p
-        .dagstart(&["config", "--format", "json"])
-        .output()
-        .unwrap();
-    let config: Value = serde_json::from_str(&stdout_of(&out)).unwrap();
+    let config = json_of(&p, &["config", "--format", "json"]);
     let cwd = config["services"]["api"]["cwd"].as_str().unwrap();
     assert!(cwd.ends_with("/deploy/api"), "{cwd}");
     assert!(p.dagstart(&["check"]).output().unwrap().status.success());

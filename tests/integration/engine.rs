@@ -314,7 +314,13 @@ fn the_runtime_directory_is_private_unpredictable_and_cleaned_up_after_a_kill() 
 #[test]
 fn logs_and_run_records_are_private() {
     use std::os::unix::fs::PermissionsExt as _;
-    let p = project(|p| format!("[services.a]\ncommand = {}\n", svc(p, "a", "")));
+    // Log readiness: `a` has written a line (so its log file exists) before the command runs.
+    let p = project(|p| {
+        format!(
+            "[services.a]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "a", "")
+        )
+    });
     crate::harness::assert_success(&crate::harness::run_with_command(&p, &["--", "true"]));
     let mode =
         |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;

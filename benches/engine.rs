@@ -89,6 +89,7 @@ fn drive(text: String) -> (usize, Duration) {
         startup_timeout: Duration::from_secs(600),
         shutdown_timeout: Duration::from_secs(600),
         verify_older_than: std::time::Duration::ZERO,
+        profiles: Vec::new(),
     };
     let mut core = Core::new(config, graph, &selected, options);
     let mut queue = std::collections::VecDeque::new();

@@ -242,6 +242,11 @@ pub struct GraphArgs {
     #[arg(value_name = "NODE")]
     pub nodes: Vec<String>,
 
+    /// Show the run with this profile active (repeat, or separate with commas; default:
+    /// DAGSTART_PROFILES).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub profile: Vec<String>,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
     pub format: GraphFormat,
@@ -300,6 +305,7 @@ pub enum ConfigFormat {
 /// Examples:
 ///   dagstart run                        start everything
 ///   dagstart run backend                backend and what it needs
+///   dagstart run --profile debug        also the nodes with profiles = ["debug"]
 ///   dagstart run --sequential           one node at a time (legacy mode), for comparison
 ///   dagstart run -- curl -f localhost:8010/health
 #[derive(Debug, Args)]
@@ -308,6 +314,11 @@ pub struct RunArgs {
     /// Start only these nodes and everything they need.
     #[arg(value_name = "NODE")]
     pub nodes: Vec<String>,
+
+    /// Also run the nodes of this profile (repeat, or separate with commas; default:
+    /// DAGSTART_PROFILES). Nodes without `profiles` always run.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub profile: Vec<String>,
 
     /// Start one node at a time in topological order (same as USE_PARALLEL_STARTUP=false).
     #[arg(long)]

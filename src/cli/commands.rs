@@ -22,6 +22,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             let config = load_config(&cli.file, &env)?;
             let request = crate::cli::run::RunRequest {
                 nodes: args.nodes,
+                profiles: active_profiles(&args.profile, &env),
                 sequential: args.sequential,
                 watch: args.watch,
                 dashboard: args.dashboard,
@@ -334,6 +335,15 @@ fn check(
     })
 }
 
+/// `--profile` where given, else `DAGSTART_PROFILES`.
+fn active_profiles(flags: &[String], env: &Environment) -> Vec<String> {
+    if flags.is_empty() {
+        crate::engine::selection::profiles_from_env(env.get("DAGSTART_PROFILES"))
+    } else {
+        flags.to_vec()
+    }
+}
+
 fn graph_command(
     path: &std::path::Path,
     env: &Environment,
@@ -341,7 +351,8 @@ fn graph_command(
 ) -> Result<i32, Error> {
     let config = load_config(path, env)?;
     let graph = Graph::build(&config);
-    let selected = graph.select(&config, &args.nodes)?;
+    let profiles = active_profiles(&args.profile, env);
+    let selected = crate::engine::selection::select(&config, &graph, &args.nodes, &profiles)?;
     let timings = if args.timings {
         let (_, record) =
             crate::views::history::load(&config.base_dir, None).map_err(Error::History)?;

@@ -53,6 +53,10 @@ pub enum Error {
 
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Selection(#[from] crate::engine::selection::SelectionError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Preflight(#[from] crate::engine::preflight::PreflightError),
 
     #[error(transparent)]
@@ -99,6 +103,7 @@ impl Error {
             Error::ReadConfig { .. }
             | Error::Config(_)
             | Error::UnknownNode(_)
+            | Error::Selection(_)
             | Error::Import(_) => exit_code::CONFIG,
             Error::Preflight(_) => exit_code::PREFLIGHT,
             Error::Startup(_) => exit_code::STARTUP,

@@ -81,6 +81,8 @@ fn remove_stale_runtime_dirs() {
 pub struct RunRequest {
     /// Run only these nodes and what they need; all when empty.
     pub nodes: Vec<String>,
+    /// The active profiles (`--profile`, else `DAGSTART_PROFILES`).
+    pub profiles: Vec<String>,
     pub sequential: bool,
     /// Reload when services.toml changes.
     pub watch: bool,
@@ -96,7 +98,7 @@ pub struct RunRequest {
 /// returns the exit code.
 pub fn run(config: Config, env: &Environment, args: RunRequest) -> Result<i32, Error> {
     let graph = Graph::build(&config);
-    let selected = graph.select(&config, &args.nodes)?;
+    let selected = crate::engine::selection::select(&config, &graph, &args.nodes, &args.profiles)?;
     // The control socket doubles as the lock that refuses a second run of the same project.
     let (control_listener, _control_file) = crate::engine::control::bind(&config.base_dir)?;
     raise_open_files_limit(selected.iter().filter(|&&on| on).count());
@@ -222,7 +224,7 @@ fn raise_open_files_limit(nodes: usize) {
     }
 }
 
-fn options(config: &Config, sequential: bool) -> Options {
+fn options(config: &Config, sequential: bool, profiles: &[String]) -> Options {
     let sequential = sequential || !config.settings.parallel;
     let max_workers = match (sequential, config.settings.max_workers) {
         (true, _) => 1,
@@ -241,6 +243,7 @@ fn options(config: &Config, sequential: bool) -> Options {
         startup_timeout: config.settings.startup_timeout,
         shutdown_timeout: config.settings.shutdown_timeout,
         verify_older_than: crate::engine::lifecycle::VERIFY_OLDER_THAN,
+        profiles: profiles.to_vec(),
     }
 }
 
@@ -309,7 +312,7 @@ async fn run_graph(
             supervise(&events, "a `watch` watcher", task);
         }
     }
-    let opts = options(&config, args.sequential);
+    let opts = options(&config, args.sequential, &args.profiles);
     let notify = if config
         .nodes
         .iter()
@@ -490,7 +493,7 @@ mod tests {
             &Environment::from_pairs::<&str, &str>([]),
         )
         .unwrap();
-        let opts = options(&config, false);
+        let opts = options(&config, false, &[]);
         assert!(opts.auto_workers);
         assert_eq!(
             opts.max_workers,

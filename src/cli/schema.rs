@@ -81,7 +81,15 @@ fn common_node_properties() -> serde_json::Map<String, Value> {
         "env": env,
         "depends_on": { "oneOf": [
             { "type": "array", "items": { "type": "string" } },
-            { "type": "object", "additionalProperties": { "enum": conditions } }
+            { "type": "object", "additionalProperties": { "oneOf": [
+                { "enum": conditions },
+                { "type": "object", "additionalProperties": false, "properties": {
+                    "condition": { "enum": conditions },
+                    "required": { "type": "boolean", "description": "false: go on without it when it fails or is not part of the run (default true)" },
+                    "restart": { "type": "boolean", "description": "restart this node when it restarts (default: restart_with_dependency)" },
+                    "milestone": { "type": "boolean", "description": "needed once to start, then the link is dropped" }
+                }}
+            ]}}
         ]},
         "startup_timeout": duration("from spawn to ready (default 60s; <NAME>_TIMEOUT overrides)"),
         "retries": { "type": "integer", "minimum": 0, "description": "extra start attempts" },
@@ -96,6 +104,7 @@ fn common_node_properties() -> serde_json::Map<String, Value> {
         "log_max_size": { "type": "string", "description": "rotate this node's log at this size (default: settings.log_max_size)" },
         "log_keep": { "type": "integer", "minimum": 0, "description": "rotated logs kept for this node (default: settings.log_keep)" },
         "output": { "enum": ["log", "discard"], "description": "log (default): stdout and stderr are logged; discard: to /dev/null" },
+        "profiles": { "type": "array", "items": { "type": "string", "pattern": "^[A-Za-z0-9_-]+$" }, "description": "run only with one of these profiles active (run --profile, DAGSTART_PROFILES)" },
     });
     match properties {
         Value::Object(map) => map,

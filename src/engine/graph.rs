@@ -8,20 +8,23 @@ use std::collections::HashMap;
 
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::{Dfs, Reversed};
+use petgraph::visit::{Dfs, EdgeFiltered, EdgeRef as _, Reversed};
 
-use crate::engine::config::{Condition, Config, Node, Problem, did_you_mean};
+use crate::engine::config::{Condition, Config, Edge, Node, NodeKind, Problem, did_you_mean};
 
 /// The startup graph of a configuration. Node `i` of the graph is `config.nodes[i]`.
 #[derive(Debug, Clone)]
 pub struct Graph {
-    inner: DiGraph<(), Condition>,
+    inner: DiGraph<(), Edge>,
     /// Topological order (dependencies before dependents).
     order: Vec<usize>,
     /// Longest dependency chain below each node.
     levels: Vec<usize>,
     /// Longest chain of dependents above each node: the work still behind it.
     heights: Vec<usize>,
+    /// Whether something may start on top of each node while it is down (see
+    /// [`Graph::open_above`]).
+    open_above: Vec<bool>,
 }
 
 /// A node named on the command line that the configuration does not declare.
@@ -43,7 +46,7 @@ impl Graph {
         }
         for (i, node) in config.nodes.iter().enumerate() {
             for dep in &node.depends_on {
-                inner.add_edge(NodeIndex::new(dep.node), NodeIndex::new(i), dep.condition);
+                inner.add_edge(NodeIndex::new(dep.node), NodeIndex::new(i), dep.edge());
             }
         }
         let order: Vec<usize> = petgraph::algo::toposort(&inner, None)
@@ -61,18 +64,30 @@ impl Graph {
             levels[n] = level;
         }
         let mut heights = vec![0; config.nodes.len()];
+        let mut open_above = vec![false; config.nodes.len()];
         for &n in order.iter().rev() {
             heights[n] = inner
                 .neighbors_directed(NodeIndex::new(n), petgraph::Direction::Outgoing)
                 .map(|d| heights[d.index()] + 1)
                 .max()
                 .unwrap_or(0);
+            open_above[n] = inner
+                .edges_directed(NodeIndex::new(n), petgraph::Direction::Outgoing)
+                .filter(|e| e.weight().orders_stop())
+                .any(|e| {
+                    let d = e.target().index();
+                    !e.weight().binds()
+                        || e.weight().condition == Condition::Listening
+                        || config.nodes[d].kind == NodeKind::Component
+                        || open_above[d]
+                });
         }
         Self {
             inner,
             order,
             levels,
             heights,
+            open_above,
         }
     }
 
@@ -98,13 +113,22 @@ impl Graph {
         self.heights[node]
     }
 
+    /// Whether a node may start on top of `node` while it is down (so the stop order cannot
+    /// take "down, stopped after its dependents" to mean "nothing above it runs"): somewhere
+    /// among its dependents lies an optional edge, a `listening` edge (met while the
+    /// dependency waits) or a component (once completed, it satisfies its dependents whatever
+    /// happens below it).
+    pub fn open_above(&self, node: usize) -> bool {
+        self.open_above[node]
+    }
+
     /// Number of levels: 0 for an empty graph, 1 when nothing depends on anything.
     pub fn depth(&self) -> usize {
         self.levels.iter().max().map_or(0, |m| m + 1)
     }
 
-    /// The nodes `node` waits for, with the condition of each.
-    pub fn dependencies(&self, node: usize) -> impl Iterator<Item = (usize, Condition)> + '_ {
+    /// The nodes `node` waits for, with the edge to each (its condition and kind).
+    pub fn dependencies(&self, node: usize) -> impl Iterator<Item = (usize, Edge)> + '_ {
         self.inner
             .edges_directed(NodeIndex::new(node), petgraph::Direction::Incoming)
             .map(|e| (petgraph::visit::EdgeRef::source(&e).index(), *e.weight()))
@@ -117,14 +141,31 @@ impl Graph {
             .map(NodeIndex::index)
     }
 
-    /// The named nodes and everything they need; all nodes when `names` is empty.
+    /// The nodes that wait for `node`, with the edge from each.
+    pub fn dependent_edges(&self, node: usize) -> impl Iterator<Item = (usize, Edge)> + '_ {
+        self.inner
+            .edges_directed(NodeIndex::new(node), petgraph::Direction::Outgoing)
+            .map(|e| (petgraph::visit::EdgeRef::target(&e).index(), *e.weight()))
+    }
+
+    /// The nodes that cannot run without `node` (over [`Edge::binds`] edges).
+    pub fn bound_dependents(&self, node: usize) -> impl Iterator<Item = usize> + '_ {
+        self.dependent_edges(node)
+            .filter(|(_, e)| e.binds())
+            .map(|(d, _)| d)
+    }
+
+    /// The named nodes and everything they require (optional dependencies are not pulled in:
+    /// they are waited for only when something else selects them); all nodes when `names` is
+    /// empty.
     pub fn select(&self, config: &Config, names: &[String]) -> Result<Vec<bool>, UnknownNode> {
         if names.is_empty() {
             return Ok(vec![true; self.len()]);
         }
         let index = name_index(&config.nodes);
         let mut selected = vec![false; self.len()];
-        let reversed = Reversed(&self.inner);
+        let required = EdgeFiltered::from_fn(&self.inner, |e| e.weight().required);
+        let reversed = Reversed(&required);
         for name in names {
             let Some(&start) = index.get(name.as_str()) else {
                 let suggestion = did_you_mean(name, config.nodes.iter().map(|n| n.name.as_str()));

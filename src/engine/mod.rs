@@ -5,7 +5,8 @@
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | services.toml: parsing, validation, diagnostics, the resolved model |
-//! | [`graph`] | the dependency graph: cycles, levels, heights, selection |
+//! | [`graph`] | the dependency graph: cycles, levels, heights, edges by kind |
+//! | [`selection`] | which nodes a run takes part in: named ones and what they require, profiles |
 //! | [`lifecycle`] | the one typed node lifecycle: a pure core, its async shell, the runners |
 //! | [`process`] | a node's process group: spawn, output lines, graceful stop |
 //! | [`fine_timer`] | sleeps to the microsecond (probe pauses), where the runtime's timer counts ms |
@@ -44,6 +45,7 @@ pub mod preflight;
 pub mod pressure;
 pub mod process;
 pub mod record;
+pub mod selection;
 pub mod socket_path;
 pub mod sockets;
 pub mod spawner;

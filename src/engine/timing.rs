@@ -155,9 +155,9 @@ fn critical_path(config: &Config, graph: &Graph, timings: &[NodeTiming]) -> Vec<
     loop {
         let gate = graph
             .dependencies(current)
-            .filter_map(|(dep, condition)| {
+            .filter_map(|(dep, edge)| {
                 let t = by_node(dep)?;
-                let met = match condition {
+                let met = match edge.condition {
                     Condition::Started => t.first_spawn_at,
                     Condition::Listening => t.launched_at,
                     Condition::Healthy | Condition::Completed => t.ready_at,

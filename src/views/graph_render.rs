@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::engine::config::{Condition, Config, NodeKind};
+use crate::engine::config::{Condition, Config, Edge, NodeKind};
 use crate::engine::graph::Graph;
 
 /// `dagstart graph --format json`: every node with its level and its dependencies.
@@ -21,6 +21,8 @@ pub struct JsonNode<'a> {
     pub kind: NodeKind,
     pub level: usize,
     pub required: bool,
+    /// Runs only with one of these profiles active (empty: always).
+    pub profiles: &'a [String],
     pub depends_on: Vec<JsonDependency<'a>>,
 }
 
@@ -28,6 +30,12 @@ pub struct JsonNode<'a> {
 pub struct JsonDependency<'a> {
     pub name: &'a str,
     pub condition: Condition,
+    /// false: the dependent goes on without it when it fails or is not part of the run.
+    pub required: bool,
+    /// The dependent restarts when it restarts.
+    pub restart: bool,
+    /// Needed once to start, then the link is dropped.
+    pub milestone: bool,
 }
 
 /// The selected nodes, ordered by level and then by position in the file.
@@ -37,8 +45,13 @@ fn ordered(graph: &Graph, selected: &[bool]) -> Vec<usize> {
     nodes
 }
 
-fn sorted_dependencies(graph: &Graph, node: usize) -> Vec<(usize, Condition)> {
-    let mut deps: Vec<_> = graph.dependencies(node).collect();
+/// The dependencies of `node` that take part (an optional one of an inactive profile does
+/// not), in file order.
+fn sorted_dependencies(graph: &Graph, selected: &[bool], node: usize) -> Vec<(usize, Edge)> {
+    let mut deps: Vec<_> = graph
+        .dependencies(node)
+        .filter(|&(d, _)| selected[d])
+        .collect();
     deps.sort_unstable();
     deps
 }
@@ -53,11 +66,15 @@ pub fn render_json(config: &Config, graph: &Graph, selected: &[bool]) -> String 
                 kind: node.kind,
                 level: graph.level(i),
                 required: node.required,
-                depends_on: sorted_dependencies(graph, i)
+                profiles: &node.profiles,
+                depends_on: sorted_dependencies(graph, selected, i)
                     .into_iter()
-                    .map(|(d, condition)| JsonDependency {
+                    .map(|(d, edge)| JsonDependency {
                         name: &config.nodes[d].name,
-                        condition,
+                        condition: edge.condition,
+                        required: edge.required,
+                        restart: edge.restart,
+                        milestone: edge.milestone,
                     })
                     .collect(),
             }
@@ -65,6 +82,22 @@ pub fn render_json(config: &Config, graph: &Graph, selected: &[bool]) -> String 
         .collect();
     let depth = nodes.iter().map(|n| n.level + 1).max().unwrap_or(0);
     serde_json::to_string_pretty(&JsonGraph { depth, nodes }).expect("graph serializes")
+}
+
+/// "healthy" for a plain dependency, "healthy, optional, restart" for one with kinds.
+fn edge_label(edge: Edge) -> String {
+    let mut parts = vec![edge.condition.as_str()];
+    parts.extend(edge.marks());
+    parts.join(", ")
+}
+
+/// "  [debug, tools]" after a node that runs only with those profiles.
+fn profiles_note(profiles: &[String]) -> String {
+    if profiles.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", profiles.join(", "))
+    }
 }
 
 /// "  1.02s *" for a node of a recorded run: its start time, right-aligned, and a star on the
@@ -112,9 +145,9 @@ pub fn render_text(
         } else {
             format!("{} (optional)", node.kind.as_str())
         };
-        let deps: Vec<String> = sorted_dependencies(graph, i)
+        let deps: Vec<String> = sorted_dependencies(graph, selected, i)
             .into_iter()
-            .map(|(d, c)| format!("{} ({})", config.nodes[d].name, c.as_str()))
+            .map(|(d, e)| format!("{} ({})", config.nodes[d].name, edge_label(e)))
             .collect();
         // Columns: name, kind, the start time of the last run (with --timings), dependencies.
         let deps = if deps.is_empty() {
@@ -123,9 +156,10 @@ pub fn render_text(
             format!("  <- {}", deps.join(", "))
         };
         let line = format!(
-            "  {:width$}  {kind:<20}{}{deps}",
+            "  {:width$}  {kind:<20}{}{deps}{}",
             node.name,
-            timing_note(timings, &node.name)
+            timing_note(timings, &node.name),
+            profiles_note(&node.profiles)
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
@@ -169,17 +203,23 @@ pub fn render_dot(
         );
     }
     for &i in &nodes {
-        for (d, c) in sorted_dependencies(graph, i) {
+        for (d, e) in sorted_dependencies(graph, selected, i) {
             let (from, to) = (&config.nodes[d].name, &config.nodes[i].name);
             let colour = if critical(from) && critical(to) {
                 ", color=red, penwidth=2"
             } else {
                 ""
             };
+            // Optional: dashed. Milestone: dotted (the link ends once `to` is ready).
+            let style = match (e.required, e.milestone) {
+                (_, true) => ", style=dotted",
+                (false, false) => ", style=dashed",
+                (true, false) => "",
+            };
             let _ = writeln!(
                 out,
-                "  \"{from}\" -> \"{to}\" [label=\"{}\"{colour}];",
-                c.as_str()
+                "  \"{from}\" -> \"{to}\" [label=\"{}\"{style}{colour}];",
+                edge_label(e)
             );
         }
     }
@@ -200,18 +240,14 @@ pub fn render_mermaid(config: &Config, graph: &Graph, selected: &[bool]) -> Stri
         };
     }
     for &i in &nodes {
-        for (d, c) in sorted_dependencies(graph, i) {
-            // An edge into an optional node is dashed: it never blocks the startup.
-            let arrow = if config.nodes[i].required {
-                "-->"
-            } else {
-                "-.->"
-            };
+        for (d, e) in sorted_dependencies(graph, selected, i) {
+            // An optional edge is dashed: the dependent goes on without it.
+            let arrow = if e.required { "-->" } else { "-.->" };
             let _ = writeln!(
                 out,
                 "  {} {arrow}|{}| {}",
                 config.nodes[d].name,
-                c.as_str(),
+                edge_label(e),
                 config.nodes[i].name
             );
         }

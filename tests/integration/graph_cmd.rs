@@ -31,8 +31,8 @@ fn json_lists_every_node_with_level_and_conditions() {
     assert_eq!(
         vision["depends_on"],
         serde_json::json!([
-            { "name": "backend", "condition": "healthy" },
-            { "name": "preload_cache", "condition": "completed" }
+            { "name": "backend", "condition": "healthy", "required": true, "restart": false, "milestone": false },
+            { "name": "preload_cache", "condition": "completed", "required": true, "restart": false, "milestone": false }
         ])
     );
     let monitoring = nodes.iter().find(|n| n["name"] == "monitoring").unwrap();
@@ -97,17 +97,93 @@ fn dot_and_mermaid_draw_every_edge() {
         mermaid.matches("-->").count() + mermaid.matches("-.->").count(),
         6
     );
-    // Optional nodes are marked (dashed outline, dashed edges into them), as in dot.
+    // Optional nodes are marked (dashed outline), as in dot.
     assert!(mermaid.contains("vision([vision]):::optional"), "{mermaid}");
     assert!(
         mermaid.contains("preload_cache[preload_cache]:::optional"),
         "{mermaid}"
     );
     assert!(
-        mermaid.contains("ws_router -.->|healthy| preload_cache"),
+        mermaid.contains("ws_router -->|healthy| preload_cache"),
         "{mermaid}"
     );
     assert!(mermaid.contains("classDef optional"), "{mermaid}");
+}
+
+/// Dependency kinds: every format shows optional (dashed), restart and milestone edges, and
+/// the profiles of a node; `--profile` selects the profiled nodes.
+#[test]
+fn every_format_shows_the_kind_of_each_edge_and_the_profiles() {
+    let project = Project::new(
+        "[services.db]\ncommand = \"db\"\n\n\
+         [services.cache]\ncommand = \"cache\"\n\n\
+         [components.migrate]\ncommand = \"migrate\"\n\n\
+         [services.debugger]\ncommand = \"dbg\"\nprofiles = [\"debug\"]\n\n\
+         [services.api]\ncommand = \"api\"\n\
+         depends_on = { db = { restart = true }, cache = { required = false }, migrate = { milestone = true }, debugger = { required = false } }\n",
+    );
+    let graph = |args: &[&str]| {
+        let mut all = vec!["graph"];
+        all.extend_from_slice(args);
+        let out = project.dagstart(&all).output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        stdout_of(&out)
+    };
+    let text = graph(&[]);
+    assert!(
+        text.contains(
+            "<- db (healthy, restart), cache (healthy, optional), migrate (completed, milestone)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("debugger"), "{text}");
+    let text = graph(&["--profile", "debug"]);
+    assert!(text.contains("debugger  service"), "{text}");
+    assert!(text.contains("[debug]"), "{text}");
+    let dot = graph(&["--format", "dot"]);
+    assert!(
+        dot.contains("\"cache\" -> \"api\" [label=\"healthy, optional\", style=dashed];"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("\"migrate\" -> \"api\" [label=\"completed, milestone\", style=dotted];"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("\"db\" -> \"api\" [label=\"healthy, restart\"];"),
+        "{dot}"
+    );
+    let mermaid = graph(&["--format", "mermaid"]);
+    assert!(
+        mermaid.contains("cache -.->|healthy, optional| api"),
+        "{mermaid}"
+    );
+    assert!(
+        mermaid.contains("db -->|healthy, restart| api"),
+        "{mermaid}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&graph(&["--format", "json", "--profile", "debug"])).unwrap();
+    let api = json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "api")
+        .unwrap();
+    let debugger_edge = api["depends_on"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "debugger")
+        .unwrap();
+    assert_eq!(debugger_edge["required"], false);
+    let debugger = json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "debugger")
+        .unwrap();
+    assert_eq!(debugger["profiles"], serde_json::json!(["debug"]));
 }
 
 #[test]

@@ -112,14 +112,14 @@ fn compose_becomes_processes_and_says_what_containers_had() {
         migrate["command"],
         serde_json::json!(["./migrate.sh", "up", "--all"])
     );
-    assert_eq!(migrate["depends_on"]["db"], "healthy");
+    assert_eq!(migrate["depends_on"]["db"]["condition"], "healthy");
     assert_eq!(migrate["env"]["MIGRATE_DIR"], "./sql");
     assert_eq!(migrate["env"]["MIGRATE_LOCK"], "on");
 
     let api = &services["api"];
-    assert_eq!(api["depends_on"]["migrate"], "completed");
-    assert_eq!(api["depends_on"]["cache"], "started");
-    assert_eq!(api["depends_on"]["search"], "healthy");
+    assert_eq!(api["depends_on"]["migrate"]["condition"], "completed");
+    assert_eq!(api["depends_on"]["cache"]["condition"], "started");
+    assert_eq!(api["depends_on"]["search"]["condition"], "healthy");
     assert_eq!(api["restart_with_dependency"], true);
     assert_eq!(api["restart"], "on-failure");
     assert_eq!(api["max_restarts"], 3);
@@ -147,7 +147,7 @@ fn compose_becomes_processes_and_says_what_containers_had() {
 
     let worker = &services["worker"];
     assert_eq!(worker["health"]["spawned"], true, "healthcheck disabled");
-    assert_eq!(worker["depends_on"]["cache"], "started");
+    assert_eq!(worker["depends_on"]["cache"]["condition"], "started");
     assert_eq!(worker["restart"], "always");
 
     let search = &services["search"];
@@ -158,7 +158,10 @@ fn compose_becomes_processes_and_says_what_containers_had() {
     );
 
     // `web.frontend` is not a node name dagstart takes.
-    assert_eq!(services["web_frontend"]["depends_on"]["api"], "started");
+    assert_eq!(
+        services["web_frontend"]["depends_on"]["api"]["condition"],
+        "started"
+    );
 
     assert_listed(
         &p,
@@ -210,13 +213,19 @@ fn process_compose_processes_keep_their_conditions_probes_and_policies() {
     assert_eq!(db["stop_signal"], "SIGINT");
     assert_eq!(db["stop_timeout"], "20s");
 
-    assert_eq!(components["migrate"]["depends_on"]["db"], "healthy");
-    assert_eq!(components["seed"]["depends_on"]["migrate"], "completed");
+    assert_eq!(
+        components["migrate"]["depends_on"]["db"]["condition"],
+        "healthy"
+    );
+    assert_eq!(
+        components["seed"]["depends_on"]["migrate"]["condition"],
+        "completed"
+    );
 
     let api = &services["api"];
-    assert_eq!(api["depends_on"]["seed"], "completed");
-    assert_eq!(api["depends_on"]["broker"], "healthy");
-    assert_eq!(api["depends_on"]["db"], "started");
+    assert_eq!(api["depends_on"]["seed"]["condition"], "completed");
+    assert_eq!(api["depends_on"]["broker"]["condition"], "healthy");
+    assert_eq!(api["depends_on"]["db"]["condition"], "started");
     assert_eq!(api["health"]["http"], "http://127.0.0.1:8010/health");
     assert_eq!(api["health"]["interval"], "1s");
     assert_eq!(api["liveness"]["http"], "http://127.0.0.1:8010/live");

@@ -193,7 +193,11 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("[components.NAME]", COMPONENT_KEYS),
     ("health", HEALTH_KEYS),
     ("liveness", LIVENESS_KEYS),
+    ("depends_on entry", DEPENDENCY_KEYS),
 ];
+
+/// The long form of a `depends_on` entry: `db = { condition = "healthy", restart = true }`.
+const DEPENDENCY_KEYS: &[&str] = &["condition", "required", "restart", "milestone"];
 
 const TOP_KEYS: &[&str] = &["settings", "env", "services", "components"];
 const SETTINGS_KEYS: &[&str] = &[
@@ -237,6 +241,7 @@ const SERVICE_KEYS: &[&str] = &[
     "log_max_size",
     "log_keep",
     "output",
+    "profiles",
 ];
 const COMPONENT_KEYS: &[&str] = &[
     "command",
@@ -257,6 +262,7 @@ const COMPONENT_KEYS: &[&str] = &[
     "log_max_size",
     "log_keep",
     "output",
+    "profiles",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "http",
@@ -928,7 +934,24 @@ impl<'p> Loader<'p> {
         let output = field(table, "output")
             .and_then(|v| self.output(v, &format!("{path}.output"), &health))
             .unwrap_or_default();
-        let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on.into_iter().unzip();
+        let profiles = field(table, "profiles")
+            .map(|v| self.profiles(v, &format!("{path}.profiles")))
+            .unwrap_or_default();
+        let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on
+            .into_iter()
+            .map(|entry| {
+                let restart = entry
+                    .restart
+                    .unwrap_or(restart_with_dependency && !entry.dep.milestone);
+                (
+                    Dependency {
+                        restart,
+                        ..entry.dep
+                    },
+                    entry.condition,
+                )
+            })
+            .unzip();
         let node = Node {
             name: name.to_owned(),
             name_span,
@@ -955,6 +978,7 @@ impl<'p> Loader<'p> {
             log_max_size,
             log_keep,
             output,
+            profiles,
         };
         let spans = NodeSpans {
             port: port.map(|p| p.1),
@@ -1158,12 +1182,9 @@ impl<'p> Loader<'p> {
         ok.then_some(out)
     }
 
-    /// The dependency entries, each with its span and the span of an explicit condition.
-    fn depends_on(
-        &mut self,
-        value: &Value<'_>,
-        path: &str,
-    ) -> Vec<(Dependency, Option<(Condition, Span)>)> {
+    /// The dependency entries, each with its span, its explicit condition and its explicit
+    /// `restart` (the default of which is the node's `restart_with_dependency`).
+    fn depends_on(&mut self, value: &Value<'_>, path: &str) -> Vec<Entry> {
         let mut out = Vec::new();
         match value.get_ref() {
             DeValue::Array(items) => {
@@ -1171,42 +1192,89 @@ impl<'p> Loader<'p> {
                 out.reserve(items.len());
                 for item in items.iter() {
                     if let Some(name) = self.string(item, &key_path) {
-                        out.push(dependency(name, item.span(), None));
+                        out.push(Entry::new(name, item.span()));
                     }
                 }
             }
             DeValue::Table(table) => {
-                for (key, cond) in table.iter() {
+                for (key, value) in table.iter() {
                     let name = key.get_ref().to_string();
-                    let Some(text) = self.string(cond, &format!("{path}.depends_on.{name}")) else {
-                        continue;
+                    let mut entry = Entry::new(name, key.span().start..value.span().end);
+                    let key_path = format!("{path}.depends_on.{}", entry.dep.name);
+                    let ok = match value.get_ref() {
+                        DeValue::Table(long) => self.long_dependency(long, &key_path, &mut entry),
+                        _ => self.condition(value, &key_path, &mut entry),
                     };
-                    let span = key.span().start..cond.span().end;
-                    match Condition::parse(&text) {
-                        Some(c) => out.push(dependency(name, span, Some((c, cond.span())))),
-                        None => {
-                            let problem = Problem::error(
-                                "dagstart::config::condition",
-                                format!("`{text}` is not a dependency condition"),
-                            )
-                            .label(cond.span(), "unknown condition");
-                            self.push(match did_you_mean(&text, Condition::NAMES) {
-                                Some(s) => problem.help(format!("did you mean \"{s}\"?")),
-                                None => {
-                                    problem.help("use \"started\", \"healthy\" or \"completed\"")
-                                }
-                            });
-                        }
+                    if ok {
+                        out.push(entry);
                     }
                 }
             }
             _ => self.type_error(
                 value,
                 "depends_on",
-                "an array of names or a table of name = \"condition\"",
+                "an array of names or a table of name = \"condition\" or name = { condition = ..., required = ..., restart = ..., milestone = ... }",
             ),
         }
         out
+    }
+
+    /// `condition = "healthy"` (or the short form's value) into `entry`; false when invalid.
+    fn condition(&mut self, value: &Value<'_>, key_path: &str, entry: &mut Entry) -> bool {
+        let Some(text) = self.string(value, key_path) else {
+            return false;
+        };
+        let Some(condition) = Condition::parse(&text) else {
+            let problem = Problem::error(
+                "dagstart::config::condition",
+                format!("`{text}` is not a dependency condition"),
+            )
+            .label(value.span(), "unknown condition");
+            self.push(match did_you_mean(&text, Condition::NAMES) {
+                Some(s) => problem.help(format!("did you mean \"{s}\"?")),
+                None => {
+                    problem.help("use \"started\", \"healthy\", \"completed\" or \"listening\"")
+                }
+            });
+            return false;
+        };
+        entry.condition = Some((condition, value.span()));
+        true
+    }
+
+    /// `db = { condition = "healthy", required = false, restart = true, milestone = true }`.
+    fn long_dependency(&mut self, table: &DeTable<'_>, key_path: &str, entry: &mut Entry) -> bool {
+        self.check_keys(table, DEPENDENCY_KEYS, key_path);
+        let mut ok = true;
+        if let Some(value) = field(table, "condition") {
+            ok &= self.condition(value, &format!("{key_path}.condition"), entry);
+        }
+        let flag = |loader: &mut Self, key: &str| {
+            field(table, key).and_then(|v| Some((loader.bool(v, key)?, v.span())))
+        };
+        if let Some((required, _)) = flag(self, "required") {
+            entry.dep.required = required;
+        }
+        let restart = flag(self, "restart");
+        let milestone = flag(self, "milestone");
+        entry.dep.milestone = milestone.as_ref().is_some_and(|m| m.0);
+        entry.restart = restart.as_ref().map(|r| r.0);
+        if let (Some((true, restart_span)), Some((true, milestone_span))) = (restart, milestone) {
+            self.push(
+                Problem::error(
+                    "dagstart::config::milestone_restart",
+                    format!(
+                        "a milestone cannot also restart its dependent (`{}`)",
+                        entry.dep.name
+                    ),
+                )
+                .label(milestone_span, "the link is dropped once the dependent is ready")
+                .label(restart_span, "so there is nothing left to restart along")
+                .help("keep `restart = true` for a lasting link, or `milestone = true` for a start-only one"),
+            );
+            ok = false;
+        }
+        ok
     }
 
     fn health(&mut self, value: Option<&Value<'_>>, port: Option<u16>, path: &str) -> Health {
@@ -1333,6 +1401,38 @@ impl<'p> Loader<'p> {
             }
         }
         patterns
+    }
+
+    /// `profiles = ["debug", "tools"]`: names as node names are (they are typed on the
+    /// command line and in `DAGSTART_PROFILES`).
+    fn profiles(&mut self, value: &Value<'_>, key_path: &str) -> Vec<String> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.type_error(value, "profiles", "an array of profile names");
+            return Vec::new();
+        };
+        let mut profiles: Vec<String> = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let Some(name) = self.string(item, key_path) else {
+                continue;
+            };
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                self.push(
+                    Problem::error(
+                        "dagstart::config::profile",
+                        format!("invalid profile name `{name}`"),
+                    )
+                    .label(item.span(), "only letters, digits, `_` and `-` are allowed")
+                    .help("a profile is named on the command line: `dagstart run --profile NAME`"),
+                );
+            } else if !profiles.contains(&name) {
+                profiles.push(name);
+            }
+        }
+        profiles
     }
 
     fn restart(&mut self, table: &DeTable<'_>, path: &str) -> super::Restart {
@@ -1790,7 +1890,7 @@ impl<'p> Loader<'p> {
             .map(|n| (n.name.as_str(), n))
             .collect();
         for node in nodes.iter().filter(|n| n.required) {
-            for dep in &node.depends_on {
+            for dep in node.depends_on.iter().filter(|d| d.required) {
                 if let Some(opt) = optional.get(dep.name.as_str()) {
                     self.push(
                         Problem::warning(
@@ -1805,8 +1905,9 @@ impl<'p> Loader<'p> {
                             "if this fails, the required node is skipped and startup fails",
                         )
                         .help(format!(
-                            "mark `{}` as `required = false` too, or make `{}` required",
-                            node.name, opt.name
+                            "mark `{}` as `required = false` too, make `{}` required, or let \
+                             `{}` go on without it: `{} = {{ required = false }}`",
+                            node.name, opt.name, node.name, opt.name
                         )),
                     );
                 }
@@ -1870,18 +1971,31 @@ impl<'a> Suggestions<'a> {
 }
 
 /// A dependency entry before it is resolved: its index and final condition come later.
-fn dependency(
-    name: String,
-    span: Span,
-    explicit: Option<(Condition, Span)>,
-) -> (Dependency, Option<(Condition, Span)>) {
-    let dep = Dependency {
-        name,
-        node: usize::MAX,
-        span,
-        condition: Condition::Healthy,
-    };
-    (dep, explicit)
+/// One `depends_on` entry as written, before it is resolved against the other nodes.
+struct Entry {
+    dep: Dependency,
+    /// The condition, where one was written, and where.
+    condition: Option<(Condition, Span)>,
+    /// `restart`, where it was written; otherwise the node's `restart_with_dependency`.
+    restart: Option<bool>,
+}
+
+impl Entry {
+    fn new(name: String, span: Span) -> Self {
+        Self {
+            dep: Dependency {
+                name,
+                node: usize::MAX,
+                span,
+                condition: Condition::Healthy,
+                required: true,
+                restart: false,
+                milestone: false,
+            },
+            condition: None,
+            restart: None,
+        }
+    }
 }
 
 fn expand_problem(error: ExpandError, span: Span) -> Problem {

@@ -173,6 +173,9 @@ pub struct Node {
     pub log_keep: Option<u32>,
     /// Where the node's stdout and stderr go.
     pub output: Output,
+    /// The node runs only when one of these is active (`run --profile`, `DAGSTART_PROFILES`);
+    /// a node without profiles always runs.
+    pub profiles: Vec<String>,
 }
 
 /// Where a node's stdout and stderr go.
@@ -312,6 +315,66 @@ pub struct Dependency {
     /// The entry in `depends_on`, for diagnostics.
     pub span: Span,
     pub condition: Condition,
+    /// `false`: the dependent waits for the dependency only while it is selected and on its
+    /// way up, and goes on without it otherwise (OpenRC `use`, dinit `waits-for`).
+    pub required: bool,
+    /// The dependent restarts when the dependency restarts (compose's `depends_on.restart`,
+    /// systemd's `PartOf`). Defaults to the dependent's `restart_with_dependency`.
+    pub restart: bool,
+    /// Needed once, to start: after the dependent has been ready the link is dropped, so the
+    /// dependency may stop, fail or restart without touching it (dinit's `depends-ms`).
+    pub milestone: bool,
+}
+
+impl Dependency {
+    /// What the graph and the lifecycle need to know of this entry.
+    pub fn edge(&self) -> Edge {
+        Edge {
+            condition: self.condition,
+            required: self.required,
+            restart: self.restart,
+            milestone: self.milestone,
+        }
+    }
+}
+
+/// One dependency as the graph holds it: when the dependent may start, and how the two stay
+/// linked afterwards. See [`Dependency`] for each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Edge {
+    pub condition: Condition,
+    pub required: bool,
+    pub restart: bool,
+    pub milestone: bool,
+}
+
+impl Edge {
+    /// The dependent cannot run without the dependency: a failure, a stop or a restart of the
+    /// dependency reaches it.
+    pub fn binds(self) -> bool {
+        self.required && !self.milestone
+    }
+
+    /// The dependent stops before the dependency (every kind but a milestone).
+    pub fn orders_stop(self) -> bool {
+        !self.milestone
+    }
+
+    /// The kinds that differ from a plain dependency, for `graph` and messages:
+    /// "optional", "restart", "milestone".
+    pub fn marks(self) -> Vec<&'static str> {
+        let mut marks = Vec::new();
+        if !self.required {
+            marks.push("optional");
+        }
+        if self.restart {
+            marks.push("restart");
+        }
+        if self.milestone {
+            marks.push("milestone");
+        }
+        marks
+    }
 }
 
 /// When a dependent may start.

@@ -158,7 +158,7 @@ fn node_toml(out: &mut String, config: &Config, node: &Node) {
     let deps: Vec<String> = node
         .depends_on
         .iter()
-        .map(|d| format!("{} = {}", quote(&d.name), quote(d.condition.as_str())))
+        .map(|d| format!("{} = {}", quote(&d.name), dependency_toml(node, d)))
         .collect();
     let deps = if deps.is_empty() {
         "{}".to_owned()
@@ -251,6 +251,9 @@ fn node_toml(out: &mut String, config: &Config, node: &Node) {
     if node.restart_with_dependency {
         line(out, config, &path, "restart_with_dependency", true);
     }
+    if !node.profiles.is_empty() {
+        line(out, config, &path, "profiles", quote_all(&node.profiles));
+    }
     if !node.watch.is_empty() {
         line(out, config, &path, "watch", quote_all(&node.watch));
     }
@@ -297,7 +300,15 @@ fn node_json(node: &Node) -> Value {
     let deps: serde_json::Map<String, Value> = node
         .depends_on
         .iter()
-        .map(|d| (d.name.clone(), json!(d.condition.as_str())))
+        .map(|d| {
+            let entry = json!({
+                "condition": d.condition.as_str(),
+                "required": d.required,
+                "restart": d.restart,
+                "milestone": d.milestone,
+            });
+            (d.name.clone(), entry)
+        })
         .collect();
     json!({
         "command": command,
@@ -336,11 +347,34 @@ fn node_json(node: &Node) -> Value {
         "log_max_size": node.log_max_size.map(size),
         "log_keep": node.log_keep,
         "output": node.output,
+        "profiles": node.profiles,
     })
 }
 
 /// A node's definition in one string, with the environment every node gets: two runs of a node
 /// with equal fingerprints run the same process the same way (what `reload` leaves alone).
+/// `"healthy"`, or the long form where the entry differs from a plain one of this node:
+/// `{ condition = "healthy", required = false }`.
+fn dependency_toml(node: &Node, dep: &super::Dependency) -> String {
+    let mut parts = Vec::new();
+    if !dep.required {
+        parts.push("required = false".to_owned());
+    }
+    if dep.milestone {
+        parts.push("milestone = true".to_owned());
+    }
+    // `restart` defaults to the node's `restart_with_dependency` (never for a milestone).
+    if dep.restart != (node.restart_with_dependency && !dep.milestone) {
+        parts.push(format!("restart = {}", dep.restart));
+    }
+    let condition = quote(dep.condition.as_str());
+    if parts.is_empty() {
+        condition
+    } else {
+        format!("{{ condition = {condition}, {} }}", parts.join(", "))
+    }
+}
+
 pub fn node_fingerprint(config: &Config, node: &Node) -> String {
     json!({ "node": node_json(node), "kind": node.kind, "env": config.env }).to_string()
 }

@@ -55,6 +55,8 @@ pub struct Options {
     /// The final verification pass probes again only the required services whose readiness
     /// is older than this: one confirmed a moment ago has nothing new to say.
     pub verify_older_than: Duration,
+    /// The active profiles: a node a reload adds takes part only if they allow it.
+    pub profiles: Vec<String>,
 }
 
 /// What `dagstart run` uses for [`Options::verify_older_than`].

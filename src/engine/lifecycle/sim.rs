@@ -4,13 +4,19 @@
 //! Nothing here forks or sleeps: a schedule of hundreds of steps runs in well under a
 //! millisecond of real time per step, so thousands of schedules run in `cargo test`.
 //! A failure names its seed; `DAGSTART_SIM_SEED=<seed> cargo test --lib sim` replays exactly
-//! that schedule, and `DAGSTART_SIM_CASES=<n>` runs more (or fewer) schedules.
+//! that schedule (`DAGSTART_SIM_TOML=1` also prints its services.toml and the final states,
+//! `DAGSTART_SIM_TRACE=<n>` the last n steps instead of 40), and
+//! `DAGSTART_SIM_CASES=<n>` runs more (or fewer) schedules.
 //!
 //! The invariants (also listed in docs/architecture.md):
-//! 1. A node is launched only when every dependency meets its condition.
+//! 1. A node is launched only when every dependency meets its condition: every required one,
+//!    and every optional one that is live (an optional dependency that is down is not waited
+//!    for); a milestone only until the node was first ready.
 //! 2. At most one live instance per node.
 //! 3. A stop is sent only after every node that depends on the node, directly or through
-//!    nodes without an instance (a completed component), has ended; a kill is exempt.
+//!    nodes without an instance (a completed component), over edges other than milestones,
+//!    has ended, unless an optional edge lies on the way and that node is not being stopped
+//!    itself; a kill is exempt.
 //! 4. A node stopped by the user is not launched again until it is started (or restarted)
 //!    by the user, or removed and added back by a reload.
 //! 5. Startup completes only with every required node (that anything demanded) ready.
@@ -39,6 +45,52 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ----- random services.toml --------------------------------------------------------------------
 
+/// A `depends_on` entry: the name, the condition and the kinds (explicit `restart` or the
+/// node's `restart_with_dependency`).
+#[derive(Debug, Clone)]
+struct Dep {
+    name: String,
+    condition: &'static str,
+    required: bool,
+    restart: Option<bool>,
+    milestone: bool,
+}
+
+impl Dep {
+    fn random(rng: &mut Rng, on: &Spec) -> Self {
+        let milestone = rng.below(6) == 0;
+        Self {
+            name: on.name.clone(),
+            condition: condition_on(rng, on),
+            required: rng.below(4) != 0,
+            restart: match rng.below(6) {
+                0 if !milestone => Some(true),
+                1 => Some(false),
+                _ => None,
+            },
+            milestone,
+        }
+    }
+
+    fn toml(&self) -> String {
+        let mut kinds = vec![format!("condition = \"{}\"", self.condition)];
+        if !self.required {
+            kinds.push("required = false".into());
+        }
+        if let Some(restart) = self.restart {
+            kinds.push(format!("restart = {restart}"));
+        }
+        if self.milestone {
+            kinds.push("milestone = true".into());
+        }
+        if kinds.len() == 1 {
+            format!("{} = \"{}\"", self.name, self.condition)
+        } else {
+            format!("{} = {{ {} }}", self.name, kinds.join(", "))
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Spec {
     name: String,
@@ -49,7 +101,7 @@ struct Spec {
     restart: &'static str,
     max_restarts: u32,
     bound: bool,
-    deps: Vec<(String, &'static str)>,
+    deps: Vec<Dep>,
     generation: u32,
 }
 
@@ -92,10 +144,10 @@ impl Specs {
         if !self.nodes.is_empty() {
             for _ in 0..rng.below(4) {
                 let d = &self.nodes[self.nodes.len() - 1 - rng.below(self.nodes.len().min(8))];
-                if deps.iter().any(|(n, _)| n == &d.name) {
+                if deps.iter().any(|dep: &Dep| dep.name == d.name) {
                     continue;
                 }
-                deps.push((d.name.clone(), condition_on(rng, d)));
+                deps.push(Dep::random(rng, d));
             }
         }
         Spec {
@@ -133,11 +185,7 @@ impl Specs {
                 );
             }
             if !spec.deps.is_empty() {
-                let deps: Vec<String> = spec
-                    .deps
-                    .iter()
-                    .map(|(n, c)| format!("{n} = \"{c}\""))
-                    .collect();
+                let deps: Vec<String> = spec.deps.iter().map(Dep::toml).collect();
                 out += &format!("depends_on = {{ {} }}\n", deps.join(", "));
             }
             out.push('\n');
@@ -155,7 +203,7 @@ impl Specs {
             1 if self.nodes.len() > 1 => {
                 let gone = self.nodes.remove(rng.below(self.nodes.len()));
                 for spec in &mut self.nodes {
-                    spec.deps.retain(|(n, _)| n != &gone.name);
+                    spec.deps.retain(|d| d.name != gone.name);
                 }
                 self.removed.push(gone);
             }
@@ -166,7 +214,7 @@ impl Specs {
             _ if !self.removed.is_empty() => {
                 let mut back = self.removed.remove(rng.below(self.removed.len()));
                 back.deps
-                    .retain(|(n, _)| self.nodes.iter().any(|s| &s.name == n));
+                    .retain(|d| self.nodes.iter().any(|s| s.name == d.name));
                 self.nodes.push(back);
             }
             _ => {}
@@ -232,6 +280,12 @@ struct World {
     next_seq: u64,
     live: HashMap<usize, Fake>,
     completed: HashSet<usize>,
+    /// Nodes that have been ready or completed at least once (their milestones are reached).
+    ever_up: HashSet<usize>,
+    /// Live nodes the core was stopping before the current step: a node over an optional edge
+    /// must have ended before what it depends on is stopped only if it was being stopped then
+    /// (one that starts to be stopped later in the same step may see its dependency go first).
+    stopping_before_step: HashSet<usize>,
     /// Nodes the user stopped: they must stay down (invariant 4). The value says whether
     /// the node was stopped along with one it needs (`start` of that one brings it back)
     /// rather than by name.
@@ -262,6 +316,7 @@ impl World {
             startup_timeout: Duration::from_secs(30),
             shutdown_timeout: SHUTDOWN_TIMEOUT,
             verify_older_than: Duration::ZERO,
+            profiles: Vec::new(),
         };
         Self {
             seed,
@@ -275,6 +330,8 @@ impl World {
             next_seq: 0,
             live: HashMap::new(),
             completed: HashSet::new(),
+            ever_up: HashSet::new(),
+            stopping_before_step: HashSet::new(),
             held: HashMap::new(),
             killed: false,
             shutdown_at: None,
@@ -284,7 +341,14 @@ impl World {
     }
 
     fn fail(&self, what: &str) -> ! {
-        let tail: Vec<&String> = self.trace.iter().rev().take(40).collect();
+        if std::env::var_os("DAGSTART_SIM_TOML").is_some() {
+            eprintln!("services.toml of the run:\n{}", self.specs.toml());
+            for (n, node) in self.core.config().nodes.iter().enumerate() {
+                eprintln!("{}: {:?}", node.name, self.core.state(n));
+            }
+        }
+        let shown = env_number("DAGSTART_SIM_TRACE").map_or(40, |n| n as usize);
+        let tail: Vec<&String> = self.trace.iter().rev().take(shown).collect();
         let tail: Vec<String> = tail.into_iter().rev().cloned().collect();
         panic!(
             "simulation seed {} failed at step {} ({:?}): {what}\nreplay: DAGSTART_SIM_SEED={} cargo test --lib sim\nlast steps:\n  {}",
@@ -347,6 +411,12 @@ impl World {
             _ => None,
         };
         let reload = matches!(input, Input::Reload(_));
+        self.stopping_before_step = self
+            .live
+            .keys()
+            .copied()
+            .filter(|&n| matches!(self.core.state(n), NodeState::Stopping { .. }))
+            .collect();
         let effects = self.core.on(input, self.now);
         self.apply(effects, request, reload);
         self.core.assert_consistent();
@@ -451,7 +521,7 @@ impl World {
                         self.held
                             .entry(config.nodes[n].name.clone())
                             .or_insert(true);
-                        stack.extend(graph.dependents(n));
+                        stack.extend(graph.bound_dependents(n));
                     }
                 }
             }
@@ -459,15 +529,36 @@ impl World {
                 let by_name = |held: &HashMap<String, bool>, n: usize| {
                     held.get(&config.nodes[n].name) == Some(&false)
                 };
+                // Whether `n` requires, directly or not, a node stopped by name.
+                let needs_held = |held: &HashMap<String, bool>, n: usize| {
+                    let mut seen = HashSet::new();
+                    let mut stack = vec![n];
+                    while let Some(x) = stack.pop() {
+                        for (d, e) in graph.dependencies(x) {
+                            if e.required && seen.insert(d) {
+                                if by_name(held, d) {
+                                    return true;
+                                }
+                                stack.push(d);
+                            }
+                        }
+                    }
+                    false
+                };
                 let mut stack = targets;
                 let mut seen = HashSet::new();
                 while let Some(n) = stack.pop() {
                     if seen.insert(n) {
                         self.held.remove(&config.nodes[n].name);
-                        stack.extend(graph.dependencies(n).map(|(d, _)| d));
-                        stack.extend(graph.dependents(n).filter(|&d| {
+                        stack.extend(
+                            graph
+                                .dependencies(n)
+                                .filter(|(_, e)| e.required)
+                                .map(|(d, _)| d),
+                        );
+                        stack.extend(graph.bound_dependents(n).filter(|&d| {
                             self.held.get(&config.nodes[d].name) == Some(&true)
-                                && !graph.dependencies(d).any(|(e, _)| by_name(&self.held, e))
+                                && !needs_held(&self.held, d)
                         }));
                     }
                 }
@@ -493,12 +584,15 @@ impl World {
                 "invariant 4: `{name}` launched after the user stopped it"
             ));
         }
-        for (dep, condition) in self.core.graph().dependencies(node) {
-            if !self.condition_holds(dep, condition) {
+        for (dep, edge) in self.core.graph().dependencies(node) {
+            let waived = (edge.milestone && self.ever_up.contains(&node))
+                || (!edge.required && !self.live.contains_key(&dep));
+            if !waived && !self.condition_holds(dep, edge.condition) {
                 self.fail(&format!(
-                    "invariant 1: `{name}` launched before `{}` was {}",
+                    "invariant 1: `{name}` launched before `{}` was {} ({:?})",
                     config.nodes[dep].name,
-                    condition.as_str()
+                    edge.condition.as_str(),
+                    edge.marks()
                 ));
             }
         }
@@ -671,21 +765,29 @@ impl World {
     /// Invariant 3: nothing that depends on `node` (through nodes without an instance) is live.
     fn check_stop_order(&self, node: usize) {
         let graph = self.core.graph();
-        let mut seen = HashSet::from([node]);
-        let mut stack = vec![node];
-        while let Some(x) = stack.pop() {
-            for d in graph.dependents(x) {
-                if !seen.insert(d) {
+        // Keyed by whether the way there binds: a node reached both ways is looked past twice.
+        let mut seen = HashSet::from([(node, true)]);
+        let mut stack = vec![(node, true)];
+        while let Some((x, bound)) = stack.pop() {
+            for (d, edge) in graph.dependent_edges(x) {
+                if !edge.orders_stop() {
                     continue;
                 }
+                let bound = bound && edge.binds();
                 if self.live.contains_key(&d) {
-                    let names = &self.core.config().nodes;
-                    self.fail(&format!(
-                        "invariant 3: `{}` told to stop while `{}`, which depends on it, is live",
-                        names[node].name, names[d].name
-                    ));
+                    if bound || self.stopping_before_step.contains(&d) {
+                        let names = &self.core.config().nodes;
+                        self.fail(&format!(
+                            "invariant 3: `{}` told to stop while `{}`, which depends on it{}, is live ({})",
+                            names[node].name,
+                            names[d].name,
+                            if bound { "" } else { " over an optional edge, and was being stopped" },
+                            self.core.state(d).name()
+                        ));
+                    }
+                } else if seen.insert((d, bound)) {
+                    stack.push((d, bound));
                 }
-                stack.push(d);
             }
         }
     }
@@ -755,6 +857,15 @@ impl World {
                     Report::Spawned { .. } => fake.spawned = true,
                     Report::Ready => fake.ready = true,
                     _ => {}
+                }
+                if matches!(report, Report::Ready | Report::Completed) {
+                    self.ever_up.insert(node);
+                }
+                if report == Report::Completed {
+                    // Exit 0 is final success, even while a stop was on its way: the component
+                    // is done, not held, so what was stopped along with it may come back.
+                    let name = self.core.config().nodes[node].name.clone();
+                    self.held.remove(&name);
                 }
                 if report.is_last() {
                     self.live.remove(&node);

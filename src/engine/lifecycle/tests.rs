@@ -45,6 +45,7 @@ impl Harness {
             startup_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
             verify_older_than: Duration::ZERO,
+            profiles: Vec::new(),
         };
         let mut core = Core::new(config, graph, &selected, options);
         let effects = core.begin(Duration::ZERO);
@@ -595,4 +596,209 @@ fn the_verification_pass_skips_services_ready_a_moment_ago() {
         h.published(|k| matches!(k, EventKind::StartupComplete(_))),
         "both fresh: complete at once, no verification"
     );
+}
+
+/// Dependency kinds: an optional dependency is waited for while it is on its way up, and its
+/// failure neither skips the dependent nor stops it.
+#[test]
+fn an_optional_dependency_is_waited_for_while_starting_and_its_failure_is_gone_around() {
+    let text = r#"
+[services.cache]
+command = "cache"
+required = false
+[services.api]
+command = "api"
+depends_on = { cache = { required = false } }
+"#;
+    let mut h = Harness::new(text);
+    assert!(
+        h.launched("cache") && !h.launched("api"),
+        "waits while cache starts"
+    );
+    h.report("cache", Report::Spawned { pid: 7, attempt: 1 });
+    h.report(
+        "cache",
+        Report::Failed {
+            reason: "no".into(),
+            tail: vec![],
+        },
+    );
+    assert!(
+        h.launched("api"),
+        "goes on without a failed optional dependency"
+    );
+    h.up("api");
+
+    // Up first, then down for good: the dependent keeps running.
+    let mut h = Harness::new(text);
+    h.up("cache");
+    h.up("api");
+    h.verify_ok();
+    h.exited("cache", false);
+    assert!(!h.stop_sent("api"));
+    assert!(matches!(h.state("api"), NodeState::Ready { .. }));
+    // A user stop of it does not take the dependent along either.
+    let mut h = Harness::new(text);
+    h.up("cache");
+    h.up("api");
+    h.verify_ok();
+    let answer = h.request(NodeAction::Stop, &["cache"]).unwrap();
+    assert_eq!(answer, "stopping: cache");
+    assert!(h.stop_sent("cache"), "nothing it must wait for");
+}
+
+/// Dependency kinds: at shutdown an optional edge still orders the stop: the dependent first.
+#[test]
+fn an_optional_edge_still_stops_its_dependent_first_at_shutdown() {
+    let mut h = Harness::new(
+        "[services.cache]\ncommand = \"c\"\n[services.api]\ncommand = \"a\"\ndepends_on = { cache = { required = false } }\n",
+    );
+    h.up("cache");
+    h.up("api");
+    h.verify_ok();
+    h.on(Input::Shutdown("test".into()));
+    assert!(h.stop_sent("api") && !h.stop_sent("cache"));
+    h.stopped("api");
+    assert!(h.stop_sent("cache"));
+}
+
+/// Dependency kinds: a node not part of the run (not selected) is not waited for over an
+/// optional edge.
+#[test]
+fn an_optional_dependency_that_is_not_selected_is_not_waited_for() {
+    let config = Arc::new(load(
+        "[services.debugger]\ncommand = \"d\"\nprofiles = [\"debug\"]\n[services.api]\ncommand = \"a\"\ndepends_on = { debugger = { required = false } }\n",
+    ));
+    let graph = Arc::new(Graph::build(&config));
+    let selected = crate::engine::selection::select(&config, &graph, &[], &[]).unwrap();
+    assert_eq!(selected, [false, true]);
+    let options = Options {
+        max_workers: usize::MAX,
+        auto_workers: false,
+        sequential: false,
+        parallel_health_checks: true,
+        startup_timeout: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(10),
+        verify_older_than: Duration::ZERO,
+        profiles: Vec::new(),
+    };
+    let mut core = Core::new(config, graph, &selected, options);
+    let effects = core.begin(Duration::ZERO);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Launch { node: 1, .. })),
+        "{effects:?}"
+    );
+}
+
+/// Dependency kinds: `restart = true` on one edge restarts the dependent with that dependency
+/// only; its other dependencies' restarts leave it running.
+#[test]
+fn restart_on_an_edge_follows_that_dependency_only() {
+    let mut h = Harness::new(
+        r#"
+[services.redis]
+command = "redis"
+restart = "always"
+restart_backoff = "100ms"
+[services.queue]
+command = "queue"
+restart = "always"
+restart_backoff = "100ms"
+[services.app]
+command = "app"
+depends_on = { redis = { restart = true }, queue = "healthy" }
+"#,
+    );
+    h.up("redis");
+    h.up("queue");
+    h.up("app");
+    h.verify_ok();
+    h.exited("queue", false);
+    assert!(!h.stop_sent("app"), "queue's restart leaves app alone");
+    h.at(Duration::from_secs(1));
+    h.up("queue");
+    h.exited("redis", false);
+    assert!(h.stop_sent("app"), "redis's restart takes app along");
+    h.stopped("app");
+    h.at(Duration::from_secs(2));
+    assert!(h.launched("redis"));
+    h.up("redis");
+    assert!(h.launched("app"), "and app comes back after redis");
+}
+
+/// Dependency kinds: the node-level `restart_with_dependency` is each edge's default, and an
+/// edge can say otherwise.
+#[test]
+fn restart_with_dependency_is_the_default_of_each_edge() {
+    let config = load(
+        r#"
+[services.a]
+command = "a"
+[services.b]
+command = "b"
+[services.c]
+command = "c"
+restart_with_dependency = true
+depends_on = { a = "healthy", b = { restart = false } }
+"#,
+    );
+    let c = config.node("c").unwrap();
+    let restart: Vec<(&str, bool)> = c
+        .depends_on
+        .iter()
+        .map(|d| (d.name.as_str(), d.restart))
+        .collect();
+    assert_eq!(restart, [("a", true), ("b", false)]);
+}
+
+/// Dependency kinds: a milestone is needed to start; once the dependent was ready the link is
+/// dropped: the dependency may stop first and fail without touching it.
+#[test]
+fn a_milestone_is_needed_once_then_the_link_is_dropped() {
+    let mut h = Harness::new(
+        r#"
+[services.bootstrap]
+command = "b"
+[services.app]
+command = "app"
+restart = "always"
+restart_backoff = "100ms"
+depends_on = { bootstrap = { milestone = true } }
+"#,
+    );
+    assert!(!h.launched("app"), "waits for the milestone");
+    h.up("bootstrap");
+    assert!(h.launched("app"));
+    h.up("app");
+    h.verify_ok();
+    // The milestone may stop while app runs.
+    h.request(NodeAction::Stop, &["bootstrap"]).unwrap();
+    assert!(
+        h.stop_sent("bootstrap"),
+        "app does not hold the milestone up"
+    );
+    h.stopped("bootstrap");
+    assert!(matches!(h.state("app"), NodeState::Ready { .. }));
+    // app's own restart does not need it again.
+    h.exited("app", false);
+    h.at(Duration::from_secs(1));
+    assert!(h.launched("app"), "restarts without the milestone");
+}
+
+/// Dependency kinds: a milestone that fails before its dependent ever started still skips it.
+#[test]
+fn a_failed_milestone_before_the_first_start_skips_the_dependent() {
+    let mut h = Harness::new(
+        "[services.boot]\ncommand = \"b\"\nrequired = false\n[services.app]\ncommand = \"a\"\nrequired = false\ndepends_on = { boot = { milestone = true } }\n",
+    );
+    h.report(
+        "boot",
+        Report::Failed {
+            reason: "no".into(),
+            tail: vec![],
+        },
+    );
+    assert!(matches!(h.state("app"), NodeState::Skipped { .. }));
 }

@@ -29,7 +29,7 @@ use super::input::{Input, VerifyFailure};
 use super::state::{AfterStop, Live, NodeState};
 use super::timers::{Timer, Timers};
 use super::{NodeStatus, Options, Outcome, Startup, StartupError};
-use crate::engine::config::{Condition, Config, NodeKind};
+use crate::engine::config::{Condition, Config, Edge, NodeKind};
 use crate::engine::event::EventKind;
 use crate::engine::graph::Graph;
 use crate::engine::timing::{NodeTiming, Summary};
@@ -80,11 +80,12 @@ struct NodeRecord {
     timing: NodeTiming,
     /// Counts against `max_workers` (from launch until ready or gone).
     holds_worker: bool,
-    /// Has been ready or completed at least once: a failed start is then a failed restart.
+    /// Has been ready or completed at least once: a failed start is then a failed restart,
+    /// and its milestones are reached.
     ever_ready: bool,
     /// Down after a stop that was sent once nothing depending on it ran any more: nothing that
-    /// depends on it runs now (and nothing can start while it is down), so the stop order need
-    /// not look past it.
+    /// depends on it runs now, and nothing can start while it is down (it is not
+    /// [`Graph::open_above`]), so the stop order need not look past it.
     quiet: bool,
 }
 
@@ -612,7 +613,9 @@ impl Core {
             }
             // Its backoff is over, and the dependents bound to it have stopped.
             NodeState::Restarting { at }
-                if at <= self.now && self.shutdown.is_none() && !self.bound_dependents_live(n) =>
+                if at <= self.now
+                    && self.shutdown.is_none()
+                    && self.restart_followers(n).is_empty() =>
             {
                 self.set(n, NodeState::Waiting { demanded: true });
             }
@@ -695,14 +698,33 @@ impl Core {
 
     fn dependencies_state(&self, n: usize) -> DepState {
         let mut state = DepState::Met;
-        for (dep, condition) in self.graph.dependencies(n) {
-            match self.condition_state(dep, condition) {
+        for (dep, edge) in self.graph.dependencies(n) {
+            match self.edge_state(n, dep, edge) {
                 DepState::Met => {}
                 DepState::Pending => state = DepState::Pending,
                 broken @ DepState::Broken(_) => return broken,
             }
         }
         state
+    }
+
+    /// Whether `n` may start as far as its edge to `dep` goes. An optional edge waits only
+    /// for a dependency on its way up (not for one that failed, was stopped, is not part of the
+    /// run, or is lazy and not asked for); a milestone no longer counts once `n` was ready.
+    fn edge_state(&self, n: usize, dep: usize, edge: Edge) -> DepState {
+        if edge.milestone && self.nodes[n].ever_ready {
+            return DepState::Met;
+        }
+        match self.condition_state(dep, edge.condition) {
+            DepState::Broken(_) if !edge.required => DepState::Met,
+            DepState::Pending
+                if !edge.required
+                    && self.nodes[dep].state == (NodeState::Waiting { demanded: false }) =>
+            {
+                DepState::Met
+            }
+            state => state,
+        }
     }
 
     fn condition_state(&self, dep: usize, condition: Condition) -> DepState {
@@ -742,7 +764,7 @@ impl Core {
         let graph = self.graph.clone();
         let blockers: Vec<usize> = graph
             .dependencies(n)
-            .filter(|&(d, c)| self.condition_state(d, c) == DepState::Pending)
+            .filter(|&(d, e)| self.edge_state(n, d, e) == DepState::Pending)
             .map(|(d, _)| d)
             .collect();
         if !blockers.iter().all(|&d| self.config.nodes[d].lazy) {
@@ -793,32 +815,45 @@ impl Core {
         }
     }
 
-    /// Whether any node that depends on `n`, directly or through nodes without an instance
-    /// (a completed component, a failed optional node), still has a live instance.
+    /// Whether a node that must stop before `n` still has a live instance: one that depends
+    /// on `n`, directly or through nodes without an instance (a completed component, a failed
+    /// optional node), over edges that order the stop (all but milestones). A dependent that
+    /// can run without `n` (an optional edge on the way) counts only once it is being stopped
+    /// itself: `n` may stop under it, but not before it when both go.
     fn dependents_live(&self, n: usize) -> bool {
-        let mut seen = HashSet::from([n]);
-        let mut stack = vec![n];
-        while let Some(x) = stack.pop() {
-            for d in self.graph.dependents(x) {
-                if self.nodes[d].state.is_live() {
-                    return true;
+        // Keyed by whether the way there binds: a node reached both ways is looked past twice.
+        let mut seen = HashSet::from([(n, true)]);
+        let mut stack = vec![(n, true)];
+        while let Some((x, bound)) = stack.pop() {
+            for (d, edge) in self.graph.dependent_edges(x) {
+                if !edge.orders_stop() {
+                    continue;
                 }
-                if self.passes_through(d) && seen.insert(d) {
-                    stack.push(d);
+                let bound = bound && edge.binds();
+                let state = &self.nodes[d].state;
+                if state.is_live() {
+                    if bound || matches!(state, NodeState::Stopping { .. }) {
+                        return true;
+                    }
+                } else if self.passes_through(d) && seen.insert((d, bound)) {
+                    stack.push((d, bound));
                 }
             }
         }
         false
     }
 
-    /// Running dependents of `n` bound to it (`restart_with_dependency`).
-    fn bound_dependents_live(&self, n: usize) -> bool {
+    /// Live dependents of `n` that restart with it (`restart = true` on their edge).
+    fn restart_followers(&self, n: usize) -> Vec<usize> {
         self.graph
-            .dependents(n)
-            .any(|d| self.config.nodes[d].restart_with_dependency && self.nodes[d].state.is_live())
+            .dependent_edges(n)
+            .filter(|(d, e)| e.restart && self.nodes[*d].state.is_live())
+            .map(|(d, _)| d)
+            .collect()
     }
 
-    /// `targets` and every node that depends on them, directly or not, in no order.
+    /// `targets` and every node that cannot run without them ([`Edge::binds`]), directly or
+    /// not, in no order.
     fn with_dependents(&self, targets: &[usize]) -> Vec<usize> {
         let mut seen = vec![false; self.nodes.len()];
         let mut out = Vec::new();
@@ -828,7 +863,7 @@ impl Core {
                 continue;
             }
             out.push(n);
-            stack.extend(self.graph.dependents(n));
+            stack.extend(self.graph.bound_dependents(n));
         }
         out
     }
@@ -940,8 +975,8 @@ impl Core {
                         let pending: Vec<String> = self
                             .graph
                             .dependencies(n)
-                            .filter(|&(d, c)| self.condition_state(d, c) == DepState::Pending)
-                            .map(|(d, c)| format!("{} ({})", self.name(d), c.as_str()))
+                            .filter(|&(d, e)| self.edge_state(n, d, e) == DepState::Pending)
+                            .map(|(d, e)| format!("{} ({})", self.name(d), e.condition.as_str()))
                             .collect();
                         Some(format!(
                             "`{}` was waiting for {}",

@@ -9,6 +9,7 @@ use crate::engine::event::EventKind;
 use crate::engine::graph::Graph;
 use crate::engine::lifecycle::reload::{ReloadPlan, check_sockets_unchanged};
 use crate::engine::lifecycle::state::{AfterStop, NodeState};
+use crate::engine::selection::is_active;
 
 impl Core {
     /// Applies an edited configuration: removed nodes stop, added nodes start once their
@@ -22,9 +23,15 @@ impl Core {
         let plan = ReloadPlan::new(&self.config, new);
         let old_len = self.nodes.len();
         for n in old_len..plan.merged.nodes.len() {
-            let lazy = plan.merged.nodes[n].lazy;
-            self.nodes
-                .push(NodeRecord::new(n, NodeState::Waiting { demanded: !lazy }));
+            let node = &plan.merged.nodes[n];
+            let state = if is_active(&node.profiles, &self.options.profiles) {
+                NodeState::Waiting {
+                    demanded: !node.lazy,
+                }
+            } else {
+                NodeState::Off
+            };
+            self.nodes.push(NodeRecord::new(n, state));
         }
         let merged = Arc::new(plan.merged);
         self.graph = Arc::new(Graph::build(&merged));
@@ -32,7 +39,12 @@ impl Core {
         self.recount();
         // Subscribers learn the new names before any event about the new nodes.
         self.publish(None, EventKind::Reloaded(merged));
-        let mut added = plan.added.clone();
+        let mut added: Vec<usize> = plan
+            .added
+            .iter()
+            .copied()
+            .filter(|&n| self.nodes[n].state != NodeState::Off)
+            .collect();
         for n in 0..old_len {
             if plan.removed.contains(&n) {
                 continue;

@@ -260,7 +260,7 @@ impl Core {
     }
 
     /// Applies the restart policy to a service that ended. A restart stops the dependents
-    /// bound to it (`restart_with_dependency`) first.
+    /// that restart with it (`restart = true` on their edge) first.
     pub(super) fn restart_or_give_up(&mut self, n: usize, status: &str, success: bool) -> Restart {
         let node = &self.config.nodes[n];
         let policy = &node.restart;
@@ -305,17 +305,11 @@ impl Core {
         Restart::Scheduled
     }
 
-    /// The dependents bound to `n` (`restart_with_dependency`) stop while it restarts and
-    /// start again after it; so do the running nodes that depend on them, since nothing may
-    /// run without what it needs (they are stopped first).
+    /// The dependents that restart with `n` (`restart = true` on their edge) stop while it
+    /// restarts and start again after it; so do the running nodes that cannot run without
+    /// them (they are stopped first).
     fn follow_restart(&mut self, n: usize) {
-        let bound: Vec<usize> = self
-            .graph
-            .dependents(n)
-            .filter(|&d| {
-                self.config.nodes[d].restart_with_dependency && self.nodes[d].state.is_live()
-            })
-            .collect();
+        let bound = self.restart_followers(n);
         if bound.is_empty() {
             return;
         }

@@ -49,11 +49,23 @@ impl Core {
         )
     }
 
-    /// A dependency of `n` was stopped by name: bringing `n` back must not override that.
+    /// Something `n` requires, directly or not, was stopped by name: bringing `n` back (which
+    /// starts what it requires) must not override that.
     fn needs_a_user_stopped_node(&self, n: usize) -> bool {
-        self.graph
-            .dependencies(n)
-            .any(|(d, _)| self.is_user_held(d) && !self.nodes[d].held_along)
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack = vec![n];
+        while let Some(x) = stack.pop() {
+            for (d, e) in self.graph.dependencies(x) {
+                if !e.required || std::mem::replace(&mut seen[d], true) {
+                    continue;
+                }
+                if self.is_user_held(d) && !self.nodes[d].held_along {
+                    return true;
+                }
+                stack.push(d);
+            }
+        }
+        false
     }
 
     pub(super) fn names_of(&self, nodes: &[usize]) -> String {
@@ -91,6 +103,10 @@ impl Core {
     pub(super) fn restart_nodes(&mut self, targets: &[usize]) -> String {
         let mut affected = self.with_dependents(targets);
         affected.retain(|&n| targets.contains(&n) || self.nodes[n].state.is_live());
+        for &n in targets {
+            // Restarted by name: no longer down because of another node's stop.
+            self.nodes[n].held_along = false;
+        }
         for &n in &affected {
             match &self.nodes[n].state {
                 NodeState::Starting(_) | NodeState::Ready { .. } | NodeState::Stopping { .. } => {
@@ -116,7 +132,13 @@ impl Core {
             if std::mem::replace(&mut seen[n], true) {
                 continue;
             }
-            stack.extend(self.graph.dependencies(n).map(|(d, _)| d));
+            // What it requires; an optional dependency is waited for only if it is on its way.
+            stack.extend(
+                self.graph
+                    .dependencies(n)
+                    .filter(|(_, e)| e.required)
+                    .map(|(d, _)| d),
+            );
             self.nodes[n].held_along = false;
             match self.nodes[n].state.clone() {
                 NodeState::Stopping { .. } if self.relaunch_instead_of(n, &AfterStop::Hold) => {
@@ -133,7 +155,7 @@ impl Core {
             let graph = self.graph.clone();
             stack.extend(
                 graph
-                    .dependents(n)
+                    .bound_dependents(n)
                     .filter(|&d| self.nodes[d].held_along && !self.needs_a_user_stopped_node(d)),
             );
         }

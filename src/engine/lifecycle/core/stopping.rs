@@ -55,7 +55,10 @@ impl Core {
                 NodeState::Stopped
             }
         };
-        let quiet = signalled && !matches!(state, NodeState::Waiting { .. });
+        // Quiet only if nothing can start on top of it while it is down (what does could be
+        // stopped later, after it, if the walk stopped here).
+        let quiet =
+            signalled && !matches!(state, NodeState::Waiting { .. }) && !self.graph.open_above(n);
         self.set(n, state);
         self.nodes[n].quiet = quiet;
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use yaml_serde::Value;
 
 use super::Broken;
-use super::draft::{Command, Draft, DraftNode, Health, Probe};
+use super::draft::{Command, Draft, DraftDependency, DraftNode, Health, Probe};
 use super::duration::go_duration;
 
 /// Keys that belong to containers, with why they are not carried over.
@@ -173,19 +173,12 @@ impl ServiceImporter<'_> {
             }
         }
         if let Some(profiles) = service.get("profiles") {
-            let names: Vec<String> = profiles
+            node.profiles = profiles
                 .as_sequence()
                 .into_iter()
                 .flatten()
                 .filter_map(scalar)
                 .collect();
-            self.lose(
-                "profiles",
-                format!(
-                    "[{}]: dagstart has no profiles yet; this service always starts",
-                    names.join(", ")
-                ),
-            );
         }
     }
 
@@ -312,11 +305,10 @@ impl ServiceImporter<'_> {
             Value::Sequence(names) => {
                 // The short form waits for the start only.
                 for name in names.iter().filter_map(Value::as_str) {
-                    node.depends_on.push((name.to_owned(), "started"));
+                    node.depends_on.push(DraftDependency::new(name, "started"));
                 }
             }
             Value::Mapping(map) => {
-                let mut restarts = Vec::new();
                 for (name, spec) in map {
                     let Some(name) = name.as_str() else { continue };
                     let condition = match spec.get("condition").and_then(Value::as_str) {
@@ -333,28 +325,11 @@ impl ServiceImporter<'_> {
                             "started"
                         }
                     };
-                    node.depends_on.push((name.to_owned(), condition));
-                    if spec.get("required").and_then(Value::as_bool) == Some(false) {
-                        self.lose(
-                            &format!("depends_on.{name}.required"),
-                            "optional dependencies per edge are not supported yet: it is required",
-                        );
-                    }
-                    if spec.get("restart").and_then(Value::as_bool) == Some(true) {
-                        restarts.push(name.to_owned());
-                    }
-                }
-                if !restarts.is_empty() {
-                    node.restart_with_dependency = true;
-                    if restarts.len() < node.depends_on.len() {
-                        self.lose(
-                            "depends_on",
-                            format!(
-                                "`restart: true` on {} only: restart_with_dependency applies to every dependency",
-                                restarts.join(", ")
-                            ),
-                        );
-                    }
+                    node.depends_on.push(DraftDependency {
+                        required: spec.get("required").and_then(Value::as_bool) != Some(false),
+                        restart: spec.get("restart").and_then(Value::as_bool) == Some(true),
+                        ..DraftDependency::new(name, condition)
+                    });
                 }
             }
             _ => self.lose("depends_on", "neither a list nor a mapping"),

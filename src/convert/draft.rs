@@ -37,19 +37,58 @@ pub struct DraftNode {
     pub command: Command,
     pub cwd: Option<String>,
     pub env: BTreeMap<String, String>,
-    /// Dependencies and their conditions (`started`, `healthy`, `completed`).
-    pub depends_on: Vec<(String, &'static str)>,
+    /// Dependencies with their conditions and kinds.
+    pub depends_on: Vec<DraftDependency>,
     pub health: Option<Health>,
     pub liveness: Option<(Health, u32)>,
     /// `"no"`, `"on-failure"`, `"always"`.
     pub restart: Option<&'static str>,
     pub max_restarts: Option<u32>,
     pub restart_backoff: Option<Duration>,
-    pub restart_with_dependency: bool,
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<Duration>,
     pub startup_timeout: Option<Duration>,
     pub lazy: bool,
+    pub profiles: Vec<String>,
+}
+
+/// One `depends_on` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftDependency {
+    pub name: String,
+    /// `started`, `healthy` or `completed`.
+    pub condition: &'static str,
+    /// `false`: go on without it (compose's `required: false`).
+    pub required: bool,
+    /// Restart the dependent with it (compose's `restart: true`).
+    pub restart: bool,
+}
+
+impl DraftDependency {
+    pub fn new(name: &str, condition: &'static str) -> Self {
+        Self {
+            name: name.to_owned(),
+            condition,
+            required: true,
+            restart: false,
+        }
+    }
+
+    /// `"healthy"`, or `{ condition = "healthy", required = false, restart = true }`.
+    fn toml(&self) -> String {
+        let mut parts = vec![format!("condition = {}", quote(self.condition))];
+        if !self.required {
+            parts.push("required = false".into());
+        }
+        if self.restart {
+            parts.push("restart = true".into());
+        }
+        if parts.len() == 1 {
+            quote(self.condition)
+        } else {
+            format!("{{ {} }}", parts.join(", "))
+        }
+    }
 }
 
 /// A node's command.
@@ -165,9 +204,9 @@ impl Draft {
             });
         }
         for node in &mut self.nodes {
-            for (dep, _) in &mut node.depends_on {
-                if let Some(to) = renamed.get(dep.as_str()) {
-                    dep.clone_from(to);
+            for dep in &mut node.depends_on {
+                if let Some(to) = renamed.get(dep.name.as_str()) {
+                    dep.name.clone_from(to);
                 }
             }
         }
@@ -245,8 +284,12 @@ impl DraftNode {
             line("env", inline_table(&self.env));
         }
         if !self.depends_on.is_empty() {
-            let pairs = self.depends_on.iter().map(|(name, c)| (name, *c));
-            line("depends_on", inline_table(pairs));
+            let entries: Vec<String> = self
+                .depends_on
+                .iter()
+                .map(|d| format!("{} = {}", key(&d.name), d.toml()))
+                .collect();
+            line("depends_on", format!("{{ {} }}", entries.join(", ")));
         }
         if let Some(health) = &self.health {
             line("health", health.inline(&[]));
@@ -269,8 +312,8 @@ impl DraftNode {
                 probe.inline(&[("failure_threshold", failures.to_string())]),
             );
         }
-        if self.restart_with_dependency {
-            line("restart_with_dependency", "true".into());
+        if !self.profiles.is_empty() {
+            line("profiles", quote_all(&self.profiles));
         }
         if let Some(signal) = &self.stop_signal {
             line("stop_signal", quote(signal));

@@ -154,9 +154,24 @@ fn process(config: &Config, node: &Node, lost: &mut Vec<Lost>) -> Mapping {
             "process-compose has no optional processes",
         ),
         (
-            node.restart_with_dependency,
-            "restart_with_dependency",
+            node.depends_on.iter().any(|d| d.restart),
+            "depends_on.restart",
             "process-compose does not restart dependents",
+        ),
+        (
+            node.depends_on.iter().any(|d| !d.required),
+            "depends_on.required",
+            "process-compose has no optional dependencies: they became required",
+        ),
+        (
+            node.depends_on.iter().any(|d| d.milestone),
+            "depends_on.milestone",
+            "process-compose keeps every dependency: the milestones became lasting links",
+        ),
+        (
+            !node.profiles.is_empty(),
+            "profiles",
+            "process-compose has no profiles: the node always runs",
         ),
         (
             node.retries > 0,

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use yaml_serde::Value;
 
 use super::Broken;
-use super::draft::{Command, Draft, DraftNode, Health, Probe};
+use super::draft::{Command, Draft, DraftDependency, DraftNode, Health, Probe};
 use super::duration::seconds_f64;
 
 /// Process keys this importer understands.
@@ -203,7 +203,7 @@ impl Process<'_> {
                     "started"
                 }
             };
-            node.depends_on.push((name.to_owned(), condition));
+            node.depends_on.push(DraftDependency::new(name, condition));
         }
     }
 

@@ -120,7 +120,12 @@ fn compose_becomes_processes_and_says_what_containers_had() {
     assert_eq!(api["depends_on"]["migrate"]["condition"], "completed");
     assert_eq!(api["depends_on"]["cache"]["condition"], "started");
     assert_eq!(api["depends_on"]["search"]["condition"], "healthy");
-    assert_eq!(api["restart_with_dependency"], true);
+    // compose's per-edge `restart: true` and `required: false` are dagstart's edge kinds.
+    assert_eq!(api["depends_on"]["cache"]["restart"], true);
+    assert_eq!(api["depends_on"]["migrate"]["restart"], false);
+    assert_eq!(api["depends_on"]["search"]["required"], false);
+    assert_eq!(api["depends_on"]["cache"]["required"], true);
+    assert_eq!(api["restart_with_dependency"], false);
     assert_eq!(api["restart"], "on-failure");
     assert_eq!(api["max_restarts"], 3);
     assert!(api["cwd"].as_str().unwrap().ends_with("/api"));
@@ -149,6 +154,7 @@ fn compose_becomes_processes_and_says_what_containers_had() {
     assert_eq!(worker["health"]["spawned"], true, "healthcheck disabled");
     assert_eq!(worker["depends_on"]["cache"]["condition"], "started");
     assert_eq!(worker["restart"], "always");
+    assert_eq!(worker["profiles"], serde_json::json!(["jobs"]));
 
     let search = &services["search"];
     assert_eq!(search["health"]["spawned"], true, "test NONE");
@@ -177,12 +183,9 @@ fn compose_becomes_processes_and_says_what_containers_had() {
             "services.migrate.env_file: migrate.env",
             "services.api.networks",
             "services.api.x-owner",
-            "services.api.depends_on.search.required",
-            "services.api.depends_on: `restart: true` on cache only",
             "services.api.restart: on-failure:3",
             "services.api: `${FLAG-off}` became `${FLAG:-off}`",
             "services.api: `${GREETING:+hello}` was resolved at import",
-            "services.worker.profiles: [jobs]",
             "services.worker.working_dir: /srv/worker is a path in the container",
             "services.search.command: none",
             "services.search.deploy",
@@ -192,6 +195,12 @@ fn compose_becomes_processes_and_says_what_containers_had() {
             "volumes",
         ],
     );
+    for carried in ["required", "profiles", "restart: true"] {
+        assert!(
+            !listed.contains(carried),
+            "{carried:?} is carried:\n{listed}"
+        );
+    }
 }
 
 #[test]
@@ -432,7 +441,7 @@ fn export_lists_what_process_compose_cannot_say() {
         "services.api.required",
         "services.web.depends_on: `listening`",
         "services.web.lazy: became `disabled: true`",
-        "services.web.restart_with_dependency",
+        "services.web.depends_on.restart",
     ] {
         assert!(text.contains(item), "{item:?} not in:\n{text}");
         assert!(stderr_of(&out).contains(item), "{item:?} not on stderr");

@@ -11,6 +11,7 @@ mod docs;
 mod engine;
 mod graph_cmd;
 mod import;
+mod kinds;
 mod lifecycle;
 mod loader_fuzz;
 mod readiness;

@@ -1,11 +1,11 @@
 //! Any bytes as a docker compose file, a process-compose file and a Procfile: the importers,
-//! the services.toml they write, the loader reading that, and the process-compose export of
-//! the result must not panic or hang. Seeds: `tests/fixtures/import/` (see `.ci/fuzz`).
+//! the services.toml they write, the loader reading that, and the process-compose and systemd
+//! exports of the result must not panic or hang. Seeds: `tests/fixtures/import/` (see `.ci/fuzz`).
 #![no_main]
 
 use std::path::Path;
 
-use dagstart::convert::{Format, import_text, to_process_compose};
+use dagstart::convert::{Format, SystemdExport, import_text, to_process_compose, to_systemd};
 use dagstart::engine::config::{Environment, load_str};
 use libfuzzer_sys::fuzz_target;
 
@@ -21,6 +21,12 @@ fuzz_target!(|data: &[u8]| {
         let written = draft.to_toml();
         if let Ok(config) = load_str(Path::new("services.toml"), written, &Environment::default()) {
             let _ = to_process_compose(&config);
+            let export = SystemdExport {
+                project: "fuzz",
+                dagstart: Path::new("/usr/bin/dagstart"),
+                services_toml: Path::new("/srv/services.toml"),
+            };
+            let _ = to_systemd(&config, &export);
         }
     }
 });

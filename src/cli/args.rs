@@ -66,6 +66,7 @@ pub enum Command {
     Reload,
     Import(ImportArgs),
     Export(ExportArgs),
+    Probe(ProbeArgs),
     /// Print a shell completion script.
     ///
     /// Examples:
@@ -439,6 +440,7 @@ impl From<ImportFormat> for crate::convert::Format {
 /// Examples:
 ///   dagstart export process-compose               print process-compose.yaml
 ///   dagstart export process-compose -o deploy/    write deploy/process-compose.yaml
+///   dagstart export systemd -o /etc/systemd/system  <project>.target and its units
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ExportArgs {
@@ -455,4 +457,33 @@ pub struct ExportArgs {
 pub enum ExportFormat {
     /// process-compose.yaml
     ProcessCompose,
+    /// <project>.target, a .service per node, a .socket per node with sockets
+    Systemd,
+}
+
+/// Check one node's readiness until it passes or its time is up (exit 0, or 4 on timeout).
+///
+/// The same probe `dagstart run` would send (http, tcp, exec, or a line of its output), with
+/// the same pacing. The units of `dagstart export systemd` run it as `ExecStartPost=`, so
+/// that what depends on the node waits for it. A `log` check follows the unit's journal
+/// (`journalctl`): the lines of the invocation systemd runs it from, or of `--unit`.
+///
+/// Examples:
+///   dagstart probe api
+///   dagstart probe api --timeout 30s
+///   dagstart probe worker --unit shop-worker.service
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ProbeArgs {
+    /// The node whose health check to run.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+
+    /// How long to wait (default: the node's startup_timeout).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// For a `log` check outside systemd: whose journal to follow.
+    #[arg(long, value_name = "UNIT")]
+    pub unit: Option<String>,
 }

@@ -63,6 +63,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Logs(args) => crate::cli::logs::show(&cli.file, &env, &args),
         Command::Import(args) => import(&env, &args),
         Command::Export(args) => export(&cli.file, &env, &args),
+        Command::Probe(args) => crate::cli::probe::probe(&cli.file, &env, &args),
         Command::Report(ReportArgs {
             compare: Some(runs),
             ..
@@ -438,24 +439,56 @@ fn export(
     args: &crate::cli::args::ExportArgs,
 ) -> Result<i32, Error> {
     let config = load_config(path, env)?;
-    let (text, lost) = match args.format {
+    let (files, lost) = match args.format {
         crate::cli::args::ExportFormat::ProcessCompose => {
-            crate::convert::to_process_compose(&config)
+            let (text, lost) = crate::convert::to_process_compose(&config);
+            let file = crate::convert::UnitFile {
+                name: "process-compose.yaml".to_owned(),
+                text,
+            };
+            (vec![file], lost)
         }
+        crate::cli::args::ExportFormat::Systemd => systemd_units(&config)?,
     };
     say_lost(&lost);
     match &args.output {
-        None => print_out(&text)?,
+        None if files.len() == 1 => print_out(&files[0].text)?,
+        None => {
+            let all: Vec<String> = files
+                .iter()
+                .map(|f| format!("### {}\n{}", f.name, f.text))
+                .collect();
+            print_out(&all.join("\n"))?;
+        }
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-            let file = dir.join("process-compose.yaml");
-            std::fs::write(&file, &text)
-                .map_err(|e| Error::io(format!("writing {}", file.display()), e))?;
-            eprintln!("wrote {}", file.display());
+            for file in &files {
+                let path = dir.join(&file.name);
+                std::fs::write(&path, &file.text)
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+                eprintln!("wrote {}", path.display());
+            }
         }
     }
     Ok(exit_code::OK)
+}
+
+/// The systemd units of `config`, named after its directory, probing through this binary.
+fn systemd_units(
+    config: &Config,
+) -> Result<(Vec<crate::convert::UnitFile>, Vec<crate::convert::Lost>), Error> {
+    let dagstart = std::env::current_exe()
+        .map_err(|e| Error::io("finding the dagstart binary for ExecStartPost=", e))?;
+    let services_toml = std::path::absolute(&config.path)
+        .map_err(|e| Error::io("making the path of services.toml absolute", e))?;
+    let project = crate::convert::project_name(&config.base_dir);
+    let export = crate::convert::SystemdExport {
+        project: &project,
+        dagstart: &dagstart,
+        services_toml: &services_toml,
+    };
+    Ok(crate::convert::to_systemd(config, &export))
 }
 
 fn config_command(

@@ -57,6 +57,10 @@ pub enum Error {
 
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Probe(#[from] crate::cli::probe::ProbeError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Preflight(#[from] crate::engine::preflight::PreflightError),
 
     #[error(transparent)]
@@ -106,6 +110,9 @@ impl Error {
             | Error::Selection(_)
             | Error::Import(_) => exit_code::CONFIG,
             Error::Preflight(_) => exit_code::PREFLIGHT,
+            Error::Probe(crate::cli::probe::ProbeError::Timeout { .. }) => exit_code::STARTUP,
+            Error::Probe(crate::cli::probe::ProbeError::Journalctl(_)) => exit_code::FAILURE,
+            Error::Probe(_) => exit_code::CONFIG,
             Error::Startup(_) => exit_code::STARTUP,
             Error::Interrupted => exit_code::INTERRUPTED,
             Error::Degraded(_) => exit_code::DEGRADED,

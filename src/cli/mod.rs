@@ -14,5 +14,6 @@ pub mod args;
 pub mod commands;
 pub mod error;
 pub mod logs;
+pub mod probe;
 pub mod run;
 pub mod schema;

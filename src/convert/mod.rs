@@ -10,6 +10,7 @@ mod compose;
 mod draft;
 mod duration;
 mod export_process_compose;
+mod export_systemd;
 mod process_compose;
 mod procfile;
 
@@ -17,6 +18,7 @@ use std::path::Path;
 
 pub use draft::{Draft, DraftNode, Health, Lost};
 pub use export_process_compose::to_process_compose;
+pub use export_systemd::{SystemdExport, UnitFile, project_name, to_systemd, unit_name};
 
 /// The formats `import` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,3 +18,4 @@ mod readiness;
 mod real_stack;
 mod report;
 mod run;
+mod systemd;

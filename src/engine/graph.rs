@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::{Dfs, EdgeFiltered, EdgeRef as _, Reversed};
+use petgraph::visit::{Dfs, EdgeRef as _, Reversed};
 
 use crate::engine::config::{Condition, Config, Edge, Node, NodeKind, Problem, did_you_mean};
 
@@ -155,17 +155,15 @@ impl Graph {
             .map(|(d, _)| d)
     }
 
-    /// The named nodes and everything they require (optional dependencies are not pulled in:
-    /// they are waited for only when something else selects them); all nodes when `names` is
-    /// empty.
+    /// The named nodes and everything they depend on, directly or not, over every kind of edge
+    /// (systemd's `Wants=` pulls in as `Requires=` does); all nodes when `names` is empty.
     pub fn select(&self, config: &Config, names: &[String]) -> Result<Vec<bool>, UnknownNode> {
         if names.is_empty() {
             return Ok(vec![true; self.len()]);
         }
         let index = name_index(&config.nodes);
         let mut selected = vec![false; self.len()];
-        let required = EdgeFiltered::from_fn(&self.inner, |e| e.weight().required);
-        let reversed = Reversed(&required);
+        let reversed = Reversed(&self.inner);
         for name in names {
             let Some(&start) = index.get(name.as_str()) else {
                 let suggestion = did_you_mean(name, config.nodes.iter().map(|n| n.name.as_str()));

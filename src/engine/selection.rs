@@ -1,11 +1,12 @@
-//! Which nodes a run takes part in: the nodes named on the command line and what they
-//! require, or else every node whose profiles are active.
+//! Which nodes a run takes part in: the nodes named on the command line and what they depend
+//! on, or else every node whose profiles are active.
 //!
 //! A node with `profiles = [...]` runs only when one of them is active (`run --profile`,
-//! `DAGSTART_PROFILES`); a node without runs always. Naming a node pulls in what it requires,
-//! profiled or not (systemd's `Requires`); selecting by profile does not, so a selected node
-//! whose required dependency sits only in inactive profiles is refused, naming both and the
-//! profile to add. An optional dependency that is not selected is simply not waited for.
+//! `DAGSTART_PROFILES`); a node without runs always. Naming a node pulls in what it depends
+//! on, profiled or not (systemd's `Requires` and `Wants`); selecting by profile does not, so a
+//! selected node whose required dependency sits only in inactive profiles is refused, naming
+//! both and the profile to add. An optional dependency that is not selected is simply not
+//! waited for.
 
 use crate::engine::config::{Config, did_you_mean};
 use crate::engine::graph::{Graph, UnknownNode};
@@ -65,7 +66,7 @@ impl std::fmt::Display for InactiveDependency {
     }
 }
 
-/// The nodes of the run: `names` and what they require when any are named, otherwise every
+/// The nodes of the run: `names` and what they depend on when any are named, otherwise every
 /// node whose profiles allow it.
 pub fn select(
     config: &Config,
@@ -207,13 +208,13 @@ depends_on = ["debugger"]
     }
 
     #[test]
-    fn naming_a_node_pulls_in_what_it_requires_profiled_or_not_but_not_optional_ones() {
+    fn naming_a_node_pulls_in_what_it_depends_on_profiled_or_not() {
         let c = config(FILE);
         let g = Graph::build(&c);
         let probe = select(&c, &g, &["probe".into()], &[]).unwrap();
         assert_eq!(names(&c, &probe), ["debugger", "probe"]);
         let app = select(&c, &g, &["app".into()], &[]).unwrap();
-        assert_eq!(names(&c, &app), ["db", "app"]);
+        assert_eq!(names(&c, &app), ["db", "debugger", "app"]);
     }
 
     #[test]

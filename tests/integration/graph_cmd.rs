@@ -31,8 +31,8 @@ fn json_lists_every_node_with_level_and_conditions() {
     assert_eq!(
         vision["depends_on"],
         serde_json::json!([
-            { "name": "backend", "condition": "healthy", "required": true, "restart": false, "milestone": false },
-            { "name": "preload_cache", "condition": "completed", "required": true, "restart": false, "milestone": false }
+            { "name": "backend", "condition": "healthy", "required": false, "restart": false, "milestone": false },
+            { "name": "preload_cache", "condition": "completed", "required": false, "restart": false, "milestone": false }
         ])
     );
     let monitoring = nodes.iter().find(|n| n["name"] == "monitoring").unwrap();
@@ -97,14 +97,15 @@ fn dot_and_mermaid_draw_every_edge() {
         mermaid.matches("-->").count() + mermaid.matches("-.->").count(),
         6
     );
-    // Optional nodes are marked (dashed outline), as in dot.
+    // Optional nodes are marked (dashed outline), as in dot, and so are their edges (an
+    // optional node's dependencies are optional unless it says otherwise).
     assert!(mermaid.contains("vision([vision]):::optional"), "{mermaid}");
     assert!(
         mermaid.contains("preload_cache[preload_cache]:::optional"),
         "{mermaid}"
     );
     assert!(
-        mermaid.contains("ws_router -->|healthy| preload_cache"),
+        mermaid.contains("ws_router -.->|healthy, optional| preload_cache"),
         "{mermaid}"
     );
     assert!(mermaid.contains("classDef optional"), "{mermaid}");

@@ -143,18 +143,24 @@ fn optional_failure_skips_exactly_its_dependents() {
     let p = project(|p| {
         format!(
             "[components.models]\ncommand = {}\nrequired = false\n\n\
-             [services.vision]\ncommand = {}\ndepends_on = [\"models\"]\nrequired = false\n\n\
+             [services.vision]\ncommand = {}\ndepends_on = {{ models = {{ required = true }} }}\nrequired = false\n\n\
+             [services.captions]\ncommand = {}\ndepends_on = [\"models\"]\nrequired = false\n\n\
              [services.api]\ncommand = {}\n",
             svc(p, "models", "--oneshot --exit-code 3"),
             svc(p, "vision", ""),
+            svc(p, "captions", ""),
             svc(p, "api", ""),
         )
     });
     // Without `--`, so the run lasts until the optional failure has played out.
     let mut child = spawn_in_background(&p, &["run"]);
     let log_path = p.path().join("logs/dagstart.log");
-    wait_until(RUN_LIMIT, "vision to be skipped", || {
+    let rec_path = p.path().join("rec");
+    wait_until(RUN_LIMIT, "vision to be skipped and captions ready", || {
         std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("vision: skipped"))
+            && records(&rec_path)
+                .iter()
+                .any(|r| r.name == "captions" && r.event == "ready")
     });
     interrupt(&child);
     assert_eq!(
@@ -176,6 +182,12 @@ fn optional_failure_skips_exactly_its_dependents() {
     assert!(
         !rec.iter().any(|r| r.name == "vision"),
         "vision must never start: {rec:?}"
+    );
+    // An optional node's own dependencies are optional unless it says otherwise: it goes on.
+    assert!(
+        rec.iter()
+            .any(|r| r.name == "captions" && r.event == "ready"),
+        "{rec:?}"
     );
 }
 

@@ -940,12 +940,15 @@ impl<'p> Loader<'p> {
         let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on
             .into_iter()
             .map(|entry| {
+                // The node-level keys are the defaults of its entries.
                 let restart = entry
                     .restart
                     .unwrap_or(restart_with_dependency && !entry.dep.milestone);
+                let required = entry.required.unwrap_or(required);
                 (
                     Dependency {
                         restart,
+                        required,
                         ..entry.dep
                     },
                     entry.condition,
@@ -1183,7 +1186,8 @@ impl<'p> Loader<'p> {
     }
 
     /// The dependency entries, each with its span, its explicit condition and its explicit
-    /// `restart` (the default of which is the node's `restart_with_dependency`).
+    /// `restart` and `required` (whose defaults are the node's `restart_with_dependency` and
+    /// `required`).
     fn depends_on(&mut self, value: &Value<'_>, path: &str) -> Vec<Entry> {
         let mut out = Vec::new();
         match value.get_ref() {
@@ -1252,9 +1256,7 @@ impl<'p> Loader<'p> {
         let flag = |loader: &mut Self, key: &str| {
             field(table, key).and_then(|v| Some((loader.bool(v, key)?, v.span())))
         };
-        if let Some((required, _)) = flag(self, "required") {
-            entry.dep.required = required;
-        }
+        entry.required = flag(self, "required").map(|r| r.0);
         let restart = flag(self, "restart");
         let milestone = flag(self, "milestone");
         entry.dep.milestone = milestone.as_ref().is_some_and(|m| m.0);
@@ -1978,6 +1980,8 @@ struct Entry {
     condition: Option<(Condition, Span)>,
     /// `restart`, where it was written; otherwise the node's `restart_with_dependency`.
     restart: Option<bool>,
+    /// `required`, where it was written; otherwise the node's own `required`.
+    required: Option<bool>,
 }
 
 impl Entry {
@@ -1994,6 +1998,7 @@ impl Entry {
             },
             condition: None,
             restart: None,
+            required: None,
         }
     }
 }

@@ -316,7 +316,8 @@ pub struct Dependency {
     pub span: Span,
     pub condition: Condition,
     /// `false`: the dependent waits for the dependency only while it is selected and on its
-    /// way up, and goes on without it otherwise (OpenRC `use`, dinit `waits-for`).
+    /// way up, and goes on without it otherwise (OpenRC `use`, dinit `waits-for`). Defaults to
+    /// the dependent's own `required`: an optional node goes on without what fails.
     pub required: bool,
     /// The dependent restarts when the dependency restarts (compose's `depends_on.restart`,
     /// systemd's `PartOf`). Defaults to the dependent's `restart_with_dependency`.

@@ -357,8 +357,9 @@ fn node_json(node: &Node) -> Value {
 /// `{ condition = "healthy", required = false }`.
 fn dependency_toml(node: &Node, dep: &super::Dependency) -> String {
     let mut parts = Vec::new();
-    if !dep.required {
-        parts.push("required = false".to_owned());
+    // `required` defaults to the node's own.
+    if dep.required != node.required {
+        parts.push(format!("required = {}", dep.required));
     }
     if dep.milestone {
         parts.push("milestone = true".to_owned());

@@ -51,7 +51,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 struct Dep {
     name: String,
     condition: &'static str,
-    required: bool,
+    /// Written, or the node's own `required` (the world reads the resolved edge).
+    required: Option<bool>,
     restart: Option<bool>,
     milestone: bool,
 }
@@ -62,7 +63,11 @@ impl Dep {
         Self {
             name: on.name.clone(),
             condition: condition_on(rng, on),
-            required: rng.below(4) != 0,
+            required: match rng.below(6) {
+                0 => Some(false),
+                1 => Some(true),
+                _ => None,
+            },
             restart: match rng.below(6) {
                 0 if !milestone => Some(true),
                 1 => Some(false),
@@ -74,8 +79,8 @@ impl Dep {
 
     fn toml(&self) -> String {
         let mut kinds = vec![format!("condition = \"{}\"", self.condition)];
-        if !self.required {
-            kinds.push("required = false".into());
+        if let Some(required) = self.required {
+            kinds.push(format!("required = {required}"));
         }
         if let Some(restart) = self.restart {
             kinds.push(format!("restart = {restart}"));

@@ -753,6 +753,36 @@ depends_on = { a = "healthy", b = { restart = false } }
     assert_eq!(restart, [("a", true), ("b", false)]);
 }
 
+/// Dependency kinds: a node's own `required` is the default of its edges: an optional node
+/// goes on without a dependency that fails, unless the edge says `required = true`.
+#[test]
+fn an_optional_nodes_dependencies_are_optional_unless_it_says_otherwise() {
+    let mut h = Harness::new(
+        r#"
+[services.models]
+command = "m"
+required = false
+[services.captions]
+command = "c"
+required = false
+depends_on = ["models"]
+[services.vision]
+command = "v"
+required = false
+depends_on = { models = { required = true } }
+"#,
+    );
+    h.report(
+        "models",
+        Report::Failed {
+            reason: "no".into(),
+            tail: vec![],
+        },
+    );
+    assert!(h.launched("captions"));
+    assert!(matches!(h.state("vision"), NodeState::Skipped { .. }));
+}
+
 /// Dependency kinds: a milestone is needed to start; once the dependent was ready the link is
 /// dropped: the dependency may stop first and fail without touching it.
 #[test]
@@ -791,7 +821,7 @@ depends_on = { bootstrap = { milestone = true } }
 #[test]
 fn a_failed_milestone_before_the_first_start_skips_the_dependent() {
     let mut h = Harness::new(
-        "[services.boot]\ncommand = \"b\"\nrequired = false\n[services.app]\ncommand = \"a\"\nrequired = false\ndepends_on = { boot = { milestone = true } }\n",
+        "[services.boot]\ncommand = \"b\"\nrequired = false\n[services.app]\ncommand = \"a\"\nrequired = false\ndepends_on = { boot = { milestone = true, required = true } }\n",
     );
     h.report(
         "boot",

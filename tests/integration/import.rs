@@ -429,7 +429,8 @@ fn process_compose_survives_import_export_import() {
 fn export_lists_what_process_compose_cannot_say() {
     let p = Project::new(
         "[services.api]\ncommand = [\"sleep\", \"600\"]\nsockets = [\"127.0.0.1:0\"]\nhealth = { notify = true }\nwatchdog = \"5s\"\nrequired = false\n\
-         [services.web]\ncommand = \"sleep 600\"\ndepends_on = { api = \"listening\" }\nlazy = true\nrestart_with_dependency = true\n",
+         [services.web]\ncommand = \"sleep 600\"\ndepends_on = { api = \"listening\" }\nlazy = true\nrestart_with_dependency = true\n\
+         [services.tool]\ncommand = \"sleep 600\"\nprofiles = [\"debug\"]\ndepends_on = { web = { required = false }, api = { milestone = true } }\n",
     );
     let out = p.dagstart(&["export", "process-compose"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
@@ -442,6 +443,9 @@ fn export_lists_what_process_compose_cannot_say() {
         "services.web.depends_on: `listening`",
         "services.web.lazy: became `disabled: true`",
         "services.web.depends_on.restart",
+        "services.tool.depends_on.required",
+        "services.tool.depends_on.milestone",
+        "services.tool.profiles",
     ] {
         assert!(text.contains(item), "{item:?} not in:\n{text}");
         assert!(stderr_of(&out).contains(item), "{item:?} not on stderr");

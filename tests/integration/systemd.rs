@@ -11,7 +11,7 @@ use crate::harness::{Project, free_port, stderr_of, stdout_of, svc};
 fn stack(p: &Project) -> String {
     format!(
         "[env]\nSTACK = \"a $HOME 100%\"\n\n\
-         [services.db]\ncommand = \"sleep 1000\"\nport = 5544\nrestart = \"always\"\nmax_restarts = 4\nrestart_window = \"30s\"\n\n\
+         [services.db]\ncommand = \"sleep 1000\"\nport = 5544\nrestart = \"always\"\nmax_restarts = 4\nrestart_window = \"30s\"\nuser = \"daemon\"\n\n\
          [components.migrate]\ncommand = [\"true\", \"two words\"]\ndepends_on = [\"db\"]\n\n\
          [services.api]\ncommand = {api}\ndepends_on = {{ migrate = \"completed\", db = {{ restart = true }}, cache = {{ required = false }} }}\n\
          health = {{ http = \"http://127.0.0.1:8010/health\" }}\nstop_signal = \"SIGINT\"\nstop_timeout = \"3s\"\n\n\
@@ -84,6 +84,8 @@ fn export_systemd_writes_a_target_and_units_that_systemd_accepts() {
         "StartLimitBurst=4",
         "StartLimitIntervalSec=30s",
         "probe db",
+        "User=daemon",
+        "Group=1",
     ] {
         assert!(db.contains(line), "{line:?} not in db:\n{db}");
     }

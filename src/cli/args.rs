@@ -168,6 +168,9 @@ pub struct ReportArgs {
     #[arg(long, value_name = "ADDR")]
     pub dashboard: Option<std::net::SocketAddr>,
 
+    #[command(flatten)]
+    pub dashboard_access: DashboardAccessArgs,
+
     /// Compare two runs instead: startup time and each node's start time, side by side.
     #[arg(long, num_args = 2, value_names = ["RUN_A", "RUN_B"], allow_hyphen_values = true, conflicts_with = "run")]
     pub compare: Option<Vec<String>>,
@@ -333,6 +336,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub dashboard: Option<std::net::SocketAddr>,
 
+    #[command(flatten)]
+    pub dashboard_access: DashboardAccessArgs,
+
     /// What the terminal shows: text, or one JSON object per event (docs/events.md).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -459,6 +465,49 @@ pub enum ExportFormat {
     ProcessCompose,
     /// <project>.target, a .service per node, a .socket per node with sockets
     Systemd,
+}
+
+/// Who may see and steer the web dashboard.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DashboardAccessArgs {
+    /// Every request to the dashboard needs this token (open the page as /?token=TOKEN;
+    /// Prometheus sends it as a bearer token). With it the page can start, stop and restart
+    /// nodes and reload.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DAGSTART_DASHBOARD_TOKEN",
+        hide_env_values = true
+    )]
+    pub dashboard_token: Option<String>,
+
+    /// Also accept this name in requests' Host header (a proxy's, or a name of your own);
+    /// repeat for more. The bound address, and localhost on loopback, are always accepted.
+    #[arg(long, value_name = "NAME")]
+    pub dashboard_host: Vec<String>,
+
+    /// Allow a dashboard on a non-loopback address without a token: anyone who can reach it
+    /// reads every line the services print.
+    #[arg(long)]
+    pub dashboard_public: bool,
+}
+
+impl DashboardAccessArgs {
+    /// The access rules of the dashboard, refused if `address` would be open to the network.
+    pub fn access(
+        &self,
+        address: std::net::SocketAddr,
+    ) -> Result<
+        crate::views::dashboard_access::Access,
+        crate::views::dashboard_access::OpenToTheNetwork,
+    > {
+        let access = crate::views::dashboard_access::Access {
+            token: self.dashboard_token.clone().filter(|t| !t.is_empty()),
+            hosts: self.dashboard_host.clone(),
+        };
+        access.check_bind(address, self.dashboard_public)?;
+        Ok(access)
+    }
 }
 
 /// Check one node's readiness until it passes or its time is up (exit 0, or 4 on timeout).

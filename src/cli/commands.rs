@@ -25,7 +25,10 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
                 profiles: active_profiles(&args.profile, &env),
                 sequential: args.sequential,
                 watch: args.watch,
-                dashboard: args.dashboard,
+                dashboard: match args.dashboard {
+                    Some(address) => Some((address, args.dashboard_access.access(address)?)),
+                    None => None,
+                },
                 json: args.output == crate::cli::args::OutputFormat::Json,
                 command: args.command,
             };
@@ -93,7 +96,8 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
                     .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
             }
             if let Some(address) = args.dashboard {
-                serve_recorded(address, &record)?;
+                let access = args.dashboard_access.access(address)?;
+                serve_recorded(address, access, &record)?;
             }
             Ok(exit_code::OK)
         }
@@ -527,6 +531,7 @@ pub(crate) fn print_out(text: &str) -> Result<(), Error> {
 /// `report --dashboard`: the recorded run on the dashboard page, until Ctrl-C.
 fn serve_recorded(
     address: std::net::SocketAddr,
+    access: crate::views::dashboard_access::Access,
     record: &crate::views::history::RunRecord,
 ) -> Result<(), Error> {
     let runtime =
@@ -535,7 +540,7 @@ fn serve_recorded(
         let listener = crate::views::dashboard::bind(address, "Ctrl-C to stop").await?;
         let dashboard = crate::views::dashboard::Dashboard::from_record(record);
         tokio::select! {
-            () = dashboard.serve(listener) => {}
+            () = dashboard.serve(listener, access, None) => {}
             _ = tokio::signal::ctrl_c() => {}
         }
         Ok(())

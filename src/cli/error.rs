@@ -61,6 +61,10 @@ pub enum Error {
 
     #[error(transparent)]
     #[diagnostic(transparent)]
+    DashboardOpen(#[from] crate::views::dashboard_access::OpenToTheNetwork),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Preflight(#[from] crate::engine::preflight::PreflightError),
 
     #[error(transparent)]
@@ -108,6 +112,7 @@ impl Error {
             | Error::Config(_)
             | Error::UnknownNode(_)
             | Error::Selection(_)
+            | Error::DashboardOpen(_)
             | Error::Import(_) => exit_code::CONFIG,
             Error::Preflight(_) => exit_code::PREFLIGHT,
             Error::Probe(crate::cli::probe::ProbeError::Timeout { .. }) => exit_code::STARTUP,

@@ -86,8 +86,8 @@ pub struct RunRequest {
     pub sequential: bool,
     /// Reload when services.toml changes.
     pub watch: bool,
-    /// Serve the web dashboard here.
-    pub dashboard: Option<std::net::SocketAddr>,
+    /// Serve the web dashboard here, with these rules.
+    pub dashboard: Option<(std::net::SocketAddr, crate::views::dashboard_access::Access)>,
     /// One JSON object per event on stdout instead of text.
     pub json: bool,
     /// Run this once startup is complete, then stop everything and exit with its status.
@@ -265,17 +265,25 @@ async fn run_graph(
             e,
         )
     })?;
-    let output = match args.dashboard {
-        Some(address) => {
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let source = crate::engine::control::ReloadSource {
+        path: config.path.clone(),
+        env,
+    };
+    let output = match args.dashboard.clone() {
+        Some((address, access)) => {
             let listener = crate::views::dashboard::bind(address, "metrics on /metrics").await?;
             let dashboard = crate::views::dashboard::Dashboard::new(&config, &selected);
-            tokio::spawn(dashboard.clone().serve(listener));
+            let steering = crate::views::dashboard::Steering {
+                control: control_tx.clone(),
+                source: source.clone(),
+            };
+            tokio::spawn(dashboard.clone().serve(listener, access, Some(steering)));
             output.with_dashboard(dashboard)
         }
         None => output,
     };
     let (events, event_rx) = EventSink::new(tokio::time::Instant::now());
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let lost_tx = control_tx.clone();
     let output = output.on_output_lost(Box::new(move |node, reason| {
         lost_tx.send(Control::OutputLost { node, reason }).is_ok()
@@ -285,10 +293,6 @@ async fn run_graph(
         .map_err(|e| Error::io("starting the output threads", e))?;
     let command_pid: RunningCommand = Arc::default();
     forward_signals(control_tx.clone(), command_pid.clone())?;
-    let source = crate::engine::control::ReloadSource {
-        path: config.path.clone(),
-        env,
-    };
     let server =
         crate::engine::control::serve(keeper.control_listener, control_tx.clone(), source.clone());
     supervise(&events, "the control socket", server);

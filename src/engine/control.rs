@@ -253,8 +253,7 @@ pub async fn serve(
                 return;
             }
             let response = match serde_json::from_str::<Request>(&line) {
-                Ok(Request::Reload) => reload(&source, &control).await,
-                Ok(request) => answer(request, &control).await,
+                Ok(request) => handle(request, &control, &source).await,
                 Err(e) => Response {
                     ok: false,
                     message: format!("bad request: {e}"),
@@ -269,7 +268,12 @@ pub async fn serve(
     }
 }
 
-async fn answer(request: Request, control: &mpsc::UnboundedSender<Control>) -> Response {
+/// Answers one request, from the control socket or the dashboard's actions.
+pub async fn handle(
+    request: Request,
+    control: &mpsc::UnboundedSender<Control>,
+    source: &ReloadSource,
+) -> Response {
     let gone = || Response {
         ok: false,
         message: SHUTTING_DOWN.into(),
@@ -304,12 +308,7 @@ async fn answer(request: Request, control: &mpsc::UnboundedSender<Control>) -> R
         Request::Start { nodes } => act(control, NodeAction::Start, nodes).await,
         Request::Stop { nodes } => act(control, NodeAction::Stop, nodes).await,
         Request::Restart { nodes } => act(control, NodeAction::Restart, nodes).await,
-        Request::Reload => Response {
-            ok: false,
-            message: "reload is answered by `serve`".into(),
-            nodes: Vec::new(),
-            invalid_config: false,
-        },
+        Request::Reload => reload(source, control).await,
     }
 }
 

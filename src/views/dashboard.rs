@@ -3,21 +3,26 @@
 //!
 //! `/` is a self-contained page: the DAG coloured by state, a Gantt chart filling in as nodes
 //! start, each node's recent lines. Updates are pushed over server-sent events (`/events`,
-//! which first replays the run so far). `/metrics` is the Prometheus text format.
+//! which first replays the run so far). `/metrics` is the Prometheus text format. With a
+//! token, `POST /action` starts, stops or restarts a node, or reloads, from the page. Who may
+//! ask is [`crate::views::dashboard_access`]'s to decide.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use crate::engine::control::{ReloadSource, Request};
 use crate::engine::event::EventKind;
+use crate::engine::lifecycle::Control;
 use crate::engine::record::EventRecord;
+use crate::views::dashboard_access::{Access, Guard, guard, same_origin};
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt as _;
 
@@ -76,6 +81,22 @@ pub struct Dashboard {
     view: Mutex<View>,
     live: broadcast::Sender<String>,
     graph: Value,
+}
+
+/// What the page's actions are sent to: the running scheduler, as the control socket's
+/// requests are.
+#[derive(Debug, Clone)]
+pub struct Steering {
+    pub control: tokio::sync::mpsc::UnboundedSender<Control>,
+    pub source: ReloadSource,
+}
+
+/// What the routes share.
+#[derive(Debug)]
+struct Served {
+    dashboard: Arc<Dashboard>,
+    /// Present only with a token: without one nobody may act.
+    steering: Option<Steering>,
 }
 
 impl Dashboard {
@@ -157,14 +178,31 @@ impl Dashboard {
         let _ = self.live.send(event.to_json());
     }
 
-    /// Serves the page, `/events`, `/graph` and `/metrics` until the runtime ends.
-    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+    /// Serves the page, `/events`, `/graph`, `/metrics` (and `/action` with a token and a
+    /// run to steer) behind `access`, until the runtime ends.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        access: Access,
+        steering: Option<Steering>,
+    ) {
+        let Ok(bound) = listener.local_addr() else {
+            return;
+        };
+        let steering = steering.filter(|_| access.token.is_some());
+        let served = Arc::new(Served {
+            dashboard: self,
+            steering,
+        });
+        let guard_state = Arc::new(Guard { access, bound });
         let app = Router::new()
             .route("/", get(|| async { Html(PAGE) }))
             .route("/graph", get(graph))
             .route("/metrics", get(metrics))
             .route("/events", get(events))
-            .with_state(self);
+            .route("/action", post(action))
+            .with_state(served)
+            .layer(axum::middleware::from_fn_with_state(guard_state, guard));
         let _ = axum::serve(listener, app).await;
     }
 
@@ -197,19 +235,57 @@ fn state_after(kind: &EventKind) -> Option<&'static str> {
     })
 }
 
-async fn graph(State(dashboard): State<Arc<Dashboard>>) -> impl IntoResponse {
+/// The DAG, and whether the page may offer actions.
+async fn graph(State(served): State<Arc<Served>>) -> impl IntoResponse {
+    let mut graph = served.dashboard.graph.clone();
+    graph["actions"] = json!(served.steering.is_some());
     (
         [(header::CONTENT_TYPE, "application/json")],
-        dashboard.graph.to_string(),
+        graph.to_string(),
     )
+}
+
+/// `POST /action` `{"action": "start|stop|restart|reload", "node": NAME}` from the page.
+async fn action(
+    State(served): State<Arc<Served>>,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let Some(steering) = &served.steering else {
+        let why = "actions need a dashboard token (--dashboard-token)\n";
+        return (StatusCode::NOT_FOUND, why.to_owned());
+    };
+    if !same_origin(&headers) {
+        let why = "an action must come from the dashboard's own page (Origin)\n";
+        return (StatusCode::FORBIDDEN, why.to_owned());
+    }
+    let asked: Value = serde_json::from_str(&body).unwrap_or_default();
+    let nodes = || vec![asked["node"].as_str().unwrap_or_default().to_owned()];
+    let request = match asked["action"].as_str() {
+        Some("start") => Request::Start { nodes: nodes() },
+        Some("stop") => Request::Stop { nodes: nodes() },
+        Some("restart") => Request::Restart { nodes: nodes() },
+        Some("reload") => Request::Reload,
+        _ => {
+            let why = "the action is one of start, stop, restart, reload\n";
+            return (StatusCode::BAD_REQUEST, why.to_owned());
+        }
+    };
+    let response =
+        crate::engine::control::handle(request, &steering.control, &steering.source).await;
+    let status = if response.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    let text = json!({ "ok": response.ok, "message": response.message }).to_string();
+    (status, text)
 }
 
 /// The run so far, then every event as it happens. `?once` ends the stream after the replay:
 /// a snapshot, for clients that cannot hold a connection open (headless screenshots).
-async fn events(
-    State(dashboard): State<Arc<Dashboard>>,
-    uri: axum::http::Uri,
-) -> impl IntoResponse {
+async fn events(State(served): State<Arc<Served>>, uri: axum::http::Uri) -> impl IntoResponse {
+    let dashboard = &served.dashboard;
     let once = uri
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "once"));
@@ -228,8 +304,9 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-async fn metrics(State(dashboard): State<Arc<Dashboard>>) -> impl IntoResponse {
-    let view = dashboard
+async fn metrics(State(served): State<Arc<Served>>) -> impl IntoResponse {
+    let view = served
+        .dashboard
         .view
         .lock()
         .unwrap_or_else(PoisonError::into_inner);

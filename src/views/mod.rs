@@ -15,6 +15,7 @@
 //! | `private` | log and record files only the user may read (0600 in 0700 directories) |
 
 pub mod dashboard;
+pub mod dashboard_access;
 pub mod gantt;
 pub mod graph_render;
 pub mod history;

@@ -31,6 +31,11 @@ fn with_dashboard(p: &crate::harness::Project, args: &[&str]) -> (std::process::
 
 /// The page's DOM once it has applied the run so far (`?once`: the event stream ends).
 fn page(address: &str) -> String {
+    page_at(address, "?once")
+}
+
+/// The page's DOM, opened with `query`.
+fn page_at(address: &str, query: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(CHROMIUM)
         .args([
@@ -46,7 +51,7 @@ fn page(address: &str) -> String {
             "--virtual-time-budget=3000",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--dump-dom", &format!("http://{address}/?once")])
+        .args(["--dump-dom", &format!("http://{address}/{query}")])
         .stderr(Stdio::null())
         .output()
         .unwrap();
@@ -60,12 +65,25 @@ fn state_of(dom: &str, node: &str) -> Option<String> {
 }
 
 fn http_get(address: &str, path: &str) -> String {
+    http(address, "GET", path, &[], "")
+}
+
+/// One HTTP/1.1 request to the dashboard at `address` (its own address as Host unless
+/// `headers` names another); the whole answer, status line first.
+fn http(address: &str, method: &str, path: &str, headers: &[&str], body: &str) -> String {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        request += &format!("Host: {address}\r\n");
+    }
+    for header in headers {
+        request += &format!("{header}\r\n");
+    }
+    request += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+    stream.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     answer
@@ -144,4 +162,188 @@ fn a_finished_run_is_served_on_the_same_page() {
     assert!(http_get(&address, "/").contains("<title>dagstart</title>"));
     crate::harness::interrupt(&child);
     let _ = wait_exit(&mut child, RUN_LIMIT);
+}
+
+/// Security: a request that names another host is refused (DNS rebinding); with a token every
+/// request needs it (bearer, `?token=` which sets the cookie, or the cookie); actions need the
+/// token and the page's own Origin, and take effect.
+#[test]
+fn the_dashboard_refuses_foreign_hosts_and_requests_without_the_token_and_acts_with_it() {
+    let p = project(|p| {
+        format!(
+            "[services.api]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "api", "")
+        )
+    });
+    let (mut child, address) = with_dashboard(
+        &p,
+        &[
+            "run",
+            "--dashboard",
+            "127.0.0.1:0",
+            "--dashboard-token",
+            "s3cret",
+        ],
+    );
+    wait_until(RUN_LIMIT, "startup to complete", || {
+        p.own_log().contains("startup complete")
+    });
+    let foreign = http(&address, "GET", "/", &["Host: rebind.example:80"], "");
+    assert!(foreign.starts_with("HTTP/1.1 403"), "{foreign}");
+    for path in ["/", "/events?once", "/metrics", "/graph"] {
+        let refused = http_get(&address, path);
+        assert!(refused.starts_with("HTTP/1.1 401"), "{path}: {refused}");
+        let wrong = http(&address, "GET", path, &["Authorization: Bearer s3cre"], "");
+        assert!(wrong.starts_with("HTTP/1.1 401"), "{path}: {wrong}");
+    }
+    let metrics = http(
+        &address,
+        "GET",
+        "/metrics",
+        &["Authorization: Bearer s3cret"],
+        "",
+    );
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let page = http_get(&address, "/?token=s3cret");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.to_ascii_lowercase()
+            .contains("set-cookie: dagstart_token=s3cret; httponly; samesite=strict"),
+        "{page}"
+    );
+    let events = http(
+        &address,
+        "GET",
+        "/events?once",
+        &["Cookie: dagstart_token=s3cret"],
+        "",
+    );
+    assert!(events.contains("\"event\":\"ready\""), "{events}");
+    let localhost = address.replace("127.0.0.1", "localhost");
+    let by_name = http(
+        &address,
+        "GET",
+        "/graph",
+        &[
+            &format!("Host: {localhost}"),
+            "Cookie: dagstart_token=s3cret",
+        ],
+        "",
+    );
+    assert!(by_name.contains("\"actions\":true"), "{by_name}");
+
+    let stop = r#"{"action":"stop","node":"api"}"#;
+    let auth = "Authorization: Bearer s3cret";
+    let cross = http(
+        &address,
+        "POST",
+        "/action",
+        &[auth, "Origin: http://evil.example"],
+        stop,
+    );
+    assert!(cross.starts_with("HTTP/1.1 403"), "{cross}");
+    let no_token = http(
+        &address,
+        "POST",
+        "/action",
+        &[&format!("Origin: http://{address}")],
+        stop,
+    );
+    assert!(no_token.starts_with("HTTP/1.1 401"), "{no_token}");
+    let acted = http(
+        &address,
+        "POST",
+        "/action",
+        &[auth, &format!("Origin: http://{address}")],
+        stop,
+    );
+    assert!(acted.starts_with("HTTP/1.1 200"), "{acted}");
+    assert!(acted.contains("stopping: api"), "{acted}");
+    wait_until(RUN_LIMIT, "api to be stopped", || {
+        crate::harness::status_json(&p)
+            .iter()
+            .any(|n| n["name"] == "api" && n["state"] == "stopped")
+    });
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+}
+
+/// Security: without a token nobody may act, and a non-loopback address is refused unless
+/// asked for, before anything starts.
+#[test]
+fn without_a_token_there_are_no_actions_and_the_network_needs_one() {
+    let p = project(|p| {
+        format!(
+            "[services.api]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "api", "")
+        )
+    });
+    let out = p
+        .dagstart(&["run", "--dashboard", "0.0.0.0:0", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        crate::harness::stderr_of(&out)
+    );
+    let err = crate::harness::stderr_of(&out);
+    assert!(
+        err.contains("would be open to the network without a token"),
+        "{err}"
+    );
+    assert!(!p.own_log().contains("api"), "nothing started");
+
+    let (mut child, address) = with_dashboard(&p, &["run", "--dashboard", "127.0.0.1:0"]);
+    wait_until(RUN_LIMIT, "startup to complete", || {
+        p.own_log().contains("startup complete")
+    });
+    assert!(http_get(&address, "/graph").contains("\"actions\":false"));
+    let acted = http(
+        &address,
+        "POST",
+        "/action",
+        &[&format!("Origin: http://{address}")],
+        r#"{"action":"stop","node":"api"}"#,
+    );
+    assert!(acted.starts_with("HTTP/1.1 404"), "{acted}");
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+}
+
+/// Security, in the browser: a line with markup is shown as text, and a page opened with the
+/// token offers the actions.
+#[test]
+fn output_with_markup_is_text_on_the_page() {
+    if !std::path::Path::new(CHROMIUM).exists() {
+        eprintln!("skipped: {CHROMIUM} is not installed (.ci/run installs it)");
+        return;
+    }
+    let p = crate::harness::Project::new(
+        "[services.shady]\ncommand = \"echo '<script>document.title=1</script><b id=bold>x</b>'; echo ready; exec sleep 600\"\nshell = true\nhealth = { log = \"^ready\" }\n",
+    );
+    let (mut child, address) = with_dashboard(
+        &p,
+        &[
+            "run",
+            "--dashboard",
+            "127.0.0.1:0",
+            "--dashboard-token",
+            "t0k",
+        ],
+    );
+    wait_until(RUN_LIMIT, "startup to complete", || {
+        p.own_log().contains("startup complete")
+    });
+    let dom = page_at(&address, "?once&token=t0k");
+    assert!(dom.contains("<title>dagstart</title>"), "{dom}");
+    assert!(
+        dom.contains("&lt;script&gt;document.title=1&lt;/script&gt;&lt;b id=bold&gt;x&lt;/b&gt;"),
+        "{dom}"
+    );
+    assert!(!dom.contains("id=\"bold\""), "{dom}");
+    assert!(dom.contains("data-action=\"stop\""), "{dom}");
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
 }

@@ -16,12 +16,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::engine::control::{ReloadSource, Request};
 use crate::engine::event::EventKind;
 use crate::engine::lifecycle::Control;
 use crate::engine::record::EventRecord;
+use crate::views::dag_layout::{LayoutNode, layout};
 use crate::views::dashboard_access::{Access, Guard, guard, same_origin};
 use tokio::sync::broadcast;
 use tokio_stream::StreamExt as _;
@@ -91,6 +93,25 @@ pub struct Steering {
     pub source: ReloadSource,
 }
 
+/// A node as the page draws it.
+#[derive(Debug, Serialize)]
+struct PageNode {
+    name: String,
+    kind: String,
+    depends_on: Vec<PageEdge>,
+}
+
+/// An edge as the page draws it: dashed when optional, marked when it restarts or is a
+/// milestone.
+#[derive(Debug, Serialize)]
+struct PageEdge {
+    name: String,
+    condition: String,
+    required: bool,
+    restart: bool,
+    milestone: bool,
+}
+
 /// What the routes share.
 #[derive(Debug)]
 struct Served {
@@ -102,36 +123,91 @@ struct Served {
 impl Dashboard {
     /// A dashboard for `config` (its DAG is served as `/graph`).
     pub fn new(config: &crate::engine::config::Config, selected: &[bool]) -> Arc<Self> {
-        let nodes: Vec<Value> = config
+        let nodes: Vec<PageNode> = config
             .nodes
             .iter()
             .zip(selected)
             .filter(|(_, on)| **on)
-            .map(|(n, _)| json!({ "name": n.name, "kind": n.kind, "depends_on": n.depends_on.iter().map(|d| &d.name).collect::<Vec<_>>() }))
+            .map(|(n, _)| PageNode {
+                name: n.name.clone(),
+                kind: n.kind.as_str().to_owned(),
+                depends_on: n
+                    .depends_on
+                    .iter()
+                    .filter(|d| selected[d.node])
+                    .map(|d| PageEdge {
+                        name: d.name.clone(),
+                        condition: d.condition.as_str().to_owned(),
+                        required: d.required,
+                        restart: d.restart,
+                        milestone: d.milestone,
+                    })
+                    .collect(),
+            })
             .collect();
-        Self::with_nodes(nodes)
+        Self::with_nodes(&nodes)
     }
 
-    fn with_nodes(nodes: Vec<Value>) -> Arc<Self> {
+    /// The nodes placed by [`crate::views::dag_layout`], for the page.
+    fn with_nodes(nodes: &[PageNode]) -> Arc<Self> {
+        let index: BTreeMap<&str, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        let for_layout: Vec<LayoutNode> = nodes
+            .iter()
+            .map(|n| LayoutNode {
+                name: n.name.clone(),
+                depends_on: n
+                    .depends_on
+                    .iter()
+                    .filter_map(|d| index.get(d.name.as_str()).copied())
+                    .collect(),
+            })
+            .collect();
+        let (places, _) = layout(&for_layout);
+        let served: Vec<Value> = nodes
+            .iter()
+            .zip(&places)
+            .map(|(n, place)| {
+                let mut v = json!(n);
+                v["layer"] = json!(place.layer);
+                v["row"] = json!(place.row);
+                v
+            })
+            .collect();
         let (live, _) = broadcast::channel(4096);
         Arc::new(Self {
             view: Mutex::default(),
             live,
-            graph: json!({ "nodes": nodes }),
+            graph: json!({ "nodes": served }),
         })
     }
 
     /// The same page for a finished run from the history.
     pub fn from_record(record: &crate::views::history::RunRecord) -> Arc<Self> {
-        let nodes = record
+        let nodes: Vec<PageNode> = record
             .nodes
             .iter()
-            .map(|n| {
-                let deps: Vec<&String> = n.depends_on.iter().map(|(d, _)| d).collect();
-                json!({ "name": n.name, "kind": n.kind, "depends_on": deps })
+            .map(|n| PageNode {
+                name: n.name.clone(),
+                kind: n.kind.clone(),
+                depends_on: n
+                    .depends_on
+                    .iter()
+                    .map(|(d, condition)| PageEdge {
+                        name: d.clone(),
+                        condition: condition.clone(),
+                        // Records keep conditions only: drawn as plain edges.
+                        required: true,
+                        restart: false,
+                        milestone: false,
+                    })
+                    .collect(),
             })
             .collect();
-        let dashboard = Self::with_nodes(nodes);
+        let dashboard = Self::with_nodes(&nodes);
         for event in &record.events {
             dashboard.observe(event);
         }

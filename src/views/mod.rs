@@ -14,6 +14,7 @@
 //! | [`graph_render`] | `dagstart graph`: text, dot, Mermaid, JSON |
 //! | `private` | log and record files only the user may read (0600 in 0700 directories) |
 
+pub mod dag_layout;
 pub mod dashboard;
 pub mod dashboard_access;
 pub mod gantt;

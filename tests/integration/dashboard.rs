@@ -131,6 +131,22 @@ fn the_dashboard_shows_node_states_changing_and_metrics() {
         "the page follows the run:\n{after}"
     );
     assert!(after.contains("critical path: fast → slow"), "{after}");
+    // The DAG is drawn with its edges (one per dependency), the critical path marked.
+    assert_eq!(after.matches("class=\"edge").count(), 1, "{after}");
+    assert!(
+        after.contains(
+            "class=\"edge critical\" marker-end=\"url(#arrow)\" data-from=\"fast\" data-to=\"slow\""
+        ),
+        "{after}"
+    );
+    assert!(
+        after.contains("class=\"node critical\" id=\"node-slow\""),
+        "{after}"
+    );
+    // The Gantt chart has a time axis and each node's phases.
+    assert!(after.contains("class=\"tick\""), "{after}");
+    assert!(after.contains("class=\"bar probe\""), "{after}");
+    assert!(after.contains("slow: probing from"), "{after}");
 
     let metrics = http_get(&address, "/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
@@ -344,6 +360,71 @@ fn output_with_markup_is_text_on_the_page() {
     );
     assert!(!dom.contains("id=\"bold\""), "{dom}");
     assert!(dom.contains("data-action=\"stop\""), "{dom}");
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+}
+
+/// The DAG at 50 nodes: every dependency is drawn as an edge, optional ones dashed, and no
+/// two nodes share a place.
+#[test]
+fn fifty_nodes_are_drawn_with_every_edge() {
+    if !std::path::Path::new(CHROMIUM).exists() {
+        eprintln!("skipped: {CHROMIUM} is not installed (.ci/run installs it)");
+        return;
+    }
+    // A random DAG of services that stay up; every fifth dependency optional.
+    let text = dagstart::synth::random_dag(50, 3, 11).replace("\"true\"", "\"sleep 600\"");
+    let mut edges = 0;
+    let mut optional = 0;
+    let text: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("depends_on = [") {
+            Some(list) => {
+                let names: Vec<&str> = list
+                    .trim_end_matches(']')
+                    .split(", ")
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                let entries: Vec<String> = names
+                    .iter()
+                    .map(|n| {
+                        edges += 1;
+                        if edges % 5 == 0 {
+                            optional += 1;
+                            format!("{} = {{ required = false }}", n.trim_matches('"'))
+                        } else {
+                            format!("{} = \"started\"", n.trim_matches('"'))
+                        }
+                    })
+                    .collect();
+                format!("depends_on = {{ {} }}", entries.join(", "))
+            }
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        edges > 40 && optional > 5,
+        "{edges} edges, {optional} optional"
+    );
+    let p = crate::harness::Project::new(&text);
+    let (mut child, address) = with_dashboard(&p, &["run", "--dashboard", "127.0.0.1:0"]);
+    wait_until(RUN_LIMIT, "startup to complete", || {
+        p.own_log().contains("startup complete")
+    });
+    let dom = page(&address);
+    assert_eq!(dom.matches("class=\"edge").count(), edges, "{dom}");
+    assert_eq!(dom.matches("class=\"edge optional").count(), optional);
+    // Each node box is placed at "left: Xpx; top: Ypx" (Gantt bars use percentages).
+    let places: Vec<&str> = dom
+        .split("style=\"left: ")
+        .skip(1)
+        .filter_map(|rest| rest.split("; width").next())
+        .filter(|place| place.contains("px; top:"))
+        .collect();
+    let distinct: std::collections::HashSet<&&str> = places.iter().collect();
+    assert_eq!(places.len(), 50, "{places:?}");
+    assert_eq!(distinct.len(), 50, "two nodes in one place: {places:?}");
     assert!(p.dagstart(&["down"]).output().unwrap().status.success());
     assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
 }

@@ -67,6 +67,20 @@ pub enum Command {
     Import(ImportArgs),
     Export(ExportArgs),
     Probe(ProbeArgs),
+    /// A full-screen terminal UI over the running dagstart of this project.
+    ///
+    /// A table of the nodes (state, pid, uptime, restarts, CPU and memory of each node's process
+    /// group, the latest probe result or reason), the selected node's log (or all nodes' merged
+    /// by time) with search and follow, and the dependency tree of the selected node. Keys:
+    /// ↑↓/jk select, s start, x stop, r restart (the nodes taken along are shown first, y to
+    /// confirm), R reload, a all logs, / search (Esc clears), f follow, PgUp/PgDn scroll, q quit.
+    /// Quitting leaves the stack running (`dagstart run --ui` stops it). NO_COLOR turns colours
+    /// off. Exits 5 when no dagstart is running here.
+    ///
+    /// Example:
+    ///   dagstart ui
+    #[command(verbatim_doc_comment)]
+    Ui,
     /// Print a shell completion script.
     ///
     /// Examples:
@@ -342,6 +356,11 @@ pub struct RunArgs {
     /// What the terminal shows: text, or one JSON object per event (docs/events.md).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+
+    /// The full-screen terminal UI (as `dagstart ui`) instead of lines; quitting it stops the
+    /// stack. The log files get every line as always.
+    #[arg(long, conflicts_with = "output")]
+    pub ui: bool,
 
     /// Run this command once the graph is ready, then stop everything and exit with its status.
     #[arg(last = true, value_name = "CMD")]

@@ -30,6 +30,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
                     None => None,
                 },
                 json: args.output == crate::cli::args::OutputFormat::Json,
+                ui: args.ui,
                 command: args.command,
             };
             crate::cli::run::run(config, &env, request)
@@ -67,6 +68,7 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
         Command::Import(args) => import(&env, &args),
         Command::Export(args) => export(&cli.file, &env, &args),
         Command::Probe(args) => crate::cli::probe::probe(&cli.file, &env, &args),
+        Command::Ui => ui(&cli.file, &env),
         Command::Report(ReportArgs {
             compare: Some(runs),
             ..
@@ -433,6 +435,22 @@ fn import(env: &Environment, args: &crate::cli::args::ImportArgs) -> Result<i32,
         args.output.display(),
         draft.nodes.len()
     );
+    Ok(exit_code::OK)
+}
+
+/// `dagstart ui`: the terminal UI attached to the running dagstart of this project.
+fn ui(path: &std::path::Path, env: &Environment) -> Result<i32, Error> {
+    let config = load_config(path, env)?;
+    let project = config.base_dir.clone();
+    if !crate::engine::control::is_running(&project) {
+        return Err(crate::engine::control::ControlError::NotRunning { project }.into());
+    }
+    let options = crate::views::tui::UiOptions {
+        project_dir: project,
+        stop_on_quit: false,
+        ended: None,
+    };
+    crate::views::tui::run(config, &options).map_err(|e| Error::io("the terminal UI", e))?;
     Ok(exit_code::OK)
 }
 

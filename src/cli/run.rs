@@ -90,6 +90,8 @@ pub struct RunRequest {
     pub dashboard: Option<(std::net::SocketAddr, crate::views::dashboard_access::Access)>,
     /// One JSON object per event on stdout instead of text.
     pub json: bool,
+    /// The full-screen terminal UI instead of lines (quitting it stops the stack).
+    pub ui: bool,
     /// Run this once startup is complete, then stop everything and exit with its status.
     pub command: Vec<String>,
 }
@@ -270,6 +272,11 @@ async fn run_graph(
         path: config.path.clone(),
         env,
     };
+    let output = if args.ui {
+        output.without_terminal()
+    } else {
+        output
+    };
     let output = match args.dashboard.clone() {
         Some((address, access)) => {
             let listener = crate::views::dashboard::bind(address, "metrics on /metrics").await?;
@@ -336,6 +343,11 @@ async fn run_graph(
         notify,
         sockets: keeper.sockets,
     };
+    let ui = if args.ui {
+        Some(start_ui(&config, &events)?)
+    } else {
+        None
+    };
     let (scheduler, startup) =
         Scheduler::new(config, graph, &selected, opts, events.clone(), setup);
     let scheduler = tokio::spawn(scheduler.run(control_rx));
@@ -345,6 +357,11 @@ async fn run_graph(
         run_command_when_ready(&args.command, startup, &control_tx, &command_pid, &events).await
     };
     let outcome = scheduler.await.unwrap_or(Outcome::Interrupted);
+    if let Some((ended, thread)) = ui {
+        // The terminal is restored before anything else is printed.
+        ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     drop(events);
     output_threads.join();
     match (outcome, command_status) {
@@ -354,6 +371,40 @@ async fn run_graph(
         (Outcome::Interrupted, None) => Err(Error::Interrupted),
         (Outcome::Degraded(failed), None) => Err(Error::Degraded(failed)),
     }
+}
+
+/// `run --ui`: the terminal UI on a thread of its own, attached through the control socket as
+/// `dagstart ui` is; it says when it ends (the flag), and quitting it stops the stack.
+fn start_ui(
+    config: &Config,
+    events: &EventSink,
+) -> Result<
+    (
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    ),
+    Error,
+> {
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let options = crate::views::tui::UiOptions {
+        project_dir: config.base_dir.clone(),
+        stop_on_quit: true,
+        ended: Some(ended.clone()),
+    };
+    let config = config.clone();
+    let events = events.clone();
+    let thread = std::thread::Builder::new()
+        .name("dagstart-ui".into())
+        .spawn(move || {
+            if let Err(e) = crate::views::tui::run(config, &options) {
+                events.send(
+                    None,
+                    crate::engine::event::EventKind::note(format!("the terminal UI failed: {e}")),
+                );
+            }
+        })
+        .map_err(|e| Error::io("starting the terminal UI", e))?;
+    Ok((ended, thread))
 }
 
 /// Runs a helper task (control socket, watcher) whose panic must not pass unseen: it is told

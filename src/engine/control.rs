@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::lifecycle::{Control, NodeAction, NodeStatus};
 
 /// What a client can ask.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
     Status,

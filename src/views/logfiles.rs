@@ -94,6 +94,13 @@ impl Output {
         })
     }
 
+    /// Nothing on the terminal (`run --ui`: the terminal UI has it); the log files, the record
+    /// and the dashboard get everything as before.
+    pub fn without_terminal(mut self) -> Self {
+        self.terminal.silence();
+        self
+    }
+
     /// Consumes events on threads of their own; join the result to know all output is written.
     pub fn spawn(self, mut events: EventStream) -> io::Result<OutputThreads> {
         let (feed, terminal_done) = self.terminal.spawn()?;

@@ -25,3 +25,4 @@ pub mod logfiles;
 mod private;
 pub mod report;
 pub mod terminal;
+pub mod tui;

@@ -128,6 +128,8 @@ pub struct Terminal {
     live: Option<crate::views::live::LiveView>,
     /// Run time of the last event shown, for the `dropped` notice.
     last_at: std::time::Duration,
+    /// Show nothing (the terminal UI owns the terminal).
+    silent: bool,
 }
 
 impl Terminal {
@@ -153,7 +155,14 @@ impl Terminal {
             json,
             live,
             last_at: std::time::Duration::ZERO,
+            silent: false,
         }
+    }
+
+    /// Shows nothing from now on: another view owns the terminal.
+    pub fn silence(&mut self) {
+        self.silent = true;
+        self.live = None;
     }
 
     /// Starts the terminal thread; the returned receiver says when it has written everything.
@@ -187,6 +196,9 @@ impl Terminal {
     }
 
     fn show_message(&mut self, msg: ToTerminal) {
+        if self.silent {
+            return;
+        }
         match msg {
             ToTerminal::Event(event, json) => self.show_event(&event, json),
             ToTerminal::Dropped { lines, events } => {

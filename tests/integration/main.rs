@@ -19,3 +19,4 @@ mod real_stack;
 mod report;
 mod run;
 mod systemd;
+mod tui;

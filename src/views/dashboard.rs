@@ -83,7 +83,12 @@ pub struct Dashboard {
     view: Mutex<View>,
     live: broadcast::Sender<String>,
     graph: Value,
+    /// Where the run records are, for the startup history (`/history`).
+    project_dir: Option<std::path::PathBuf>,
 }
+
+/// Runs shown in the startup history.
+const HISTORY: usize = 20;
 
 /// What the page's actions are sent to: the running scheduler, as the control socket's
 /// requests are.
@@ -145,11 +150,11 @@ impl Dashboard {
                     .collect(),
             })
             .collect();
-        Self::with_nodes(&nodes)
+        Self::with_nodes(&nodes, Some(config.base_dir.clone()))
     }
 
     /// The nodes placed by [`crate::views::dag_layout`], for the page.
-    fn with_nodes(nodes: &[PageNode]) -> Arc<Self> {
+    fn with_nodes(nodes: &[PageNode], project_dir: Option<std::path::PathBuf>) -> Arc<Self> {
         let index: BTreeMap<&str, usize> = nodes
             .iter()
             .enumerate()
@@ -182,6 +187,7 @@ impl Dashboard {
             view: Mutex::default(),
             live,
             graph: json!({ "nodes": served }),
+            project_dir,
         })
     }
 
@@ -207,7 +213,7 @@ impl Dashboard {
                     .collect(),
             })
             .collect();
-        let dashboard = Self::with_nodes(&nodes);
+        let dashboard = Self::with_nodes(&nodes, None);
         for event in &record.events {
             dashboard.observe(event);
         }
@@ -277,6 +283,7 @@ impl Dashboard {
             .route("/metrics", get(metrics))
             .route("/events", get(events))
             .route("/action", post(action))
+            .route("/history", get(history))
             .with_state(served)
             .layer(axum::middleware::from_fn_with_state(guard_state, guard));
         let _ = axum::serve(listener, app).await;
@@ -318,6 +325,21 @@ async fn graph(State(served): State<Arc<Served>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
         graph.to_string(),
+    )
+}
+
+/// The startup of the last runs recorded in `.dagstart/runs` (this one included, once ready).
+async fn history(State(served): State<Arc<Served>>) -> impl IntoResponse {
+    let dir = served.dashboard.project_dir.clone();
+    let runs = tokio::task::spawn_blocking(move || {
+        dir.map(|d| crate::views::history::startups(&d, HISTORY))
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Value::from(runs).to_string(),
     )
 }
 

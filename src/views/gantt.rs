@@ -17,8 +17,10 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// One row per node that started, in launch order: a thin bar while it waited for a start slot
-/// or its spawn, a thick bar from spawn to ready; the critical path in red.
+/// One row per node that started, in launch order, with the phases the dashboard shows: waiting
+/// for its dependencies (light grey, from the start of the run), starting (light blue, from its
+/// start slot to its spawn), probing until ready (blue); the critical path in red, exact times
+/// on hover.
 pub fn svg(record: &RunRecord) -> String {
     let run = RecordedRun::from_record(record);
     let mut rows: Vec<(&String, &crate::views::report::RecordedTiming)> = run
@@ -76,10 +78,25 @@ pub fn svg(record: &RunRecord) -> String {
         let ready = timing.ready;
         let _ = writeln!(
             out,
-            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="4" fill="#bbb"/>"##,
+            r##"<rect class="wait" x="{LABEL:.1}" y="{:.1}" width="{:.1}" height="14" fill="#e4e4e4"><title>{}</title></rect>"##,
+            y + 2.0,
+            (launched * scale).max(0.0),
+            escape(&format!(
+                "{name}: waiting for its dependencies until {:.3}s",
+                launched / 1000.0
+            ))
+        );
+        let _ = writeln!(
+            out,
+            r##"<rect class="start" x="{:.1}" y="{:.1}" width="{:.1}" height="14" fill="#9ecae1"><title>{}</title></rect>"##,
             LABEL + launched * scale,
-            y + 7.0,
-            ((spawned - launched) * scale).max(1.0)
+            y + 2.0,
+            ((spawned - launched) * scale).max(1.0),
+            escape(&format!(
+                "{name}: starting from {:.3}s, spawned at {:.3}s",
+                launched / 1000.0,
+                spawned / 1000.0
+            ))
         );
         let (finish, title) = match ready {
             Some(r) => (
@@ -98,7 +115,7 @@ pub fn svg(record: &RunRecord) -> String {
         let opacity = if ready.is_some() { "1" } else { "0.35" };
         let _ = writeln!(
             out,
-            r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="14" fill="{colour}" fill-opacity="{opacity}"><title>{}</title></rect>"#,
+            r#"<rect class="probe" x="{:.1}" y="{:.1}" width="{:.1}" height="14" fill="{colour}" fill-opacity="{opacity}"><title>{}</title></rect>"#,
             LABEL + spawned * scale,
             y + 2.0,
             ((finish - spawned) * scale).max(1.0),
@@ -129,7 +146,7 @@ fn tick_step(end_ms: f64) -> f64 {
 /// The chart in a page of its own, with the text report under it.
 pub fn html(id: &str, record: &RunRecord) -> String {
     format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>dagstart run {id}</title></head>\n<body style=\"font-family:sans-serif\">\n<h1>dagstart run {id}</h1>\n<p>Bars: grey while waiting to be spawned, coloured from spawn to ready; red is the critical path, the dashed green line is \"ready\".</p>\n{}<pre>{}</pre>\n</body></html>\n",
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>dagstart run {id}</title></head>\n<body style=\"font-family:sans-serif\">\n<h1>dagstart run {id}</h1>\n<p>Each row: light grey while waiting for its dependencies, light blue while starting (from its start slot to its spawn), blue while probed until ready; red is the critical path, the dashed green line is \"ready\". Hover for exact times.</p>\n{}<pre>{}</pre>\n</body></html>\n",
         svg(record),
         escape(&crate::views::report::render_recorded(id, record))
     )

@@ -155,6 +155,32 @@ pub fn list(project_dir: &Path) -> Vec<String> {
     ids
 }
 
+/// The startup of each of the last `count` runs, oldest first: its id, when it started, how
+/// long it took to be ready (none if it never was) and its slowest node. For the dashboard's
+/// history.
+pub fn startups(project_dir: &Path, count: usize) -> Vec<serde_json::Value> {
+    let ids = list(project_dir);
+    let skip = ids.len().saturating_sub(count);
+    ids[skip..]
+        .iter()
+        .filter_map(|id| {
+            let (_, record) = load(project_dir, Some(id)).ok()?;
+            let run = crate::views::report::RecordedRun::from_record(&record);
+            let slowest = run
+                .timings
+                .iter()
+                .filter_map(|(name, t)| Some((name, t.took?)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            Some(serde_json::json!({
+                "id": id,
+                "started": record.started,
+                "ready_ms": run.ready_ms,
+                "slowest": slowest.map(|(name, took)| serde_json::json!({ "node": name, "took_ms": took })),
+            }))
+        })
+        .collect()
+}
+
 /// Reads a record written by [`Recorder`], however far it got.
 fn parse_lines(id: &str, text: &str) -> Result<RunRecord, String> {
     let mut lines = text.lines();

@@ -147,6 +147,10 @@ fn the_dashboard_shows_node_states_changing_and_metrics() {
     assert!(after.contains("class=\"tick\""), "{after}");
     assert!(after.contains("class=\"bar probe\""), "{after}");
     assert!(after.contains("slow: probing from"), "{after}");
+    // The startup history, this run's bar included.
+    assert!(after.contains("class=\"run current\""), "{after}");
+    let history = http_get(&address, "/history");
+    assert!(history.contains("\"ready_ms\":"), "{history}");
 
     let metrics = http_get(&address, "/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");

@@ -71,6 +71,14 @@ fn report_shows_blame_critical_chain_speedup_and_hints() {
         "models and api are the critical path:\n{svg}"
     );
     assert!(svg.contains(">side</text>"), "{svg}");
+    // The phases the dashboard shows, each with its exact times on hover.
+    for phase in ["class=\"wait\"", "class=\"start\"", "class=\"probe\""] {
+        assert!(svg.contains(phase), "{phase} not in:\n{svg}");
+    }
+    assert!(
+        svg.contains("api: waiting for its dependencies until "),
+        "{svg}"
+    );
     let html = std::fs::read_to_string(html).unwrap();
     assert!(
         html.contains("<svg") && html.contains("critical chain"),

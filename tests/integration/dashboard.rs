@@ -432,3 +432,159 @@ fn fifty_nodes_are_drawn_with_every_edge() {
     assert!(p.dagstart(&["down"]).output().unwrap().status.success());
     assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
 }
+
+/// Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: messages
+/// on fds 3 and 4, each ended by a NUL), through two named pipes.
+struct Browser {
+    child: std::process::Child,
+    to: std::fs::File,
+    from: std::io::BufReader<std::fs::File>,
+    next_id: u64,
+    session: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Browser {
+    fn open(url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (to_path, from_path) = (dir.path().join("to"), dir.path().join("from"));
+        for fifo in [&to_path, &from_path] {
+            nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        }
+        let profile = dir.path().join("profile");
+        let child = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "exec {CHROMIUM} --headless --no-sandbox --disable-gpu --no-first-run \
+                 --user-data-dir='{}' --remote-debugging-pipe about:blank 3<'{}' 4>'{}'",
+                profile.display(),
+                to_path.display(),
+                from_path.display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Opening a named pipe waits for the other end: chromium's side opens as it starts.
+        let to = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&to_path)
+            .unwrap();
+        let from = std::io::BufReader::new(std::fs::File::open(&from_path).unwrap());
+        let mut browser = Self {
+            child,
+            to,
+            from,
+            next_id: 1,
+            session: None,
+            _dir: dir,
+        };
+        let target = browser.call("Target.createTarget", serde_json::json!({ "url": url }));
+        let attached = browser.call(
+            "Target.attachToTarget",
+            serde_json::json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        browser.session = attached["sessionId"].as_str().map(str::to_owned);
+        browser
+    }
+
+    /// Sends one command and waits for its answer (events in between are skipped).
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut message = serde_json::json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = &self.session {
+            message["sessionId"] = serde_json::json!(session);
+        }
+        let mut bytes = message.to_string().into_bytes();
+        bytes.push(0);
+        self.to.write_all(&bytes).unwrap();
+        loop {
+            let mut raw = Vec::new();
+            self.from.read_until(0, &mut raw).unwrap();
+            assert!(!raw.is_empty(), "chromium closed the pipe");
+            raw.pop();
+            let answer: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            if answer["id"] == id {
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true }),
+        );
+        result["result"]["value"].clone()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// In the browser: the page's stop button stops the node, and the page shows it.
+#[test]
+fn a_stop_clicked_on_the_page_stops_the_node_and_the_page_shows_it() {
+    if !std::path::Path::new(CHROMIUM).exists() {
+        eprintln!("skipped: {CHROMIUM} is not installed (.ci/run installs it)");
+        return;
+    }
+    let p = project(|p| {
+        format!(
+            "[services.db]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\
+             [services.api]\ncommand = {}\ndepends_on = [\"db\"]\nhealth = {{ log = \"ready\" }}\n",
+            svc(p, "db", ""),
+            svc(p, "api", "")
+        )
+    });
+    let (mut child, address) = with_dashboard(
+        &p,
+        &[
+            "run",
+            "--dashboard",
+            "127.0.0.1:0",
+            "--dashboard-token",
+            "t0k",
+        ],
+    );
+    wait_until(RUN_LIMIT, "startup to complete", || {
+        p.own_log().contains("startup complete")
+    });
+    let mut browser = Browser::open(&format!("http://{address}/?token=t0k"));
+    let state = |browser: &mut Browser| {
+        browser.eval("document.getElementById('node-api')?.dataset.state ?? ''")
+    };
+    wait_until(RUN_LIMIT, "the page to show api ready", || {
+        state(&mut browser) == "ready"
+    });
+    let clicked =
+        browser.eval("document.querySelector('#node-api button[data-action=stop]').click(); true");
+    assert_eq!(clicked, true);
+    wait_until(RUN_LIMIT, "the page to show api stopped", || {
+        state(&mut browser) == "stopped"
+    });
+    let answer = browser.eval("document.getElementById('answer').textContent");
+    assert_eq!(answer, "stopping: api");
+    let nodes = crate::harness::status_json(&p);
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["name"] == "api" && n["state"] == "stopped"),
+        "{nodes:?}"
+    );
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n["name"] == "db" && n["state"] == "ready"),
+        "{nodes:?}"
+    );
+    drop(browser);
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+}

@@ -171,17 +171,7 @@ impl Draft {
         let mut renamed = BTreeMap::new();
         let mut taken = std::collections::BTreeSet::new();
         for node in &mut self.nodes {
-            let mut clean: String = node
-                .name
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
+            let mut clean = crate::engine::config::clean_name(&node.name);
             if clean.is_empty() {
                 clean = "unnamed".into();
             }

@@ -62,16 +62,7 @@ pub fn project_name(dir: &Path) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let clean: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let clean = crate::engine::config::clean_name(&raw);
     if clean.is_empty() {
         "dagstart".to_owned()
     } else {

@@ -29,6 +29,21 @@ fn with_dashboard(p: &crate::harness::Project, args: &[&str]) -> (std::process::
     (child, address)
 }
 
+/// True (and said) where the browser tests cannot run.
+fn chromium_missing() -> bool {
+    let missing = !std::path::Path::new(CHROMIUM).exists();
+    if missing {
+        eprintln!("skipped: {CHROMIUM} is not installed (.ci/run installs it)");
+    }
+    missing
+}
+
+/// `dagstart down`, and the run's clean exit.
+fn down(p: &crate::harness::Project, child: &mut std::process::Child) {
+    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
+    assert_eq!(wait_exit(child, RUN_LIMIT).code(), Some(0));
+}
+
 /// The page's DOM once it has applied the run so far (`?once`: the event stream ends).
 fn page(address: &str) -> String {
     page_at(address, "?once")
@@ -91,8 +106,7 @@ fn http(address: &str, method: &str, path: &str, headers: &[&str], body: &str) -
 
 #[test]
 fn the_dashboard_shows_node_states_changing_and_metrics() {
-    if !std::path::Path::new(CHROMIUM).exists() {
-        eprintln!("skipped: {CHROMIUM} is not installed (.ci/run installs it)");
+    if chromium_missing() {
         return;
     }
     let p = project(|p| {
@@ -121,9 +135,7 @@ fn the_dashboard_shows_node_states_changing_and_metrics() {
 
     // `slow` is ready once the test says so: however long the browser took to start.
     p.file("go", "");
-    wait_until(RUN_LIMIT, "startup to complete", || {
-        p.own_log().contains("startup complete")
-    });
+    p.wait_for_startup();
     let after = page(&address);
     assert_eq!(
         state_of(&after, "slow").as_deref(),
@@ -160,8 +172,7 @@ fn the_dashboard_shows_node_states_changing_and_metrics() {
     );
     assert!(metrics.contains("dagstart_startup_seconds "), "{metrics}");
 
-    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
-    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+    down(&p, &mut child);
 }
 
 #[test]
@@ -205,9 +216,7 @@ fn the_dashboard_refuses_foreign_hosts_and_requests_without_the_token_and_acts_w
             "s3cret",
         ],
     );
-    wait_until(RUN_LIMIT, "startup to complete", || {
-        p.own_log().contains("startup complete")
-    });
+    p.wait_for_startup();
     let foreign = http(&address, "GET", "/", &["Host: rebind.example:80"], "");
     assert!(foreign.starts_with("HTTP/1.1 403"), "{foreign}");
     for path in ["/", "/events?once", "/metrics", "/graph"] {
@@ -284,8 +293,7 @@ fn the_dashboard_refuses_foreign_hosts_and_requests_without_the_token_and_acts_w
             .iter()
             .any(|n| n["name"] == "api" && n["state"] == "stopped")
     });
-    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
-    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+    down(&p, &mut child);
 }
 
 /// Security: without a token nobody may act, and a non-loopback address is refused unless
@@ -316,9 +324,7 @@ fn without_a_token_there_are_no_actions_and_the_network_needs_one() {
     assert!(!p.own_log().contains("api"), "nothing started");
 
     let (mut child, address) = with_dashboard(&p, &["run", "--dashboard", "127.0.0.1:0"]);
-    wait_until(RUN_LIMIT, "startup to complete", || {
-        p.own_log().contains("startup complete")
-    });
+    p.wait_for_startup();
     assert!(http_get(&address, "/graph").contains("\"actions\":false"));
     let acted = http(
         &address,
@@ -328,16 +334,14 @@ fn without_a_token_there_are_no_actions_and_the_network_needs_one() {
         r#"{"action":"stop","node":"api"}"#,
     );
     assert!(acted.starts_with("HTTP/1.1 404"), "{acted}");
-    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
-    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+    down(&p, &mut child);
 }
 
 /// Security, in the browser: a line with markup is shown as text, and a page opened with the
 /// token offers the actions.
 #[test]
 fn output_with_markup_is_text_on_the_page() {
-    if !std::path::Path::new(CHROMIUM).exists() {
-        eprintln!("skipped: {CHROMIUM} is not installed (.ci/run installs it)");
+    if chromium_missing() {
         return;
     }
     let p = crate::harness::Project::new(
@@ -353,9 +357,7 @@ fn output_with_markup_is_text_on_the_page() {
             "t0k",
         ],
     );
-    wait_until(RUN_LIMIT, "startup to complete", || {
-        p.own_log().contains("startup complete")
-    });
+    p.wait_for_startup();
     let dom = page_at(&address, "?once&token=t0k");
     assert!(dom.contains("<title>dagstart</title>"), "{dom}");
     assert!(
@@ -364,16 +366,14 @@ fn output_with_markup_is_text_on_the_page() {
     );
     assert!(!dom.contains("id=\"bold\""), "{dom}");
     assert!(dom.contains("data-action=\"stop\""), "{dom}");
-    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
-    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+    down(&p, &mut child);
 }
 
 /// The DAG at 50 nodes: every dependency is drawn as an edge, optional ones dashed, and no
 /// two nodes share a place.
 #[test]
 fn fifty_nodes_are_drawn_with_every_edge() {
-    if !std::path::Path::new(CHROMIUM).exists() {
-        eprintln!("skipped: {CHROMIUM} is not installed (.ci/run installs it)");
+    if chromium_missing() {
         return;
     }
     // A random DAG of services that stay up; every fifth dependency optional.
@@ -413,9 +413,7 @@ fn fifty_nodes_are_drawn_with_every_edge() {
     );
     let p = crate::harness::Project::new(&text);
     let (mut child, address) = with_dashboard(&p, &["run", "--dashboard", "127.0.0.1:0"]);
-    wait_until(RUN_LIMIT, "startup to complete", || {
-        p.own_log().contains("startup complete")
-    });
+    p.wait_for_startup();
     let dom = page(&address);
     assert_eq!(dom.matches("class=\"edge").count(), edges, "{dom}");
     assert_eq!(dom.matches("class=\"edge optional").count(), optional);
@@ -429,8 +427,7 @@ fn fifty_nodes_are_drawn_with_every_edge() {
     let distinct: std::collections::HashSet<&&str> = places.iter().collect();
     assert_eq!(places.len(), 50, "{places:?}");
     assert_eq!(distinct.len(), 50, "two nodes in one place: {places:?}");
-    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
-    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+    down(&p, &mut child);
 }
 
 /// Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`: messages
@@ -531,8 +528,7 @@ impl Drop for Browser {
 /// In the browser: the page's stop button stops the node, and the page shows it.
 #[test]
 fn a_stop_clicked_on_the_page_stops_the_node_and_the_page_shows_it() {
-    if !std::path::Path::new(CHROMIUM).exists() {
-        eprintln!("skipped: {CHROMIUM} is not installed (.ci/run installs it)");
+    if chromium_missing() {
         return;
     }
     let p = project(|p| {
@@ -553,9 +549,7 @@ fn a_stop_clicked_on_the_page_stops_the_node_and_the_page_shows_it() {
             "t0k",
         ],
     );
-    wait_until(RUN_LIMIT, "startup to complete", || {
-        p.own_log().contains("startup complete")
-    });
+    p.wait_for_startup();
     let mut browser = Browser::open(&format!("http://{address}/?token=t0k"));
     let state = |browser: &mut Browser| {
         browser.eval("document.getElementById('node-api')?.dataset.state ?? ''")
@@ -585,6 +579,5 @@ fn a_stop_clicked_on_the_page_stops_the_node_and_the_page_shows_it() {
         "{nodes:?}"
     );
     drop(browser);
-    assert!(p.dagstart(&["down"]).output().unwrap().status.success());
-    assert_eq!(wait_exit(&mut child, RUN_LIMIT).code(), Some(0));
+    down(&p, &mut child);
 }

@@ -26,6 +26,13 @@ impl Project {
     }
 
     /// dagstart's own log of the run (empty until it exists).
+    /// Waits (up to [`RUN_LIMIT`]) until dagstart.log says the startup completed.
+    pub(crate) fn wait_for_startup(&self) {
+        wait_until(RUN_LIMIT, "startup to complete", || {
+            self.own_log().contains("startup complete")
+        });
+    }
+
     pub(crate) fn own_log(&self) -> String {
         std::fs::read_to_string(self.path().join("logs/dagstart.log")).unwrap_or_default()
     }
@@ -272,9 +279,7 @@ pub(crate) fn spawn_in_background(p: &Project, args: &[&str]) -> Running {
 /// `dagstart ARGS...` in the background (output discarded), once its startup has completed.
 pub(crate) fn start_in_background(p: &Project, args: &[&str]) -> Running {
     let child = spawn_in_background(p, args);
-    wait_until(RUN_LIMIT, "startup to complete", || {
-        p.own_log().contains("startup complete")
-    });
+    p.wait_for_startup();
     child
 }
 

@@ -890,9 +890,7 @@ fn an_unprivileged_sigkill_of_dagstart_and_its_guardian_leaves_nothing() {
     wait_until(RUN_LIMIT, "the grandchildren to start", || {
         p.path().join("grandchild.pid").exists() && p.path().join("escapee.pid").exists()
     });
-    wait_until(RUN_LIMIT, "startup to complete", || {
-        p.own_log().contains("startup complete")
-    });
+    p.wait_for_startup();
     // setpriv execs dagstart: the child is dagstart.
     let mut run = run_namespace_processes(child.id());
     assert!(run.len() >= 8, "{run:?}");

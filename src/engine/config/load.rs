@@ -1417,11 +1417,7 @@ impl<'p> Loader<'p> {
             let Some(name) = self.string(item, key_path) else {
                 continue;
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if name.is_empty() || !name.chars().all(super::is_name_char) {
                 self.push(
                     Problem::error(
                         "dagstart::config::profile",
@@ -1696,12 +1692,7 @@ impl<'p> Loader<'p> {
         let mut first_seen: FastMap<&str, &Node> = FastMap::default();
         first_seen.reserve(nodes.len());
         for node in nodes {
-            if !node
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                || node.name.is_empty()
-            {
+            if !node.name.chars().all(super::is_name_char) || node.name.is_empty() {
                 let suggestion: String = node
                     .name
                     .chars()

@@ -486,6 +486,18 @@ impl Probe {
     }
 }
 
+/// Whether `c` may be part of a node or profile name (letters, digits, `_`, `-`).
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// `text` with every character a name cannot take turned into `_`.
+pub fn clean_name(text: &str) -> String {
+    text.chars()
+        .map(|c| if is_name_char(c) { c } else { '_' })
+        .collect()
+}
+
 /// Name of the per-node timeout variable: `<NODE>_TIMEOUT`, upper-cased, non-alphanumerics -> `_`.
 ///
 /// ```

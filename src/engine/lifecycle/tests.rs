@@ -21,6 +21,20 @@ fn load(text: &str) -> crate::engine::config::Config {
     .expect("valid services.toml")
 }
 
+/// The options of the tests: a minute to start, ten seconds to stop, no verification delay.
+fn options(max_workers: usize) -> Options {
+    Options {
+        max_workers,
+        auto_workers: false,
+        sequential: false,
+        parallel_health_checks: true,
+        startup_timeout: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(10),
+        verify_older_than: Duration::ZERO,
+        profiles: Vec::new(),
+    }
+}
+
 /// A core over `text` and what it last asked for.
 struct Harness {
     core: Core,
@@ -37,17 +51,7 @@ impl Harness {
         let config = Arc::new(load(text));
         let graph = Arc::new(Graph::build(&config));
         let selected = vec![true; config.nodes.len()];
-        let options = Options {
-            max_workers,
-            auto_workers: false,
-            sequential: false,
-            parallel_health_checks: true,
-            startup_timeout: Duration::from_secs(60),
-            shutdown_timeout: Duration::from_secs(10),
-            verify_older_than: Duration::ZERO,
-            profiles: Vec::new(),
-        };
-        let mut core = Core::new(config, graph, &selected, options);
+        let mut core = Core::new(config, graph, &selected, options(max_workers));
         let effects = core.begin(Duration::ZERO);
         Self {
             core,
@@ -672,17 +676,7 @@ fn an_optional_dependency_that_is_not_selected_is_not_waited_for() {
     let graph = Arc::new(Graph::build(&config));
     let selected = crate::engine::selection::select(&config, &graph, &[], &[]).unwrap();
     assert_eq!(selected, [false, true]);
-    let options = Options {
-        max_workers: usize::MAX,
-        auto_workers: false,
-        sequential: false,
-        parallel_health_checks: true,
-        startup_timeout: Duration::from_secs(60),
-        shutdown_timeout: Duration::from_secs(10),
-        verify_older_than: Duration::ZERO,
-        profiles: Vec::new(),
-    };
-    let mut core = Core::new(config, graph, &selected, options);
+    let mut core = Core::new(config, graph, &selected, options(usize::MAX));
     let effects = core.begin(Duration::ZERO);
     assert!(
         effects

@@ -148,6 +148,22 @@ impl Graph {
             .map(|e| (petgraph::visit::EdgeRef::target(&e).index(), *e.weight()))
     }
 
+    /// `targets` and every node that cannot run without them, directly or not (over
+    /// [`Edge::binds`] edges), in no order: what a stop or a restart of them takes along.
+    pub fn with_bound_dependents(&self, targets: &[usize]) -> Vec<usize> {
+        let mut seen = vec![false; self.len()];
+        let mut out = Vec::new();
+        let mut stack = targets.to_vec();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut seen[n], true) {
+                continue;
+            }
+            out.push(n);
+            stack.extend(self.bound_dependents(n));
+        }
+        out
+    }
+
     /// The nodes that cannot run without `node` (over [`Edge::binds`] edges).
     pub fn bound_dependents(&self, node: usize) -> impl Iterator<Item = usize> + '_ {
         self.dependent_edges(node)

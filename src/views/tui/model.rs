@@ -224,17 +224,9 @@ impl Model {
         let Some(start) = self.config.nodes.iter().position(|n| n.name == name) else {
             return Vec::new();
         };
-        let mut seen = vec![false; self.config.nodes.len()];
-        let mut stack = vec![start];
-        let mut along = Vec::new();
-        while let Some(n) = stack.pop() {
-            for d in self.graph.bound_dependents(n) {
-                if !std::mem::replace(&mut seen[d], true) {
-                    along.push(d);
-                    stack.push(d);
-                }
-            }
-        }
+        // What the core stops along with it (`Graph::with_bound_dependents`), without itself.
+        let mut along = self.graph.with_bound_dependents(&[start]);
+        along.retain(|&d| d != start);
         let running = |name: &str| {
             self.nodes.iter().any(|s| {
                 s.name == name

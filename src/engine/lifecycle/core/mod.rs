@@ -852,22 +852,6 @@ impl Core {
             .collect()
     }
 
-    /// `targets` and every node that cannot run without them ([`Edge::binds`]), directly or
-    /// not, in no order.
-    fn with_dependents(&self, targets: &[usize]) -> Vec<usize> {
-        let mut seen = vec![false; self.nodes.len()];
-        let mut out = Vec::new();
-        let mut stack = targets.to_vec();
-        while let Some(n) = stack.pop() {
-            if std::mem::replace(&mut seen[n], true) {
-                continue;
-            }
-            out.push(n);
-            stack.extend(self.graph.bound_dependents(n));
-        }
-        out
-    }
-
     // ----- startup -----------------------------------------------------------------------------
 
     fn startup_over(&self) -> bool {

@@ -246,7 +246,7 @@ impl Core {
             return;
         }
         let reason = format!("needs `{}`, which {why}", self.name(n));
-        let mut affected = self.with_dependents(&[n]);
+        let mut affected = self.graph.with_bound_dependents(&[n]);
         affected.retain(|&d| d != n && self.nodes[d].state.is_live());
         let mut names = Vec::new();
         for d in affected {
@@ -313,7 +313,7 @@ impl Core {
         if bound.is_empty() {
             return;
         }
-        let mut along = self.with_dependents(&bound);
+        let mut along = self.graph.with_bound_dependents(&bound);
         along.retain(|&d| !bound.contains(&d) && self.nodes[d].state.is_live());
         for &d in bound.iter().chain(&along) {
             self.request_stop(d, AfterStop::Relaunch);

@@ -80,7 +80,7 @@ impl Core {
     /// and keep the run alive, until started again: a node waiting for its dependencies or for
     /// its restart backoff is held as well.
     pub(super) fn stop_nodes(&mut self, targets: &[usize]) -> String {
-        let mut affected = self.with_dependents(targets);
+        let mut affected = self.graph.with_bound_dependents(targets);
         affected.retain(|&n| !matches!(self.nodes[n].state, NodeState::Off | NodeState::Removed));
         for &n in &affected {
             if targets.contains(&n) {
@@ -101,7 +101,7 @@ impl Core {
 
     /// Stops `targets` and their running dependents, dependents first, and starts them again.
     pub(super) fn restart_nodes(&mut self, targets: &[usize]) -> String {
-        let mut affected = self.with_dependents(targets);
+        let mut affected = self.graph.with_bound_dependents(targets);
         affected.retain(|&n| targets.contains(&n) || self.nodes[n].state.is_live());
         for &n in targets {
             // Restarted by name: no longer down because of another node's stop.

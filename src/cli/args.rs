@@ -28,6 +28,13 @@ pub struct Cli {
     )]
     pub file: PathBuf,
 
+    /// In a `[cluster]`: the host this process is (`run`: default the machine's name;
+    /// `agent`: required), or whose run `status`, `down`, `logs`... talk to. A named host keeps
+    /// its lock, control socket and run records in .dagstart/hosts/NAME and its logs in
+    /// <log_dir>/NAME.
+    #[arg(long, global = true, env = "DAGSTART_HOST", value_name = "NAME")]
+    pub host: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -48,6 +55,7 @@ pub enum Command {
     Graph(GraphArgs),
     Config(ConfigArgs),
     Run(RunArgs),
+    Agent(AgentArgs),
     Status(StatusArgs),
     Start(NodesArgs),
     Stop(NodesArgs),
@@ -365,6 +373,27 @@ pub struct RunArgs {
     /// Run this command once the graph is ready, then stop everything and exit with its status.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// Join the cluster run of this services.toml as host NAME and run the nodes placed on it.
+///
+/// Needs a `[cluster]` section (etcd endpoints) and `--host NAME` of a `[hosts.NAME]` table.
+/// The agent waits for the run to appear (`dagstart run` on the coordinating host), refuses a
+/// run started from another services.toml and a host that another process already holds,
+/// then starts its nodes as their dependencies (on any host) become ready. Its nodes' states
+/// travel through etcd under the host's lease: if the agent dies or is cut off, the other
+/// hosts see its nodes gone within `lease_ttl`. It ends when the run ends (stopping its nodes
+/// in reverse dependency order across hosts); Ctrl-C leaves the run, stopping its own nodes.
+/// docs/cluster.md has the design and a walk-through.
+///
+/// Example:
+///   dagstart agent --host db1
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct AgentArgs {
+    /// What the terminal shows: text, or one JSON object per event (docs/events.md).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 impl Cli {

@@ -7,6 +7,7 @@ use crate::cli::args::{
     CheckFormat, Cli, Command, ConfigArgs, ConfigFormat, GraphArgs, GraphFormat, ReportArgs,
 };
 use crate::cli::error::{Error, exit_code};
+use crate::engine::cluster::Role;
 use crate::engine::config::{self, Config, Environment, NodeKind};
 use crate::engine::control::{self, Request};
 use crate::engine::graph::Graph;
@@ -14,13 +15,18 @@ use crate::engine::graph::Graph;
 /// Runs one command line; the `Ok` value is the process exit code.
 pub fn execute(cli: Cli) -> Result<i32, Error> {
     let env = Environment::from_process();
+    if let Some(host) = &cli.host {
+        control::set_host(host);
+    }
     match cli.command {
         Command::Check(args) => check(&cli.file, &env, args.format, args.config_only),
         Command::Graph(args) => graph_command(&cli.file, &env, &args),
         Command::Config(args) => config_command(&cli.file, &env, &args),
         Command::Run(args) => {
             let config = load_config(&cli.file, &env)?;
+            let cluster = cluster_request(&config, cli.host.as_deref(), Role::Coordinator)?;
             let request = crate::cli::run::RunRequest {
+                cluster,
                 nodes: args.nodes,
                 profiles: active_profiles(&args.profile, &env),
                 sequential: args.sequential,
@@ -32,6 +38,17 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
                 json: args.output == crate::cli::args::OutputFormat::Json,
                 ui: args.ui,
                 command: args.command,
+            };
+            crate::cli::run::run(config, &env, request)
+        }
+        Command::Agent(args) => {
+            let config = load_config(&cli.file, &env)?;
+            let cluster = cluster_request(&config, cli.host.as_deref(), Role::Agent)?;
+            let request = crate::cli::run::RunRequest {
+                cluster,
+                profiles: active_profiles(&[], &env),
+                json: args.output == crate::cli::args::OutputFormat::Json,
+                ..Default::default()
             };
             crate::cli::run::run(config, &env, request)
         }
@@ -104,6 +121,39 @@ pub fn execute(cli: Cli) -> Result<i32, Error> {
             Ok(exit_code::OK)
         }
     }
+}
+
+/// `run` and `agent` in a `[cluster]`: which host this process is. Without one, `--host` is a
+/// mistake worth saying.
+fn cluster_request(
+    config: &crate::engine::config::Config,
+    host: Option<&str>,
+    role: Role,
+) -> Result<Option<crate::cli::run::ClusterRequest>, Error> {
+    if config.cluster.is_none() {
+        return match (host, role) {
+            (None, Role::Coordinator) => Ok(None),
+            _ => Err(Error::Refused(format!(
+                "{} needs a [cluster] section in {} (etcd endpoints and [hosts.NAME])",
+                if role == Role::Agent {
+                    "`dagstart agent`"
+                } else {
+                    "--host"
+                },
+                config.path.display()
+            ))),
+        };
+    }
+    let host = match (host, role) {
+        (Some(host), _) => host.to_owned(),
+        (None, Role::Coordinator) => crate::engine::cluster::machine_name(),
+        (None, Role::Agent) => {
+            return Err(Error::Refused(
+                "`dagstart agent` needs --host NAME: the [hosts.NAME] whose nodes it runs".into(),
+            ));
+        }
+    };
+    Ok(Some(crate::cli::run::ClusterRequest { host, role }))
 }
 
 /// The directory of the project whose dagstart we talk to: where services.toml is. Found from

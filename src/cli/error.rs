@@ -19,7 +19,8 @@ pub mod exit_code {
     pub const STARTUP: i32 = 4;
     /// `status`, `start`, `stop`, `restart` or `down` found no running dagstart.
     pub const NOT_RUNNING: i32 = 5;
-    /// `run` found a dagstart already running for the same services.toml.
+    /// `run` found a dagstart already running for the same services.toml (or, in a cluster,
+    /// the host already held, or a run already going on).
     pub const ALREADY_RUNNING: i32 = 6;
     /// After startup, a required node failed for good (a crash loop, a failed restart, or an
     /// exit with an error and no restart policy); what needed it was stopped. Reported when
@@ -75,6 +76,10 @@ pub enum Error {
     #[diagnostic(transparent)]
     Control(#[from] crate::engine::control::ControlError),
 
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Cluster(#[from] crate::engine::cluster::ClusterError),
+
     #[error("{0}")]
     #[diagnostic(code(dagstart::control::refused))]
     Refused(String),
@@ -126,6 +131,14 @@ impl Error {
             }
             Error::Control(crate::engine::control::ControlError::AlreadyRunning { .. }) => {
                 exit_code::ALREADY_RUNNING
+            }
+            Error::Cluster(cluster) => {
+                use crate::engine::cluster::ClusterError as C;
+                match cluster {
+                    C::HostTaken { .. } | C::RunExists { .. } => exit_code::ALREADY_RUNNING,
+                    C::OtherConfig { .. } | C::UnknownHost { .. } => exit_code::CONFIG,
+                    C::Unreachable(_) | C::RunChanged => exit_code::FAILURE,
+                }
             }
             Error::Control(_) | Error::Refused(_) | Error::History(_) => exit_code::FAILURE,
             Error::Io { .. } => exit_code::FAILURE,

@@ -76,9 +76,18 @@ fn remove_stale_runtime_dirs() {
     }
 }
 
+/// Which host of a `[cluster]` this process is, and whether it coordinates the run.
+#[derive(Debug, Clone)]
+pub struct ClusterRequest {
+    pub host: String,
+    pub role: crate::engine::cluster::Role,
+}
+
 /// What `dagstart run` was asked for, in the engine's terms (the command line builds it).
 #[derive(Debug, Clone, Default)]
 pub struct RunRequest {
+    /// In a `[cluster]`: this process's host (`run` or `agent`).
+    pub cluster: Option<ClusterRequest>,
     /// Run only these nodes and what they need; all when empty.
     pub nodes: Vec<String>,
     /// The active profiles (`--profile`, else `DAGSTART_PROFILES`).
@@ -98,23 +107,29 @@ pub struct RunRequest {
 
 /// Starts the graph of `config` (loaded and validated) and supervises it until the run ends;
 /// returns the exit code.
-pub fn run(config: Config, env: &Environment, args: RunRequest) -> Result<i32, Error> {
+pub fn run(mut config: Config, env: &Environment, args: RunRequest) -> Result<i32, Error> {
+    let placed_for = match &args.cluster {
+        Some(cluster) => Some(place_nodes(&mut config, cluster)?),
+        None => None,
+    };
     let graph = Graph::build(&config);
     let selected = crate::engine::selection::select(&config, &graph, &args.nodes, &args.profiles)?;
+    // The nodes of other hosts are not checked, bound or spawned here.
+    let local = crate::engine::cluster::local_selection(&config, &selected);
     // The control socket doubles as the lock that refuses a second run of the same project.
     let (control_listener, _control_file) = crate::engine::control::bind(&config.base_dir)?;
-    raise_open_files_limit(selected.iter().filter(|&&on| on).count());
+    raise_open_files_limit(local.iter().filter(|&&on| on).count());
     // Commands that do not resolve are said (an earlier component may build them); the
     // rest of preflight refuses to start anything.
-    let missing = crate::engine::preflight::files(&config, &selected);
+    let missing = crate::engine::preflight::files(&config, &local);
     let unresolved: Vec<_> = crate::cli::commands::located_missing(&config, &missing)
         .into_iter()
         .filter(|p| !p.is_error())
         .collect();
     crate::cli::commands::print_problems(&config, &unresolved);
-    crate::engine::preflight::check(&config, &selected, &missing)?;
+    crate::engine::preflight::check(&config, &local, &missing)?;
     // Bound before anything starts, so `listening` dependents can start at once.
-    let sockets = Arc::new(BoundSockets::bind(&config, &selected)?);
+    let sockets = Arc::new(BoundSockets::bind(&config, &local)?);
     let keeper = Keeper::start(control_listener, sockets)?;
     if config.settings.pid_namespace {
         // Before the runtime's threads exist: they inherit the namespace for children.
@@ -134,6 +149,7 @@ pub fn run(config: Config, env: &Environment, args: RunRequest) -> Result<i32, E
         env.clone(),
         args,
         keeper.setup,
+        placed_for,
     ));
     // Reader tasks of processes that escaped their group may still hold a pipe; do not wait.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -142,6 +158,32 @@ pub fn run(config: Config, env: &Environment, args: RunRequest) -> Result<i32, E
     crate::engine::cgroup::end(std::time::Duration::from_secs(5));
     drop(keeper.runtime_dir);
     result
+}
+
+/// Places every node on its host for this process: an agent first waits for the run (on a
+/// runtime of its own, before the run's threads exist) to learn its coordinator, which runs
+/// the nodes without `host`. A named host logs into `<log_dir>/<host>`. Returns the
+/// coordinator's name.
+fn place_nodes(config: &mut Config, cluster: &ClusterRequest) -> Result<String, Error> {
+    use crate::engine::cluster::Role;
+    let coordinator = match cluster.role {
+        Role::Coordinator => cluster.host.clone(),
+        Role::Agent => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("starting the async runtime", e))?;
+            let waiting = |text: &str| eprintln!("dagstart: {text}");
+            let run = runtime.block_on(crate::engine::cluster::find_run(config, &waiting))?;
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            run.coordinator
+        }
+    };
+    if cluster.role == Role::Agent || config.hosts.iter().any(|h| h.name == cluster.host) {
+        config.settings.log_dir = config.settings.log_dir.join(&cluster.host);
+    }
+    crate::engine::cluster::localize(config, &cluster.host, &coordinator);
+    Ok(coordinator)
 }
 
 /// What keeps a run from leaving anything behind, set up before any thread that spawns
@@ -256,6 +298,7 @@ async fn run_graph(
     env: Environment,
     args: RunRequest,
     keeper: KeeperSetup,
+    placed_for: Option<String>,
 ) -> Result<i32, Error> {
     let json = args.json;
     let output = Output::open(config.clone(), &selected, json).map_err(|e| {
@@ -298,6 +341,20 @@ async fn run_graph(
     let output_threads = output
         .spawn(event_rx)
         .map_err(|e| Error::io("starting the output threads", e))?;
+    let joined = match (&args.cluster, placed_for) {
+        (Some(cluster), Some(placed_for)) => Some(
+            crate::engine::cluster::join(
+                &config,
+                &cluster.host,
+                cluster.role,
+                &placed_for,
+                &keeper.run_id,
+                &events,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let command_pid: RunningCommand = Arc::default();
     forward_signals(control_tx.clone(), command_pid.clone())?;
     let server =
@@ -342,6 +399,7 @@ async fn run_graph(
         guardian: Some(keeper.guardian),
         notify,
         sockets: keeper.sockets,
+        cluster: joined.as_ref().map(|j| j.link.clone()),
     };
     let ui = if args.ui {
         Some(start_ui(&config, &events)?)
@@ -357,6 +415,9 @@ async fn run_graph(
         run_command_when_ready(&args.command, startup, &control_tx, &command_pid, &events).await
     };
     let outcome = scheduler.await.unwrap_or(Outcome::Interrupted);
+    if let Some(joined) = joined {
+        joined.leave().await;
+    }
     if let Some((ended, thread)) = ui {
         // The terminal is restored before anything else is printed.
         ended.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -105,6 +105,7 @@ fn common_node_properties() -> serde_json::Map<String, Value> {
         "log_keep": { "type": "integer", "minimum": 0, "description": "rotated logs kept for this node (default: settings.log_keep)" },
         "output": { "enum": ["log", "discard"], "description": "log (default): stdout and stderr are logged; discard: to /dev/null" },
         "profiles": { "type": "array", "items": { "type": "string", "pattern": "^[A-Za-z0-9_-]+$" }, "description": "run only with one of these profiles active (run --profile, DAGSTART_PROFILES)" },
+        "host": { "type": "string", "description": "with [cluster]: the [hosts] entry it runs on (default: the host of `dagstart run`)" },
     });
     match properties {
         Value::Object(map) => map,
@@ -159,7 +160,17 @@ pub fn schema() -> Value {
             }},
             "env": { "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } },
             "services": { "type": "object", "propertyNames": { "pattern": name }, "additionalProperties": service() },
-            "components": { "type": "object", "propertyNames": { "pattern": name }, "additionalProperties": component() }
+            "components": { "type": "object", "propertyNames": { "pattern": name }, "additionalProperties": component() },
+            "cluster": { "type": "object", "additionalProperties": false, "properties": {
+                "name": { "type": "string", "pattern": name, "description": "the run's key in etcd (default: the project directory's name)" },
+                "etcd": { "type": "array", "minItems": 1, "items": { "type": "string", "pattern": "^http://" }, "description": "etcd client URLs (DAGSTART_ETCD overrides, comma-separated)" },
+                "lease_ttl": duration("how fast a lost host is noticed: whole seconds, at least 2s (default 3s)")
+            }},
+            "hosts": { "type": "object", "propertyNames": { "pattern": name }, "additionalProperties": {
+                "type": "object", "additionalProperties": false, "properties": {
+                    "address": { "type": "string", "description": "given to every node as DAGSTART_HOST_<NAME>_ADDR" }
+                }
+            }}
         }
     })
 }

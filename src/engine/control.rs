@@ -113,14 +113,33 @@ pub enum ControlError {
     },
 }
 
-/// `.dagstart/control.sock` beside services.toml.
-pub fn socket_path(project_dir: &Path) -> PathBuf {
-    project_dir.join(".dagstart").join("control.sock")
+/// The host this process speaks for in a cluster (`--host`), set once by the command line.
+static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes this process's run state (lock, control socket, run records) that of host `host`:
+/// several hosts of a cluster may share one project directory. Set once, before any use.
+pub fn set_host(host: &str) {
+    let _ = HOST.set(host.to_owned());
 }
 
-/// `.dagstart/run.lock` beside services.toml: held (a POSIX record lock) by the run for its whole life.
+/// Where a run keeps its lock, control socket and records: `.dagstart` beside services.toml,
+/// or `.dagstart/hosts/<host>` for a named host of a cluster ([`set_host`]).
+pub fn state_dir(project_dir: &Path) -> PathBuf {
+    let dir = project_dir.join(".dagstart");
+    match HOST.get() {
+        Some(host) => dir.join("hosts").join(host),
+        None => dir,
+    }
+}
+
+/// `control.sock` in the [`state_dir`].
+pub fn socket_path(project_dir: &Path) -> PathBuf {
+    state_dir(project_dir).join("control.sock")
+}
+
+/// `run.lock` in the [`state_dir`]: held (a POSIX record lock) by the run for its whole life.
 pub fn lock_path(project_dir: &Path) -> PathBuf {
-    project_dir.join(".dagstart").join("run.lock")
+    state_dir(project_dir).join("run.lock")
 }
 
 /// Takes the project's run lock and binds the control socket. One run per project rests on

@@ -23,6 +23,7 @@
 //! | [`preflight`] | the environment check before anything is spawned |
 //! | [`pressure`] | CPU pressure for `max_workers = "auto"` |
 //! | [`watch`] | polling services.toml (`run --watch`) and each node's `watch` globs |
+//! | [`cluster`] | one run over several hosts through etcd: leases, published states, mirrors |
 //! | [`control`] | the control socket: requests from another terminal, answered by the core |
 //! | [`event`] | the event stream the core publishes, output lines under a byte budget |
 //! | [`record`] | `EventRecord`: the one serde form of an event, for every view |
@@ -30,6 +31,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod cluster;
 pub mod config;
 pub mod containment;
 pub mod control;

@@ -73,7 +73,7 @@ fn recorded_nodes(config: &Config) -> Vec<RecordedNode> {
 }
 
 pub fn runs_dir(project_dir: &Path) -> PathBuf {
-    project_dir.join(".dagstart").join("runs")
+    crate::engine::control::state_dir(project_dir).join("runs")
 }
 
 /// Appends a run's events to its record as they happen.

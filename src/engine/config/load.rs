@@ -13,6 +13,8 @@ use nix::sys::signal::Signal;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod cluster;
+
 use super::diagnostic::{ConfigError, Problem, Span, did_you_mean};
 use super::expand::{ExpandError, expand};
 use super::{
@@ -194,12 +196,21 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("health", HEALTH_KEYS),
     ("liveness", LIVENESS_KEYS),
     ("depends_on entry", DEPENDENCY_KEYS),
+    ("[cluster]", cluster::CLUSTER_KEYS),
+    ("[hosts.NAME]", cluster::HOST_KEYS),
 ];
 
 /// The long form of a `depends_on` entry: `db = { condition = "healthy", restart = true }`.
 const DEPENDENCY_KEYS: &[&str] = &["condition", "required", "restart", "milestone"];
 
-const TOP_KEYS: &[&str] = &["settings", "env", "services", "components"];
+const TOP_KEYS: &[&str] = &[
+    "settings",
+    "env",
+    "services",
+    "components",
+    "cluster",
+    "hosts",
+];
 const SETTINGS_KEYS: &[&str] = &[
     "max_workers",
     "startup_timeout",
@@ -242,6 +253,7 @@ const SERVICE_KEYS: &[&str] = &[
     "log_keep",
     "output",
     "profiles",
+    "host",
 ];
 const COMPONENT_KEYS: &[&str] = &[
     "command",
@@ -263,6 +275,7 @@ const COMPONENT_KEYS: &[&str] = &[
     "log_keep",
     "output",
     "profiles",
+    "host",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "http",
@@ -293,6 +306,7 @@ const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Spans of a node's keys that later checks need to point at.
 struct NodeSpans {
     port: Option<Span>,
+    host: Option<Span>,
     /// The explicit condition of each `depends_on` entry, if it had one.
     conditions: Vec<Option<(Condition, Span)>>,
 }
@@ -356,10 +370,13 @@ impl<'p> Loader<'p> {
             Some(table) => self.settings(table),
             None => self.settings(&DeTable::new()),
         };
-        let env = match self.table_at(doc, "env") {
+        let mut env = match self.table_at(doc, "env") {
             Some(table) => self.env_table(table, "env"),
             None => BTreeMap::new(),
         };
+        let cluster = self.cluster(doc);
+        let hosts = self.hosts(doc);
+        self.host_addresses(&hosts, &mut env);
         let mut nodes = Vec::new();
         let mut spans = Vec::new();
         for kind in [NodeKind::Service, NodeKind::Component] {
@@ -383,6 +400,8 @@ impl<'p> Loader<'p> {
         self.check_names(&nodes);
         self.resolve_dependencies(&mut nodes, &spans);
         self.check_ports(&nodes, &spans);
+        let host_spans: Vec<Option<Span>> = spans.iter().map(|s| s.host.clone()).collect();
+        self.check_placement(doc, &hosts, &nodes, &host_spans);
         self.warn_required_on_optional(&nodes);
         self.problems
             .extend(crate::engine::graph::cycle_problems(&nodes));
@@ -392,6 +411,9 @@ impl<'p> Loader<'p> {
             settings,
             env,
             nodes,
+            cluster,
+            hosts,
+            local_host: None,
             from_env: std::mem::take(&mut self.from_env),
             warnings: Vec::new(),
             source: NamedSource::new("", Arc::new(String::new())),
@@ -937,6 +959,7 @@ impl<'p> Loader<'p> {
         let profiles = field(table, "profiles")
             .map(|v| self.profiles(v, &format!("{path}.profiles")))
             .unwrap_or_default();
+        let host = self.node_host(table, &path);
         let (depends_on, conditions): (Vec<_>, Vec<_>) = depends_on
             .into_iter()
             .map(|entry| {
@@ -982,9 +1005,11 @@ impl<'p> Loader<'p> {
             log_keep,
             output,
             profiles,
+            host: host.as_ref().map(|h| h.0.clone()),
         };
         let spans = NodeSpans {
             port: port.map(|p| p.1),
+            host: host.map(|h| h.1),
             conditions,
         };
         (node, spans)

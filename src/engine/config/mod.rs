@@ -5,6 +5,7 @@
 //! applied. Every problem of the file is collected into one [`ConfigError`]. Nothing here starts
 //! a process; the dependency graph itself is checked by [`crate::engine::graph`].
 
+pub mod cluster;
 mod diagnostic;
 mod expand;
 mod load;
@@ -37,6 +38,13 @@ pub struct Config {
     pub env: BTreeMap<String, String>,
     /// Services and components, in file order (services first).
     pub nodes: Vec<Node>,
+    /// `[cluster]`: the run spans several hosts, coordinated through etcd.
+    pub cluster: Option<cluster::Cluster>,
+    /// `[hosts.NAME]`, in file order.
+    pub hosts: Vec<cluster::Host>,
+    /// In a cluster run: the host this process runs the nodes of (set by
+    /// [`crate::engine::cluster::localize`]); the other nodes are mirrored, not run.
+    pub local_host: Option<String>,
     /// Which keys took their value from an environment variable: key path -> variable.
     pub from_env: BTreeMap<String, String>,
     /// Warnings found while loading; the config is usable despite them.
@@ -46,6 +54,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Node `n` runs on another host of the cluster: this process mirrors its state.
+    pub fn is_remote(&self, n: usize) -> bool {
+        self.local_host.is_some() && self.nodes[n].host != self.local_host
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }
@@ -176,6 +189,8 @@ pub struct Node {
     /// The node runs only when one of these is active (`run --profile`, `DAGSTART_PROFILES`);
     /// a node without profiles always runs.
     pub profiles: Vec<String>,
+    /// The host it runs on, in a `[cluster]`; `None` is the host of `dagstart run`.
+    pub host: Option<String>,
 }
 
 /// Where a node's stdout and stderr go.

@@ -118,10 +118,33 @@ pub fn render_toml(config: &Config) -> String {
             line(&mut out, config, "env", &quote(k), quote(v));
         }
     }
+    cluster_toml(&mut out, config);
     for node in &config.nodes {
         node_toml(&mut out, config, node);
     }
     out
+}
+
+fn cluster_toml(out: &mut String, config: &Config) {
+    if let Some(cluster) = &config.cluster {
+        out.push_str("\n[cluster]\n");
+        line(out, config, "cluster", "name", quote(&cluster.name));
+        line(out, config, "cluster", "etcd", quote_all(&cluster.etcd));
+        line(
+            out,
+            config,
+            "cluster",
+            "lease_ttl",
+            quote(&duration(cluster.lease_ttl)),
+        );
+    }
+    for host in &config.hosts {
+        let path = format!("hosts.{}", host.name);
+        let _ = writeln!(out, "\n[{path}]");
+        if let Some(address) = &host.address {
+            line(out, config, &path, "address", quote(address));
+        }
+    }
 }
 
 fn node_toml(out: &mut String, config: &Config, node: &Node) {
@@ -254,6 +277,9 @@ fn node_toml(out: &mut String, config: &Config, node: &Node) {
     if !node.profiles.is_empty() {
         line(out, config, &path, "profiles", quote_all(&node.profiles));
     }
+    if let Some(host) = &node.host {
+        line(out, config, &path, "host", quote(host));
+    }
     if !node.watch.is_empty() {
         line(out, config, &path, "watch", quote_all(&node.watch));
     }
@@ -348,6 +374,7 @@ fn node_json(node: &Node) -> Value {
         "log_keep": node.log_keep,
         "output": node.output,
         "profiles": node.profiles,
+        "host": node.host,
     })
 }
 
@@ -408,6 +435,13 @@ pub fn render_json(config: &Config) -> String {
         "env": config.env,
         "services": services,
         "components": components,
+        "cluster": config.cluster.as_ref().map(|c| json!({
+            "name": c.name,
+            "etcd": c.etcd,
+            "lease_ttl": duration(c.lease_ttl),
+        })),
+        "hosts": config.hosts.iter().map(|h| (h.name.clone(), json!({ "address": h.address })))
+            .collect::<serde_json::Map<String, Value>>(),
         "from_env": config.from_env,
     });
     serde_json::to_string_pretty(&doc).expect("config serializes")

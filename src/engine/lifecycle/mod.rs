@@ -18,10 +18,12 @@
 //! - `reload`: mapping an edited services.toml onto the running one.
 //! - `shell`: the async loop that feeds the core and performs its effects.
 //! - `runner`: one task per started instance: spawn, readiness, supervision, stop.
+//! - `mirror`: the runner of a node on another host of a cluster: follows its published state.
 
 mod core;
 mod effect;
 mod input;
+mod mirror;
 mod reload;
 mod runner;
 mod shell;

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::runner::{self, NodeControl, RunnerContext, RunnerMsg};
 use super::{Core, Effect, Input, NodeAction, NodeStatus, Options, Outcome, Startup};
 use super::{Report, VerifyFailure};
+use crate::engine::cluster::{ClusterLink, NodeInfo, Phase};
 use crate::engine::config::{Config, NodeKind, Probe};
 use crate::engine::event::{EventKind, EventSink};
 use crate::engine::graph::Graph;
@@ -61,6 +62,8 @@ pub struct RunSetup {
     pub notify: Option<NotifyHub>,
     /// The listening sockets of socket-activated services.
     pub sockets: Arc<BoundSockets>,
+    /// In a cluster run: the other hosts' nodes, and where this host's states go.
+    pub cluster: Option<Arc<ClusterLink>>,
 }
 
 /// `max_workers = "auto"`: the limit doubles while the CPUs have room and halves (never below
@@ -128,6 +131,9 @@ pub struct Scheduler {
     auto: Option<AutoWorkers>,
     /// Who waits for the answer to the request being handled.
     reply: Option<oneshot::Sender<Result<String, String>>>,
+    cluster: Option<Arc<ClusterLink>>,
+    /// The run's phase in a cluster, until it turned to stopping.
+    phase: Option<watch::Receiver<Phase>>,
 }
 
 impl Scheduler {
@@ -165,6 +171,8 @@ impl Scheduler {
             sockets: setup.sockets,
             run_id: setup.run_id,
             guardian: setup.guardian,
+            phase: setup.cluster.as_ref().map(|c| c.phase()),
+            cluster: setup.cluster,
             reply: None,
         };
         (scheduler, startup_rx)
@@ -213,7 +221,12 @@ impl Scheduler {
     ) -> Option<Input> {
         let deadline = self.core.next_deadline().map(|d| self.events.epoch() + d);
         let auto_tick = self.auto.is_some() && self.core.held_back();
+        let phase = self.phase.as_mut();
         tokio::select! {
+            Some(why) = run_stops(phase) => {
+                self.phase = None;
+                Some(Input::Shutdown(why))
+            }
             Some(msg) = self.from_runners.recv() => Some(self.on_runner_msg(msg)),
             Some(joined) = self.runners.join_next_with_id() => self.on_runner_end(joined),
             Some(request) = control.recv() => self.on_control(request),
@@ -290,7 +303,12 @@ impl Scheduler {
 
     fn on_control(&mut self, request: Control) -> Option<Input> {
         match request {
-            Control::Shutdown(reason) => Some(Input::Shutdown(reason)),
+            Control::Shutdown(reason) => {
+                if let Some(cluster) = &self.cluster {
+                    cluster.begin_shutdown();
+                }
+                Some(Input::Shutdown(reason))
+            }
             Control::Kill => Some(Input::Kill),
             Control::OutputLost { node, reason } => Some(Input::OutputLost { node, reason }),
             Control::Status(reply) => {
@@ -331,6 +349,9 @@ impl Scheduler {
                 }
                 Effect::Verify(nodes) => self.verify(nodes),
                 Effect::Publish { node, state, kind } => {
+                    if let (Some(n), Some(state)) = (node, state) {
+                        self.publish_to_cluster(n, state);
+                    }
                     self.events.send_with_state(node, state, kind);
                 }
                 Effect::Startup(state) => {
@@ -345,8 +366,54 @@ impl Scheduler {
         }
     }
 
+    /// In a cluster: this host's node `n` is now in `state`, for the other hosts to see.
+    fn publish_to_cluster(&self, n: usize, state: &str) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let config = self.core.config();
+        if config.is_remote(n) {
+            return;
+        }
+        let info = NodeInfo {
+            host: cluster.host().to_owned(),
+            state: state.to_owned(),
+            instance: self.core.state(n).live().map_or(0, |live| live.instance),
+            last: self.core.last(n).map(str::to_owned),
+        };
+        cluster.publish(&config.nodes[n].name, info);
+    }
+
     fn launch(&mut self, node: usize, instance: u64) {
         let (control, control_rx) = mpsc::unbounded_channel();
+        if let Some(cluster) = self
+            .cluster
+            .as_ref()
+            .filter(|_| self.core.config().is_remote(node))
+        {
+            let ctx = super::mirror::MirrorContext {
+                node,
+                instance,
+                host: self.core.config().nodes[node]
+                    .host
+                    .clone()
+                    .unwrap_or_default(),
+                to_shell: self.to_shell.clone(),
+                feed: cluster.feed(node),
+                phase: cluster.phase(),
+            };
+            let task = self.runners.spawn(super::mirror::run(ctx, control_rx));
+            self.tasks.insert(task.id(), (node, instance));
+            self.instances.insert(
+                node,
+                Instance {
+                    id: instance,
+                    control,
+                    group: None,
+                },
+            );
+            return;
+        }
         let ctx = RunnerContext {
             config: self.core.config().clone(),
             node,
@@ -508,6 +575,21 @@ async fn verify_one(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(last)
+        }
+    }
+}
+
+/// Resolves once the cluster's run turned to stopping (never without a cluster).
+async fn run_stops(phase: Option<&mut watch::Receiver<Phase>>) -> Option<String> {
+    let Some(phase) = phase else {
+        return std::future::pending().await;
+    };
+    loop {
+        if *phase.borrow_and_update() == Phase::Stopping {
+            return Some("the run is stopping (its coordinator began the shutdown)".to_owned());
+        }
+        if phase.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }

@@ -328,6 +328,11 @@ impl Core {
         &self.graph
     }
 
+    /// The last thing worth knowing about node `n` (its STATUS, or why it failed or exited).
+    pub fn last(&self, n: usize) -> Option<&str> {
+        self.nodes[n].last.as_deref()
+    }
+
     pub fn state(&self, n: usize) -> &NodeState {
         &self.nodes[n].state
     }
@@ -682,10 +687,12 @@ impl Core {
             pid: None,
         };
         self.set(n, NodeState::Starting(live));
+        // A node of another host only waits for news here: it takes no start slot.
+        let holds_worker = !self.config.is_remote(n);
         let record = &mut self.nodes[n];
-        record.holds_worker = true;
+        record.holds_worker = holds_worker;
         record.timing.launched_at = Some(self.now);
-        self.busy_workers += 1;
+        self.busy_workers += usize::from(holds_worker);
         self.effects.push(Effect::Launch { node: n, instance });
         self.publish(Some(n), EventKind::Launched);
     }
@@ -874,6 +881,7 @@ impl Core {
                 let node = &self.config.nodes[n];
                 node.required
                     && node.kind == NodeKind::Service
+                    && !self.config.is_remote(n)
                     && matches!(self.nodes[n].state, NodeState::Ready { since, .. }
                         if self.now.saturating_sub(since) >= self.options.verify_older_than)
             })

@@ -1,0 +1,127 @@
+//! One run over several hosts, coordinated through etcd (`[cluster]` in services.toml).
+//!
+//! Every host (the `dagstart run` that coordinates, and each `dagstart agent --host NAME`)
+//! loads the same services.toml and runs the same lifecycle core over the whole graph. The
+//! nodes placed on it are run as usual; every other node is *mirrored*: its runner
+//! ([`crate::engine::lifecycle`]'s mirror) starts no process, it follows the node's key in etcd
+//! and reports ready, exited, failed or stopped as the host that runs it publishes. So the
+//! core's start conditions, restarts along edges and stop order work across hosts unchanged:
+//!
+//! - each host publishes its own nodes' states under its lease ([`publisher`]);
+//! - each host lists, then watches from the next revision, every node key ([`watcher`]): no
+//!   change is missed, and a compacted revision means listing again;
+//! - a host's lease is kept alive while etcd answers ([`session`]); when it lapses (the host
+//!   died or was cut off) etcd deletes its keys and every mirror of its nodes reports the node
+//!   gone; the cut-off host keeps its nodes running, says so, and rejoins with a new lease;
+//! - the run's key carries its phase: when the coordinator begins a shutdown, every host stops
+//!   its nodes, and a mirror reports stopped only once the node really stopped on its host,
+//!   so nothing is stopped while a node on any host still depends on it.
+//!
+//! Keys and values are in [`keys`]; the etcd client is [`etcd`].
+
+pub mod etcd;
+pub mod keys;
+mod publisher;
+mod session;
+mod watcher;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::engine::config::Config;
+use crate::engine::config::{Restart, RestartPolicy};
+
+pub use etcd::{Etcd, EtcdError};
+pub use keys::{HostInfo, Keys, NodeInfo, Phase, RunInfo, digest};
+pub use session::{ClusterError, Joined, Role, find_run, join, machine_name};
+
+/// What a host's scheduler uses of the cluster: which nodes are elsewhere, their states as
+/// published, the run's phase, and where to publish its own nodes' states.
+#[derive(Debug)]
+pub struct ClusterLink {
+    host: String,
+    coordinator: bool,
+    run: RunInfo,
+    /// Per node: its state as its host published it (`None`: not published, or its host's
+    /// lease expired). Only the entries of remote nodes change.
+    feeds: Vec<watch::Receiver<Option<NodeInfo>>>,
+    phase: watch::Sender<Phase>,
+    publish: mpsc::UnboundedSender<publisher::Write>,
+}
+
+impl ClusterLink {
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn is_coordinator(&self) -> bool {
+        self.coordinator
+    }
+
+    /// Node `n`'s state as published by the host that runs it.
+    pub fn feed(&self, n: usize) -> watch::Receiver<Option<NodeInfo>> {
+        self.feeds[n].clone()
+    }
+
+    /// The run's phase: `Stopping` once the coordinator began the shutdown.
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    /// Publishes the state of one of this host's nodes (in order; the latest wins).
+    pub fn publish(&self, node: &str, info: NodeInfo) {
+        let _ = self
+            .publish
+            .send(publisher::Write::Node(node.to_owned(), info));
+    }
+
+    /// The coordinator's shutdown reaches every host through the run's phase.
+    pub fn begin_shutdown(&self) {
+        if !self.coordinator {
+            return;
+        }
+        // At once here: this host's mirrors must already wait for their nodes to stop.
+        self.phase.send_replace(Phase::Stopping);
+        let stopping = RunInfo {
+            phase: Phase::Stopping,
+            ..self.run.clone()
+        };
+        let _ = self.publish.send(publisher::Write::Run(stopping));
+    }
+}
+
+/// The config as host `local` runs it: every node placed (a node without `host` runs on the
+/// coordinator's host), and the nodes of other hosts reduced to what a mirror needs. A mirror
+/// is started again whenever its node comes back, however often: its host decides about
+/// restarts and crash loops, this host only waits for news.
+pub fn localize(config: &mut Config, local: &str, coordinator: &str) {
+    for node in &mut config.nodes {
+        let host = node.host.get_or_insert_with(|| coordinator.to_owned());
+        if host == local {
+            continue;
+        }
+        node.restart = Restart {
+            policy: RestartPolicy::Always,
+            backoff: std::time::Duration::from_millis(50),
+            backoff_max: std::time::Duration::from_millis(500),
+            max_restarts: u32::MAX,
+            window: std::time::Duration::from_secs(1),
+        };
+        node.sockets.clear();
+        node.lazy = false;
+        node.watch.clear();
+        node.liveness = None;
+        node.watchdog = None;
+        node.run_as = None;
+        node.port = None;
+    }
+    config.local_host = Some(local.to_owned());
+}
+
+/// The nodes this host runs itself, among `selected`.
+pub fn local_selection(config: &Config, selected: &[bool]) -> Vec<bool> {
+    selected
+        .iter()
+        .enumerate()
+        .map(|(n, &on)| on && !config.is_remote(n))
+        .collect()
+}

@@ -563,8 +563,12 @@ fn a_stop_clicked_on_the_page_stops_the_node_and_the_page_shows_it() {
     wait_until(RUN_LIMIT, "the page to show api stopped", || {
         state(&mut browser) == "stopped"
     });
-    let answer = browser.eval("document.getElementById('answer').textContent");
-    assert_eq!(answer, "stopping: api");
+    // The action's answer and the event stream travel separately: either may come first.
+    wait_until(
+        RUN_LIMIT,
+        "the page to show the answer `stopping: api`",
+        || browser.eval("document.getElementById('answer').textContent") == "stopping: api",
+    );
     let nodes = crate::harness::status_json(&p);
     assert!(
         nodes

@@ -3,6 +3,7 @@
 mod harness;
 
 mod check;
+mod cluster;
 mod config_cmd;
 mod control;
 mod dashboard;

@@ -319,6 +319,13 @@ impl Scheduler {
                 None
             }
             Control::Reload { config, reply } => {
+                if self.cluster.is_some() {
+                    // A reloaded file would have to be placed and agreed on by every host.
+                    let _ = reply.send(Err(
+                        "reload is not supported in a cluster run yet: stop the run and start it again".into(),
+                    ));
+                    return None;
+                }
                 self.reply = Some(reply);
                 Some(Input::Reload(config))
             }

@@ -1,0 +1,459 @@
+//! One run over several hosts, against a real etcd (Debian's `etcd-server`, installed by
+//! `.ci/run`): a three-member cluster on loopback ports, the coordinator and each agent a
+//! process of its own sharing one project directory (each host keeps its state in
+//! `.dagstart/hosts/NAME` and its logs in `logs/NAME`).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::harness::{Project, RUN_LIMIT, Running, free_port, stderr_of, wait_exit, wait_until};
+
+/// A three-member etcd cluster on loopback; killed (and its data removed) when dropped.
+struct EtcdCluster {
+    members: Vec<Option<Child>>,
+    clients: Vec<String>,
+    _data: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// `None` (the test says it is skipped) where etcd is not installed.
+    fn start() -> Option<Self> {
+        if Command::new("etcd").arg("--version").output().is_err() {
+            eprintln!("skipped: etcd is not installed (Debian's etcd-server)");
+            return None;
+        }
+        let data = tempfile::tempdir().unwrap();
+        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let initial: Vec<String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i}=http://127.0.0.1:{p}"))
+            .collect();
+        let token = format!("t{}", std::process::id());
+        let members = (0..3)
+            .map(|i| {
+                let child = Command::new("etcd")
+                    .args(["--name", &format!("m{i}")])
+                    .arg("--data-dir")
+                    .arg(data.path().join(format!("m{i}")))
+                    .args([
+                        "--listen-client-urls",
+                        &format!("http://127.0.0.1:{}", clients[i]),
+                    ])
+                    .args([
+                        "--advertise-client-urls",
+                        &format!("http://127.0.0.1:{}", clients[i]),
+                    ])
+                    .args([
+                        "--listen-peer-urls",
+                        &format!("http://127.0.0.1:{}", peers[i]),
+                    ])
+                    .args([
+                        "--initial-advertise-peer-urls",
+                        &format!("http://127.0.0.1:{}", peers[i]),
+                    ])
+                    .args(["--initial-cluster", &initial.join(",")])
+                    .args(["--initial-cluster-token", &token])
+                    .args(["--initial-cluster-state", "new"])
+                    .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("etcd starts");
+                Some(child)
+            })
+            .collect();
+        let cluster = Self {
+            members,
+            clients: clients
+                .iter()
+                .map(|p| format!("http://127.0.0.1:{p}"))
+                .collect(),
+            _data: data,
+        };
+        for client in &cluster.clients {
+            wait_until(RUN_LIMIT, "etcd to be healthy", || healthy(client));
+        }
+        Some(cluster)
+    }
+
+    /// `[cluster]` for services.toml, with every member as an endpoint.
+    fn section(&self) -> String {
+        let endpoints: Vec<String> = self.clients.iter().map(|c| format!("{c:?}")).collect();
+        format!(
+            "[cluster]\nname = \"t\"\netcd = [{}]\nlease_ttl = \"2s\"\n",
+            endpoints.join(", ")
+        )
+    }
+
+    /// The member that leads now.
+    fn leader(&self) -> usize {
+        let mut leader = None;
+        wait_until(RUN_LIMIT, "etcd to have a leader", || {
+            leader = self.clients.iter().position(|c| {
+                let out = Command::new("etcdctl")
+                    .env("ETCDCTL_API", "3")
+                    .args(["--endpoints", c, "endpoint", "status", "-w", "json"])
+                    .output();
+                out.is_ok_and(|o| {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&o.stdout).unwrap_or_default();
+                    let status = &v[0]["Status"];
+                    !status.is_null() && status["leader"] == status["header"]["member_id"]
+                })
+            });
+            leader.is_some()
+        });
+        leader.unwrap()
+    }
+
+    fn kill(&mut self, member: usize) {
+        if let Some(mut child) = self.members[member].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for member in 0..self.members.len() {
+            self.kill(member);
+        }
+    }
+}
+
+fn healthy(client: &str) -> bool {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", client, "endpoint", "health"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A service that writes `start-NAME` into `order` before it says it is ready, and
+/// `stop-NAME` on SIGTERM.
+fn recording(name: &str) -> String {
+    format!(
+        "command = \"trap 'echo stop-{name} >> order; exit 0' TERM; echo start-{name} >> order; echo addr=$DAGSTART_HOST_H2_ADDR; echo up; while :; do sleep 0.05; done\"\nshell = true\nhealth = {{ log = \"up\" }}\n"
+    )
+}
+
+/// db and web on the coordinator, app on host h2 between them.
+fn three_tier(etcd: &EtcdCluster) -> Project {
+    Project::new(&format!(
+        "{}\n[hosts.h2]\naddress = \"127.0.0.2\"\n\n[services.db]\n{}\n[services.app]\nhost = \"h2\"\ndepends_on = [\"db\"]\n{}\n[services.web]\ndepends_on = {{ app = {{ restart = true }} }}\n{}",
+        etcd.section(),
+        recording("db"),
+        recording("app"),
+        recording("web"),
+    ))
+}
+
+fn order(p: &Project) -> Vec<String> {
+    std::fs::read_to_string(p.path().join("order"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn background(p: &Project, args: &[&str]) -> Running {
+    let log = std::fs::File::create(p.path().join(format!("{}.out", args.join("_")))).unwrap();
+    p.dagstart_std(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+        .into()
+}
+
+fn host_log(p: &Project, host: &str) -> String {
+    std::fs::read_to_string(p.path().join("logs").join(host).join("dagstart.log"))
+        .unwrap_or_default()
+}
+
+fn wait_for_order(p: &Project, what: &str, expected: &[&str]) {
+    wait_for(p, what, || order(p) == expected);
+}
+
+/// Polls until `condition` holds, up to [`RUN_LIMIT`]; on timeout, panics with what the hosts
+/// said.
+fn wait_for(p: &Project, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            story(p)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// What the hosts said, for a failed assertion.
+fn story(p: &Project) -> String {
+    format!(
+        "order: {:?}\n--- main:\n{}\n--- h2:\n{}",
+        order(p),
+        host_log_or_default(p),
+        host_log(p, "h2")
+    )
+}
+
+#[test]
+fn nodes_start_across_hosts_in_dependency_order_and_stop_in_reverse() {
+    let Some(etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let p = three_tier(&etcd);
+    // The agent comes first and waits for the run.
+    let mut agent = background(&p, &["agent", "--host", "h2"]);
+    let mut run = background(&p, &["run", "--host", "main"]);
+    wait_for_order(
+        &p,
+        "the three to start",
+        &["start-db", "start-app", "start-web"],
+    );
+    let out = p
+        .dagstart(&["--host", "main", "down"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let ordered = [
+        "start-db",
+        "start-app",
+        "start-web",
+        "stop-web",
+        "stop-app",
+        "stop-db",
+    ];
+    wait_for_order(&p, "the stop in reverse order", &ordered);
+    assert!(wait_exit(&mut run, RUN_LIMIT).success());
+    assert!(
+        wait_exit(&mut agent, RUN_LIMIT).success(),
+        "the agent ends with the run"
+    );
+    // Each host kept its own state and logs.
+    assert!(p.path().join(".dagstart/hosts/h2/runs").is_dir());
+    assert!(host_log(&p, "h2").contains("app: ready"));
+    // Every node gets every host's address.
+    let app_log = std::fs::read_to_string(p.path().join("logs/h2/app.log")).unwrap();
+    assert!(app_log.contains("addr=127.0.0.2"), "{app_log}");
+}
+
+#[test]
+fn a_killed_agent_is_noticed_its_dependents_wait_and_it_rejoins() {
+    let Some(etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let p = three_tier(&etcd);
+    let mut agent = background(&p, &["agent", "--host", "h2"]);
+    let _run = background(&p, &["run", "--host", "main"]);
+    wait_for_order(
+        &p,
+        "the three to start",
+        &["start-db", "start-app", "start-web"],
+    );
+    let app_pid = spawned(&host_log(&p, "h2"), "app");
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    // Its node died with it (no orphan), its lease lapses, and web (restart edge) stops.
+    wait_for(&p, "the app's process to be gone", || {
+        !crate::harness::alive(app_pid)
+    });
+    wait_for(&p, "web to stop for the lost app", || {
+        order(&p).last().map(String::as_str) == Some("stop-web")
+    });
+    let main_log = host_log_or_default(&p);
+    assert!(
+        main_log.contains("host `h2` left the run or was lost"),
+        "{main_log}"
+    );
+    // The agent comes back: app starts again, and web after it.
+    let _agent = background(&p, &["agent", "--host", "h2"]);
+    wait_for(&p, "app and web to start again", || {
+        order(&p).ends_with(&["start-app".to_owned(), "start-web".to_owned()])
+    });
+    let out = p
+        .dagstart(&["--host", "main", "down"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+#[test]
+fn the_run_goes_on_when_the_etcd_leader_dies() {
+    let Some(mut etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let p = three_tier(&etcd);
+    let _agent = background(&p, &["agent", "--host", "h2"]);
+    let _run = background(&p, &["run", "--host", "main"]);
+    wait_for_order(
+        &p,
+        "the three to start",
+        &["start-db", "start-app", "start-web"],
+    );
+    let leader = etcd.leader();
+    etcd.kill(leader);
+    // A restart on h2 still reaches web on the coordinator, through the two members left.
+    let out = p
+        .dagstart(&["--host", "h2", "restart", "app"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_for(&p, "web to follow app's restart", || {
+        let order = order(&p);
+        let count = |line: &str| order.iter().filter(|l| *l == line).count();
+        count("stop-web") == 1 && count("start-web") == 2 && count("start-app") == 2
+    });
+    let out = p
+        .dagstart(&["--host", "main", "down"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_for(&p, "everything to stop", || {
+        order(&p).ends_with(&["stop-web".into(), "stop-app".into(), "stop-db".into()])
+    });
+}
+
+#[test]
+fn a_host_taken_twice_another_file_and_an_unknown_host_are_refused() {
+    let Some(etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let p = three_tier(&etcd);
+    let _agent = background(&p, &["agent", "--host", "h2"]);
+    let _run = background(&p, &["run", "--host", "main"]);
+    wait_for_order(
+        &p,
+        "the three to start",
+        &["start-db", "start-app", "start-web"],
+    );
+
+    // The same host again, from another project directory with the same file.
+    let twin = Project::new(&std::fs::read_to_string(p.path().join("services.toml")).unwrap());
+    let out = twin
+        .dagstart(&["agent", "--host", "h2"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("host `h2` is already in the run"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // Another services.toml for the same cluster.
+    let other = Project::new(&format!(
+        "{}\n[hosts.h3]\n\n[services.x]\nhost = \"h3\"\ncommand = \"sleep 9\"\n",
+        etcd.section()
+    ));
+    let out = other
+        .dagstart(&["agent", "--host", "h3"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("is not the one of the run"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // A host the file does not declare.
+    let out = twin
+        .dagstart(&["agent", "--host", "h22"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("did you mean `h2`?"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // A second coordinator while this one runs.
+    let out = twin
+        .dagstart(&["run", "--host", "other"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("already going on"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = p
+        .dagstart(&["--host", "main", "down"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+#[test]
+fn unreachable_etcd_is_a_clear_error_naming_the_endpoints() {
+    let port = free_port();
+    let p = Project::new(&format!(
+        "[cluster]\netcd = [\"http://127.0.0.1:{port}\"]\n\n[services.a]\ncommand = \"sleep 9\"\n"
+    ));
+    let out = p.dagstart(&["run"]).timeout(RUN_LIMIT).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("cannot reach etcd"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    // Nothing was started.
+    assert!(!p.path().join("logs/a.log").exists());
+}
+
+#[test]
+fn cluster_mistakes_in_services_toml_are_located() {
+    let p = Project::new(
+        "[cluster]\nlease_ttl = \"500ms\"\n\n[hosts.db1]\n\n[services.a]\ncommand = \"x\"\nhost = \"db2\"\n",
+    );
+    let out = p.dagstart(&["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    assert!(err.contains("`[cluster]` needs etcd endpoints"), "{err}");
+    assert!(err.contains("lease_ttl"), "{err}");
+    assert!(
+        err.contains("which is not declared") && err.contains("did you mean `db1`?"),
+        "{err}"
+    );
+    let p = Project::new("[services.a]\ncommand = \"x\"\nhost = \"db1\"\n");
+    let out = p.dagstart(&["check"]).output().unwrap();
+    assert!(
+        stderr_of(&out).contains("there is no `[cluster]`"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = p.dagstart(&["agent", "--host", "db1"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+}
+
+/// The host pid of `node` from a host's dagstart.log.
+fn spawned(log: &str, node: &str) -> i32 {
+    let prefix = format!("{node}: spawned (pid ");
+    log.lines()
+        .rev()
+        .find_map(|l| l.split_once(&prefix).map(|(_, rest)| rest))
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no spawn of {node} in:\n{log}"))
+}
+
+/// The coordinator's log: `run --host main` names a host that is not in [hosts], so it logs
+/// into the plain log directory.
+fn host_log_or_default(p: &Project) -> String {
+    std::fs::read_to_string(Path::new(p.path()).join("logs/dagstart.log")).unwrap_or_default()
+}

@@ -121,7 +121,8 @@ pub enum Command {
     /// Stop the running dagstart gracefully, as Ctrl-C in its terminal would.
     ///
     /// Returns once everything has stopped (at most 120 s), so `dagstart down && dagstart run`
-    /// works.
+    /// works. In a cluster, it stops the whole run, on every host, in reverse dependency order
+    /// across hosts (`--host NAME` picks which host's dagstart to ask).
     ///
     /// Example:
     ///   dagstart down
@@ -383,7 +384,9 @@ pub struct RunArgs {
 /// then starts its nodes as their dependencies (on any host) become ready. Its nodes' states
 /// travel through etcd under the host's lease: if the agent dies or is cut off, the other
 /// hosts see its nodes gone within `lease_ttl`. It ends when the run ends (stopping its nodes
-/// in reverse dependency order across hosts); Ctrl-C leaves the run, stopping its own nodes.
+/// in reverse dependency order across hosts); Ctrl-C leaves the run, stopping its own nodes
+/// (`dagstart --host NAME down` stops the whole run instead). If the `run` process dies,
+/// another host leads and the run goes on.
 /// docs/cluster.md has the design and a walk-through.
 ///
 /// Example:

@@ -316,7 +316,7 @@ pub async fn handle(
             }
         }
         Request::Down => {
-            let _ = control.send(Control::Shutdown("`dagstart down`".into()));
+            let _ = control.send(Control::StopRun("`dagstart down`".into()));
             Response {
                 ok: true,
                 message: "shutting down".into(),

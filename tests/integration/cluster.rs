@@ -286,6 +286,48 @@ fn a_killed_agent_is_noticed_its_dependents_wait_and_it_rejoins() {
 }
 
 #[test]
+fn when_the_coordinator_dies_another_host_leads_and_it_rejoins() {
+    let Some(etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let p = three_tier(&etcd);
+    let mut agent = background(&p, &["agent", "--host", "h2"]);
+    let mut run = background(&p, &["run", "--host", "main"]);
+    wait_for_order(
+        &p,
+        "the three to start",
+        &["start-db", "start-app", "start-web"],
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    // Its nodes died with it; h2 keeps app running (its edge to db does not restart it).
+    wait_for(&p, "h2 to see db lost", || {
+        host_log(&p, "h2").contains("db: exited (host `main` left the run or was lost)")
+    });
+    assert!(matches!(agent.try_wait(), Ok(None)), "the agent goes on");
+    assert!(!order(&p).contains(&"stop-app".to_owned()), "{}", story(&p));
+    // The coordinator comes back and rejoins the same run: its nodes start again.
+    let mut run = background(&p, &["run", "--host", "main"]);
+    wait_for(&p, "db and web to start again", || {
+        let order = order(&p);
+        order.iter().filter(|l| *l == "start-db").count() == 2
+            && order.iter().filter(|l| *l == "start-web").count() == 2
+    });
+    // `down` on the agent's host stops the whole run, in order, whoever leads.
+    let out = p
+        .dagstart(&["--host", "h2", "down"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_for(&p, "everything to stop in reverse order", || {
+        order(&p).ends_with(&["stop-web".into(), "stop-app".into(), "stop-db".into()])
+    });
+    assert!(wait_exit(&mut run, RUN_LIMIT).success());
+    assert!(wait_exit(&mut agent, RUN_LIMIT).success());
+}
+
+#[test]
 fn the_run_goes_on_when_the_etcd_leader_dies() {
     let Some(mut etcd) = EtcdCluster::start() else {
         return;

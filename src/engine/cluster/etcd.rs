@@ -212,6 +212,27 @@ impl Etcd {
         }
     }
 
+    /// Writes `key` only while `guard` still has create revision `revision` (a leader's write:
+    /// it lands only if the writer still leads). False when the guard no longer holds.
+    pub async fn put_guarded(
+        &self,
+        guard: &str,
+        revision: i64,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, EtcdError> {
+        let answer = self
+            .call(
+                "/v3/kv/txn",
+                &json!({
+                    "compare": [{ "key": b64(guard), "result": "EQUAL", "target": "CREATE", "create_revision": revision.to_string() }],
+                    "success": [{ "request_put": { "key": b64(key), "value": b64_bytes(value) } }],
+                }),
+            )
+            .await?;
+        Ok(answer.get("succeeded").and_then(Value::as_bool) == Some(true))
+    }
+
     /// A new lease of `ttl` (whole seconds).
     pub async fn grant(&self, ttl: Duration) -> Result<i64, EtcdError> {
         let answer = self

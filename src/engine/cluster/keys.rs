@@ -4,6 +4,8 @@
 //! /dagstart/<cluster>/run            RunInfo: the run's id, coordinator, config digest, phase
 //! /dagstart/<cluster>/hosts/<host>   HostInfo, under the host's lease
 //! /dagstart/<cluster>/nodes/<node>   NodeInfo, under the lease of the host that runs it
+//! /dagstart/<cluster>/election/<host>  a candidate, under its host's lease: the oldest leads
+//! /dagstart/<cluster>/stop           StopRequest: a host asks the leader to stop the run
 //! ```
 //!
 //! A host's keys live on its lease: when the host dies or is cut off, etcd deletes them once
@@ -37,6 +39,21 @@ impl Keys {
         format!("{}hosts/{host}", self.root)
     }
 
+    /// Host `host`'s candidacy: the candidate with the lowest create revision leads.
+    pub fn candidate(&self, host: &str) -> String {
+        format!("{}election/{host}", self.root)
+    }
+
+    /// The host a key under the election prefix stands for.
+    pub fn candidate_host<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.root.as_str())?
+            .strip_prefix("election/")
+    }
+
+    pub fn stop(&self) -> String {
+        format!("{}stop", self.root)
+    }
+
     pub fn nodes(&self) -> String {
         format!("{}nodes/", self.root)
     }
@@ -68,6 +85,16 @@ pub struct RunInfo {
     /// [`digest`] of the coordinator's services.toml: an agent with another file is refused.
     pub digest: String,
     pub phase: Phase,
+}
+
+/// `/stop`: written by any host that was asked to stop the whole run (`dagstart down`, or the
+/// `run` process's Ctrl-C); the leader turns it into the run's phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// The run it is about: a request left over from an earlier run means nothing.
+    pub run: String,
+    pub by: String,
+    pub reason: String,
 }
 
 /// `/hosts/<host>`: who holds the host.

@@ -13,14 +13,18 @@
 //! - a host's lease is kept alive while etcd answers ([`session`]); when it lapses (the host
 //!   died or was cut off) etcd deletes its keys and every mirror of its nodes reports the node
 //!   gone; the cut-off host keeps its nodes running, says so, and rejoins with a new lease;
-//! - the run's key carries its phase: when the coordinator begins a shutdown, every host stops
-//!   its nodes, and a mirror reports stopped only once the node really stopped on its host,
-//!   so nothing is stopped while a node on any host still depends on it.
+//! - the hosts elect a leader (the oldest candidacy, each under its host's lease): a host asked
+//!   to stop the run writes a request, and the leader turns it into the run's phase with a
+//!   write conditioned on still leading ([`leader`]); every host then stops its nodes, and a
+//!   mirror reports stopped only once the node really stopped on its host, so nothing is
+//!   stopped while a node on any host still depends on it. If the `run` process dies, another
+//!   host leads, and the run goes on.
 //!
 //! Keys and values are in [`keys`]; the etcd client is [`etcd`].
 
 pub mod etcd;
 pub mod keys;
+mod leader;
 mod publisher;
 mod session;
 mod watcher;
@@ -74,18 +78,17 @@ impl ClusterLink {
             .send(publisher::Write::Node(node.to_owned(), info));
     }
 
-    /// The coordinator's shutdown reaches every host through the run's phase.
-    pub fn begin_shutdown(&self) {
-        if !self.coordinator {
-            return;
-        }
-        // At once here: this host's mirrors must already wait for their nodes to stop.
+    /// Asks for the whole run to stop: the leader turns the request into the run's phase,
+    /// which every host follows. This host counts the run as stopping at once: its mirrors
+    /// must already wait for their nodes to stop on their hosts.
+    pub fn request_stop(&self, reason: &str) {
         self.phase.send_replace(Phase::Stopping);
-        let stopping = RunInfo {
-            phase: Phase::Stopping,
-            ..self.run.clone()
+        let request = keys::StopRequest {
+            run: self.run.id.clone(),
+            by: self.host.clone(),
+            reason: reason.to_owned(),
         };
-        let _ = self.publish.send(publisher::Write::Run(stopping));
+        let _ = self.publish.send(publisher::Write::Stop(request));
     }
 }
 

@@ -1,8 +1,7 @@
 //! Writes this host's node states to etcd, in order, under the host's lease. Writes that pile
 //! up while etcd is slow or away are coalesced (the latest state of each node wins), and a new
-//! lease (after the old one lapsed) has every node written again. The coordinator's change of
-//! the run's phase goes through the same queue, so that every host sees the run stopping
-//! before it sees the first node stop (one watch, in revision order).
+//! lease (after the old one lapsed) has every node written again. A request to stop the run
+//! goes through the same queue, before the states of the nodes this host then stops.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,18 +9,18 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use super::etcd::Etcd;
-use super::keys::{Keys, NodeInfo, RunInfo};
+use super::keys::{Keys, NodeInfo, StopRequest};
 
 /// One write for etcd.
 #[derive(Debug)]
 pub(super) enum Write {
     Node(String, NodeInfo),
-    /// The run's key (no lease: the run outlives any one host).
-    Run(RunInfo),
+    /// A request to stop the whole run, for the leader (no lease: it must outlive this host).
+    Stop(StopRequest),
 }
 
-/// The name under which a write waits in the queue (the run's key has none of a node's).
-const RUN: &str = "";
+/// The name under which the stop request waits in the queue (no node has it).
+const STOP: &str = "";
 use super::session::RETRY;
 
 pub(super) async fn run(
@@ -43,7 +42,7 @@ pub(super) async fn run(
                     if changed.is_err() {
                         return;
                     }
-                    pending = latest.keys().filter(|k| k.as_str() != RUN).cloned().collect();
+                    pending = latest.keys().filter(|k| k.as_str() != STOP).cloned().collect();
                 }
             }
         }
@@ -58,8 +57,8 @@ pub(super) async fn run(
             continue;
         };
         let current = *lease.borrow_and_update();
-        let written = if name == RUN {
-            etcd.put(&keys.run(), value, None).await
+        let written = if name == STOP {
+            etcd.put(&keys.stop(), value, None).await
         } else {
             etcd.put(&keys.node(&name), value, Some(current)).await
         };
@@ -74,7 +73,7 @@ pub(super) async fn run(
 fn note(latest: &mut BTreeMap<String, Vec<u8>>, pending: &mut Vec<String>, write: Write) {
     let (name, value) = match write {
         Write::Node(name, info) => (name, serde_json::to_vec(&info)),
-        Write::Run(run) => (RUN.to_owned(), serde_json::to_vec(&run)),
+        Write::Stop(request) => (STOP.to_owned(), serde_json::to_vec(&request)),
     };
     if !pending.contains(&name) {
         pending.push(name.clone());

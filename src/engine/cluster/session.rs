@@ -69,7 +69,8 @@ pub enum ClusterError {
 /// How this process takes part in the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// `dagstart run`: creates the run and decides its shutdown.
+    /// `dagstart run`: creates the run (or rejoins it after it died), runs the nodes without
+    /// `host`, and its Ctrl-C stops the whole run.
     Coordinator,
     /// `dagstart agent`: waits for the run and runs the nodes of its host.
     Agent,
@@ -110,6 +111,10 @@ pub async fn join(
         .await
         .map_err(ClusterError::Unreachable)?;
     claim_host(&etcd, &keys, &cluster.name, host, lease).await?;
+    if let Err(e) = etcd.put(&keys.candidate(host), b"", Some(lease)).await {
+        let _ = etcd.revoke(lease).await;
+        return Err(ClusterError::Unreachable(e));
+    }
     let digest = super::digest(config.source.inner());
     let run = match role {
         Role::Coordinator => create_run(&etcd, &keys, &cluster.name, host, run_id, &digest).await,
@@ -183,7 +188,9 @@ async fn claim_host(
     }
 }
 
-/// The coordinator writes the run's key; a run whose coordinator is still alive is refused.
+/// The coordinator writes the run's key. A run that is still going on (a host of it holds its
+/// key) is refused, unless this is its coordinator's host coming back after it died: then
+/// it rejoins that run, and the run goes on.
 async fn create_run(
     etcd: &Etcd,
     keys: &Keys,
@@ -195,20 +202,37 @@ async fn create_run(
     let existing = etcd
         .get(&keys.run())
         .await
-        .map_err(ClusterError::Unreachable)?;
-    if let Some(info) = existing.and_then(|kv| serde_json::from_slice::<RunInfo>(&kv.value).ok()) {
-        let alive = etcd
-            .get(&keys.host(&info.coordinator))
+        .map_err(ClusterError::Unreachable)?
+        .and_then(|kv| serde_json::from_slice::<RunInfo>(&kv.value).ok())
+        .filter(|run| run.phase == Phase::Running);
+    if let Some(info) = existing {
+        let (hosts, _) = etcd
+            .range_prefix(&keys.host(""))
             .await
-            .map_err(ClusterError::Unreachable)?
-            .is_some();
-        if alive && info.coordinator != host {
+            .map_err(ClusterError::Unreachable)?;
+        // This host's own key is there: it was claimed a moment ago.
+        let others = hosts.iter().any(|kv| kv.key != keys.host(host));
+        if others && info.coordinator != host {
             return Err(ClusterError::RunExists {
                 cluster: cluster.to_owned(),
                 coordinator: info.coordinator,
             });
         }
+        if others && info.digest != digest {
+            return Err(ClusterError::OtherConfig {
+                ours: digest.to_owned(),
+                theirs: info.digest,
+                coordinator: info.coordinator,
+            });
+        }
+        if others {
+            return Ok(info);
+        }
     }
+    // A stop request of an earlier run must not stop this one.
+    etcd.delete(&keys.stop())
+        .await
+        .map_err(ClusterError::Unreachable)?;
     let run = RunInfo {
         id: run_id.to_owned(),
         coordinator: host.to_owned(),
@@ -319,14 +343,27 @@ fn start(
         lease_rx.clone(),
         publish_rx,
     ));
+    let (leader_tx, leader_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(None);
     let feeds_to = watcher::Feeds {
         local: host.to_owned(),
         run_id: run.id.clone(),
         names,
         nodes: feeds_tx,
         phase: phase_tx.clone(),
+        leader: leader_tx,
+        stop: stop_tx,
+        candidates: std::sync::Mutex::default(),
     };
     tasks.spawn(watcher::run(etcd.clone(), keys.clone(), feeds_to));
+    tasks.spawn(super::leader::run(
+        etcd.clone(),
+        keys.clone(),
+        host.to_owned(),
+        run.clone(),
+        leader_rx,
+        stop_rx,
+    ));
     let coordinator = run.coordinator.clone();
     let run_id = run.id.clone();
     let link = Arc::new(ClusterLink {
@@ -423,6 +460,8 @@ async fn renew(
         Some(new),
     )
     .await?;
+    // A new candidacy, at the back of the line.
+    etcd.put(&keys.candidate(host), b"", Some(new)).await?;
     lease.send_replace(new);
     Ok(())
 }

@@ -5,15 +5,19 @@
 //!
 //! Each remote node's latest published state goes to its feed (`None`: not published, or its
 //! host's lease expired and etcd deleted it); the run's phase goes to the phase channel
-//! (stopping once the coordinator began the shutdown, or the run's key is gone or another's).
+//! (stopping once the leader said so, or the run's key is gone or another's); the leader (the
+//! candidate with the lowest create revision) and the latest stop request go to theirs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use super::etcd::{Etcd, Kv, WatchEvent, WatchMessage};
-use super::keys::{Keys, NodeInfo, Phase, RunInfo};
+use super::keys::{Keys, NodeInfo, Phase, RunInfo, StopRequest};
+
+/// The leading host and the create revision of its candidacy.
+pub(super) type Leader = Option<(String, i64)>;
 use super::session::RETRY;
 
 /// Where the watcher delivers what it sees.
@@ -23,6 +27,10 @@ pub(super) struct Feeds {
     pub names: Vec<String>,
     pub nodes: Vec<watch::Sender<Option<NodeInfo>>>,
     pub phase: watch::Sender<Phase>,
+    pub leader: watch::Sender<Leader>,
+    pub stop: watch::Sender<Option<StopRequest>>,
+    /// Every candidate's create revision, by host.
+    pub candidates: std::sync::Mutex<BTreeMap<String, i64>>,
 }
 
 impl Feeds {
@@ -34,6 +42,35 @@ impl Feeds {
         self.nodes[n].send_if_modified(|current| {
             let changed = *current != info;
             *current = info;
+            changed
+        });
+    }
+
+    fn candidate(&self, host: &str, revision: Option<i64>) {
+        let mut candidates = self
+            .candidates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match revision {
+            Some(revision) => candidates.insert(host.to_owned(), revision),
+            None => candidates.remove(host),
+        };
+        let leader = candidates
+            .iter()
+            .min_by_key(|(_, revision)| **revision)
+            .map(|(host, revision)| (host.clone(), *revision));
+        self.leader.send_if_modified(|current| {
+            let changed = *current != leader;
+            *current = leader;
+            changed
+        });
+    }
+
+    fn stop_request(&self, request: Option<StopRequest>) {
+        let request = request.filter(|r| r.run == self.run_id);
+        self.stop.send_if_modified(|current| {
+            let changed = *current != request;
+            *current = request;
             changed
         });
     }
@@ -64,8 +101,23 @@ pub(super) async fn run(etcd: Arc<Etcd>, keys: Keys, feeds: Feeds) {
     let apply = |kv: &Kv| {
         if kv.key == keys.run() {
             feeds.run(serde_json::from_slice(&kv.value).ok());
+        } else if kv.key == keys.stop() {
+            feeds.stop_request(serde_json::from_slice(&kv.value).ok());
+        } else if let Some(host) = keys.candidate_host(&kv.key) {
+            feeds.candidate(host, Some(kv.create_revision));
         } else if let Some(n) = node_of(&kv.key) {
             feeds.node(n, serde_json::from_slice(&kv.value).ok());
+        }
+    };
+    let remove = |key: &str| {
+        if key == keys.run() {
+            feeds.run(None);
+        } else if key == keys.stop() {
+            feeds.stop_request(None);
+        } else if let Some(host) = keys.candidate_host(key) {
+            feeds.candidate(host, None);
+        } else if let Some(n) = node_of(key) {
+            feeds.node(n, None);
         }
     };
     loop {
@@ -74,8 +126,21 @@ pub(super) async fn run(etcd: Arc<Etcd>, keys: Keys, feeds: Feeds) {
             continue;
         };
         let mut listed = vec![false; feeds.names.len()];
-        if !kvs.iter().any(|kv| kv.key == keys.run()) {
-            feeds.run(None);
+        for key in [keys.run(), keys.stop()] {
+            if !kvs.iter().any(|kv| kv.key == key) {
+                remove(&key);
+            }
+        }
+        let gone: Vec<String> = feeds
+            .candidates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .filter(|host| !kvs.iter().any(|kv| kv.key == keys.candidate(host)))
+            .cloned()
+            .collect();
+        for host in gone {
+            feeds.candidate(&host, None);
         }
         for kv in &kvs {
             if let Some(n) = node_of(&kv.key) {
@@ -94,12 +159,7 @@ pub(super) async fn run(etcd: Arc<Etcd>, keys: Keys, feeds: Feeds) {
             for event in events {
                 match event {
                     WatchEvent::Put(kv) => apply(&kv),
-                    WatchEvent::Delete { key, .. } if key == keys.run() => feeds.run(None),
-                    WatchEvent::Delete { key, .. } => {
-                        if let Some(n) = node_of(&key) {
-                            feeds.node(n, None);
-                        }
-                    }
+                    WatchEvent::Delete { key, .. } => remove(&key),
                 }
             }
         }

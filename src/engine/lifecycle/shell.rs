@@ -30,8 +30,11 @@ use crate::engine::sockets::BoundSockets;
 /// Requests from outside: signals, the control socket, the `--` command, watchers.
 #[derive(Debug)]
 pub enum Control {
-    /// Stop everything gracefully, in reverse dependency order.
+    /// Stop everything gracefully, in reverse dependency order (in a cluster: the `run`
+    /// process stops the whole run, an agent leaves it).
     Shutdown(String),
+    /// `dagstart down`: stop the whole run, on every host of a cluster.
+    StopRun(String),
     /// Kill every process group at once.
     Kill,
     /// Answer with a snapshot of every node of the run.
@@ -304,8 +307,15 @@ impl Scheduler {
     fn on_control(&mut self, request: Control) -> Option<Input> {
         match request {
             Control::Shutdown(reason) => {
+                // The `run` process stops the whole run; an agent leaves it alone.
+                if let Some(cluster) = self.cluster.as_ref().filter(|c| c.is_coordinator()) {
+                    cluster.request_stop(&reason);
+                }
+                Some(Input::Shutdown(reason))
+            }
+            Control::StopRun(reason) => {
                 if let Some(cluster) = &self.cluster {
-                    cluster.begin_shutdown();
+                    cluster.request_stop(&reason);
                 }
                 Some(Input::Shutdown(reason))
             }
@@ -593,7 +603,7 @@ async fn run_stops(phase: Option<&mut watch::Receiver<Phase>>) -> Option<String>
     };
     loop {
         if *phase.borrow_and_update() == Phase::Stopping {
-            return Some("the run is stopping (its coordinator began the shutdown)".to_owned());
+            return Some("the run is stopping (its leader said so)".to_owned());
         }
         if phase.changed().await.is_err() {
             return std::future::pending().await;

@@ -18,6 +18,11 @@ struct EtcdCluster {
 impl EtcdCluster {
     /// `None` (the test says it is skipped) where etcd is not installed.
     fn start() -> Option<Self> {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// The same, listening on `address` (a bridge address that network namespaces reach).
+    fn start_on(address: &str) -> Option<Self> {
         if Command::new("etcd").arg("--version").output().is_err() {
             eprintln!("skipped: etcd is not installed (Debian's etcd-server)");
             return None;
@@ -28,7 +33,7 @@ impl EtcdCluster {
         let initial: Vec<String> = peers
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("m{i}=http://127.0.0.1:{p}"))
+            .map(|(i, p)| format!("m{i}=http://{address}:{p}"))
             .collect();
         let token = format!("t{}", std::process::id());
         let members = (0..3)
@@ -39,19 +44,19 @@ impl EtcdCluster {
                     .arg(data.path().join(format!("m{i}")))
                     .args([
                         "--listen-client-urls",
-                        &format!("http://127.0.0.1:{}", clients[i]),
+                        &format!("http://{address}:{}", clients[i]),
                     ])
                     .args([
                         "--advertise-client-urls",
-                        &format!("http://127.0.0.1:{}", clients[i]),
+                        &format!("http://{address}:{}", clients[i]),
                     ])
                     .args([
                         "--listen-peer-urls",
-                        &format!("http://127.0.0.1:{}", peers[i]),
+                        &format!("http://{address}:{}", peers[i]),
                     ])
                     .args([
                         "--initial-advertise-peer-urls",
-                        &format!("http://127.0.0.1:{}", peers[i]),
+                        &format!("http://{address}:{}", peers[i]),
                     ])
                     .args(["--initial-cluster", &initial.join(",")])
                     .args(["--initial-cluster-token", &token])
@@ -68,7 +73,7 @@ impl EtcdCluster {
             members,
             clients: clients
                 .iter()
-                .map(|p| format!("http://127.0.0.1:{p}"))
+                .map(|p| format!("http://{address}:{p}"))
                 .collect(),
             _data: data,
         };
@@ -498,4 +503,160 @@ fn spawned(log: &str, node: &str) -> i32 {
 /// into the plain log directory.
 fn host_log_or_default(p: &Project) -> String {
     std::fs::read_to_string(Path::new(p.path()).join("logs/dagstart.log")).unwrap_or_default()
+}
+
+/// A "host" of its own: a network namespace joined to a test bridge by a veth pair, so that
+/// cutting the pair's outer end is a real partition. Removed when dropped.
+struct Netns {
+    name: String,
+    outer: String,
+    bridge: String,
+    /// The bridge's own address (where etcd listens).
+    pub gateway: String,
+}
+
+impl Netns {
+    /// `None` (the test says it is skipped) without root or `ip`.
+    fn create() -> Option<Self> {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        if !nix::unistd::Uid::effective().is_root()
+            || Command::new("ip").arg("-V").output().is_err()
+        {
+            eprintln!("skipped: a partition needs root and `ip` (network namespaces)");
+            return None;
+        }
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tag = format!("{}{n}", std::process::id() % 10_000);
+        let subnet = format!("10.{}.{}", 200 + n % 50, std::process::id() % 250);
+        let net = Self {
+            name: format!("dsns{tag}"),
+            outer: format!("dsva{tag}"),
+            bridge: format!("dsbr{tag}"),
+            gateway: format!("{subnet}.1"),
+        };
+        let inner = format!("dsvb{tag}");
+        let ns = net.name.clone();
+        let steps: Vec<Vec<String>> = vec![
+            vec!["link", "add", &net.bridge, "type", "bridge"],
+            vec!["addr", "add", &format!("{subnet}.1/24"), "dev", &net.bridge],
+            vec!["link", "set", &net.bridge, "up"],
+            vec!["netns", "add", &ns],
+            vec![
+                "link", "add", &net.outer, "type", "veth", "peer", "name", &inner,
+            ],
+            vec!["link", "set", &inner, "netns", &ns],
+            vec!["link", "set", &net.outer, "master", &net.bridge, "up"],
+            vec![
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{subnet}.2/24"),
+                "dev",
+                &inner,
+            ],
+            vec!["netns", "exec", &ns, "ip", "link", "set", &inner, "up"],
+            vec!["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+        ]
+        .into_iter()
+        .map(|step| step.into_iter().map(str::to_owned).collect())
+        .collect();
+        for step in steps {
+            let out = Command::new("ip").args(&step).output().unwrap();
+            assert!(out.status.success(), "ip {step:?}: {}", stderr_of(&out));
+        }
+        Some(net)
+    }
+
+    /// Cuts (or mends) the namespace's only link.
+    fn link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let out = Command::new("ip")
+            .args(["link", "set", &self.outer, state])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+
+    /// `dagstart ARGS...` inside the namespace, in `p`'s directory, stderr to a file.
+    fn dagstart(&self, p: &Project, args: &[&str]) -> Running {
+        let log = std::fs::File::create(p.path().join("netns.out")).unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_dagstart")])
+            .args(args)
+            .current_dir(p.path())
+            .env_remove("DAGSTART_FILE")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+            .into()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for args in [
+            vec!["link", "del", self.outer.as_str()],
+            vec!["link", "del", self.bridge.as_str()],
+            vec!["netns", "del", self.name.as_str()],
+        ] {
+            let _ = Command::new("ip").args(&args).output();
+        }
+    }
+}
+
+#[test]
+fn a_partitioned_host_keeps_its_nodes_and_rejoins_when_healed() {
+    let Some(net) = Netns::create() else {
+        return;
+    };
+    let Some(etcd) = EtcdCluster::start_on(&net.gateway) else {
+        return;
+    };
+    let p = three_tier(&etcd);
+    // h2 is the namespace: its only way to etcd is the veth pair.
+    let mut agent = net.dagstart(&p, &["agent", "--host", "h2"]);
+    let _run = background(&p, &["run", "--host", "main"]);
+    wait_for_order(
+        &p,
+        "the three to start",
+        &["start-db", "start-app", "start-web"],
+    );
+    let app_pid = spawned(&host_log(&p, "h2"), "app");
+    net.link(false);
+    // The coordinator sees h2's lease lapse: web (restart edge) stops and waits.
+    wait_for(&p, "web to stop for the unreachable app", || {
+        order(&p).last().map(String::as_str) == Some("stop-web")
+    });
+    // The cut-off agent keeps app running and says the cluster is unreachable.
+    wait_for(&p, "h2 to say the cluster is unreachable", || {
+        host_log(&p, "h2").contains("the cluster is unreachable")
+    });
+    assert!(crate::harness::alive(app_pid), "{}", story(&p));
+    assert!(matches!(agent.try_wait(), Ok(None)));
+    net.link(true);
+    // Healed: h2 rejoins by itself, publishes app again, and web starts again.
+    wait_for(&p, "web to start again after the heal", || {
+        order(&p).iter().filter(|l| *l == "start-web").count() == 2
+    });
+    assert!(
+        host_log(&p, "h2").contains("back in the run"),
+        "{}",
+        story(&p)
+    );
+    assert!(
+        !order(&p).contains(&"stop-app".to_owned()),
+        "app was never stopped: {}",
+        story(&p)
+    );
+    let out = p
+        .dagstart(&["--host", "main", "down"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(wait_exit(&mut agent, RUN_LIMIT).success());
 }

@@ -205,9 +205,30 @@ fn write_man_pages(dir: &std::path::Path) -> Result<(), Error> {
 
 fn status_table(nodes: &[crate::engine::lifecycle::NodeStatus]) -> String {
     let width = nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
+    // In a cluster run, a host column (pids are those of each node's own host).
+    let hosts = nodes.iter().any(|n| n.host.is_some());
+    let host_width = nodes
+        .iter()
+        .filter_map(|n| n.host.as_ref().map(String::len))
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let host_cell = |host: &str| {
+        if hosts {
+            format!("{host:host_width$}  ")
+        } else {
+            String::new()
+        }
+    };
     let mut out = format!(
-        "{:width$}  {:9}  {:11}  {:>7}  {:>9}  {:>8}  last\n",
-        "node", "kind", "state", "pid", "uptime", "restarts"
+        "{:width$}  {}{:9}  {:11}  {:>7}  {:>9}  {:>8}  last\n",
+        "node",
+        host_cell("host"),
+        "kind",
+        "state",
+        "pid",
+        "uptime",
+        "restarts"
     );
     for n in nodes {
         let pid = n.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
@@ -226,8 +247,12 @@ fn status_table(nodes: &[crate::engine::lifecycle::NodeStatus]) -> String {
             (None, None) => String::new(),
         };
         out.push_str(&format!(
-            "{:width$}  {:9}  {:11}  {pid:>7}  {uptime:>9}  {:>8}  {last}\n",
-            n.name, n.kind, n.state, n.restarts
+            "{:width$}  {}{:9}  {:11}  {pid:>7}  {uptime:>9}  {:>8}  {last}\n",
+            n.name,
+            host_cell(n.host.as_deref().unwrap_or("-")),
+            n.kind,
+            n.state,
+            n.restarts
         ));
     }
     out

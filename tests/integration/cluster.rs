@@ -221,6 +221,21 @@ fn nodes_start_across_hosts_in_dependency_order_and_stop_in_reverse() {
         "the three to start",
         &["start-db", "start-app", "start-web"],
     );
+    // Each host's status shows every node, with the host it runs on.
+    wait_for(&p, "h2 to see web ready", || {
+        host_log(&p, "h2").contains("web: ready")
+    });
+    let out = p
+        .dagstart(&["--host", "h2", "status"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    let table = crate::harness::stdout_of(&out);
+    assert!(table.lines().next().unwrap().contains("host"), "{table}");
+    let app = table.lines().find(|l| l.starts_with("app")).unwrap();
+    assert!(app.contains(" h2 ") && app.contains("ready"), "{table}");
+    let db = table.lines().find(|l| l.starts_with("db")).unwrap();
+    assert!(db.contains(" main "), "{table}");
     let out = p
         .dagstart(&["--host", "main", "down"])
         .timeout(RUN_LIMIT)

@@ -81,6 +81,9 @@ pub struct NodeStatus {
     /// Why some of its output could not be kept (its log file cannot be written).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub output_lost: Option<String>,
+    /// In a cluster run: the host the node runs on.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub host: Option<String>,
 }
 
 /// Where startup stands, for whoever waits on it (the `--` command).

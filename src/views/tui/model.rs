@@ -346,6 +346,7 @@ mod tests {
             restarts: 0,
             last: None,
             output_lost: None,
+            host: None,
         };
         m.set_nodes(vec![status("db"), status("api"), status("web")]);
         m

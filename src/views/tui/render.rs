@@ -59,8 +59,13 @@ fn uptime(ms: Option<u64>) -> String {
 }
 
 fn table(frame: &mut Frame<'_>, area: Rect, model: &Model, colour: bool, title: &str) {
-    let header = Row::new(["NODE", "STATE", "PID", "UP", "RST", "CPU", "MEM", "LAST"])
-        .style(Style::default().add_modifier(Modifier::BOLD));
+    // A cluster run has a host column; one host does not need it.
+    let hosts = model.nodes.iter().any(|n| n.host.is_some());
+    let mut titles = vec!["NODE", "STATE", "PID", "UP", "RST", "CPU", "MEM", "LAST"];
+    if hosts {
+        titles.insert(1, "HOST");
+    }
+    let header = Row::new(titles).style(Style::default().add_modifier(Modifier::BOLD));
     let rows = model.nodes.iter().map(|n| {
         let usage = model.usage.get(&n.name).copied().unwrap_or_default();
         let pid = n.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
@@ -69,7 +74,7 @@ fn table(frame: &mut Frame<'_>, area: Rect, model: &Model, colour: bool, title: 
         } else {
             "-".into()
         };
-        Row::new([
+        let mut cells = vec![
             Cell::from(n.name.clone()),
             Cell::from(n.state.clone()).style(state_style(&n.state, colour)),
             Cell::from(pid),
@@ -78,9 +83,13 @@ fn table(frame: &mut Frame<'_>, area: Rect, model: &Model, colour: bool, title: 
             Cell::from(cpu),
             Cell::from(bytes(usage.rss)),
             Cell::from(n.last.clone().unwrap_or_default()),
-        ])
+        ];
+        if hosts {
+            cells.insert(1, Cell::from(n.host.clone().unwrap_or_default()));
+        }
+        Row::new(cells)
     });
-    let widths = [
+    let mut widths = vec![
         Constraint::Length(14),
         Constraint::Length(11),
         Constraint::Length(7),
@@ -90,6 +99,9 @@ fn table(frame: &mut Frame<'_>, area: Rect, model: &Model, colour: bool, title: 
         Constraint::Length(6),
         Constraint::Min(10),
     ];
+    if hosts {
+        widths.insert(1, Constraint::Length(8));
+    }
     let highlight = if colour {
         Style::default().add_modifier(Modifier::REVERSED)
     } else {

@@ -423,6 +423,7 @@ impl Core {
                         _ => record.last.clone(),
                     },
                     output_lost: record.output_lost.clone(),
+                    host: self.config.local_host.as_ref().and(node.host.clone()),
                 }
             })
             .collect()

@@ -108,6 +108,8 @@ struct Spec {
     bound: bool,
     deps: Vec<Dep>,
     generation: u32,
+    /// Placed on host `h2` of a cluster run.
+    remote: bool,
 }
 
 /// The nodes of a simulated services.toml, in an order where every node depends only on
@@ -118,6 +120,9 @@ struct Specs {
     removed: Vec<Spec>,
     next_id: usize,
     next_port: u16,
+    /// A cluster run seen from host `main`: the nodes with `remote` are mirrored (placed on
+    /// `h2`), so they take no start slot and are not verified here.
+    cluster: bool,
 }
 
 impl Specs {
@@ -127,6 +132,7 @@ impl Specs {
             removed: Vec::new(),
             next_id: 0,
             next_port: 20000,
+            cluster: rng.below(4) == 0,
         };
         for _ in 0..count {
             let spec = specs.new_spec(rng);
@@ -155,12 +161,15 @@ impl Specs {
                 deps.push(Dep::random(rng, d));
             }
         }
+        // Laziness and sockets do not cross hosts: a mirrored node has neither.
+        let remote = self.cluster && !lazy && port.is_none() && rng.below(3) == 0;
         Spec {
             name,
             component,
             required: rng.below(5) != 0,
             lazy,
             port,
+            remote,
             restart: ["no", "on-failure", "always"][rng.below(3)],
             max_restarts: rng.below(4) as u32,
             bound: !component && rng.below(4) == 0,
@@ -171,6 +180,9 @@ impl Specs {
 
     fn toml(&self) -> String {
         let mut out = String::new();
+        if self.cluster {
+            out += "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n[hosts.h2]\n";
+        }
         for spec in &self.nodes {
             let table = if spec.component {
                 "components"
@@ -179,6 +191,9 @@ impl Specs {
             };
             out += &format!("[{table}.{}]\ncommand = \"true\"\n", spec.name);
             out += &format!("required = {}\nlazy = {}\n", spec.required, spec.lazy);
+            if spec.remote {
+                out += "host = \"h2\"\n";
+            }
             out += &format!("env = {{ GENERATION = \"{}\" }}\n", spec.generation);
             if let Some(port) = spec.port {
                 out += &format!("sockets = [{port}]\n");
@@ -228,12 +243,16 @@ impl Specs {
 
     fn load(&self) -> Config {
         let text = self.toml();
-        crate::engine::config::load_str(
+        let mut config = crate::engine::config::load_str(
             Path::new("/simulated/services.toml"),
             text.clone(),
             &Environment::from_pairs::<&str, &str>([]),
         )
-        .unwrap_or_else(|e| panic!("the generator wrote an invalid file: {e:?}\n{text}"))
+        .unwrap_or_else(|e| panic!("the generator wrote an invalid file: {e:?}\n{text}"));
+        if self.cluster {
+            crate::engine::cluster::localize(&mut config, "main", "main");
+        }
+        config
     }
 }
 
@@ -912,7 +931,8 @@ impl World {
                 action: NodeAction::Stop,
                 names: vec!["no-such-node".into()],
             },
-            12..=14 => {
+            // A cluster run refuses reloads (the shell answers before the core hears of it).
+            12..=14 if !self.specs.cluster => {
                 self.specs_before_reload = Some(self.specs.clone());
                 self.specs.mutate(&mut self.rng);
                 Input::Reload(Box::new(self.specs.load()))

@@ -48,7 +48,17 @@ impl Harness {
     }
 
     fn with_workers(text: &str, max_workers: usize) -> Self {
-        let config = Arc::new(load(text));
+        Self::placed(text, max_workers, None)
+    }
+
+    /// As host `host` of a cluster run coordinated by `main`: the other hosts' nodes are
+    /// mirrored.
+    fn placed(text: &str, max_workers: usize, host: Option<&str>) -> Self {
+        let mut config = load(text);
+        if let Some(host) = host {
+            crate::engine::cluster::localize(&mut config, host, "main");
+        }
+        let config = Arc::new(config);
         let graph = Arc::new(Graph::build(&config));
         let selected = vec![true; config.nodes.len()];
         let mut core = Core::new(config, graph, &selected, options(max_workers));
@@ -825,4 +835,42 @@ fn a_failed_milestone_before_the_first_start_skips_the_dependent() {
         },
     );
     assert!(matches!(h.state("app"), NodeState::Skipped { .. }));
+}
+
+/// Cluster: a node of another host takes no start slot while its mirror waits for news, and
+/// is not verified here (its own host probes it); it is restarted however often it goes away.
+#[test]
+fn a_mirrored_node_takes_no_start_slot_and_is_not_verified_here() {
+    let cluster = "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n[hosts.h2]\n";
+    let mut h = Harness::placed(
+        &format!(
+            "{cluster}[services.far]\ncommand = \"f\"\nhost = \"h2\"\n[services.near]\ncommand = \"n\"\n"
+        ),
+        1,
+        Some("main"),
+    );
+    assert!(
+        h.launched("far") && h.launched("near"),
+        "one slot, both launched: {:?}",
+        h.effects
+    );
+    h.up("near");
+    h.report("far", Report::Ready);
+    let verified: Vec<usize> = h
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Verify(nodes) => Some(nodes.clone()),
+            _ => None,
+        })
+        .expect("a verification pass");
+    assert_eq!(verified, vec![h.n("near")]);
+    h.verify_ok();
+    // Its host was lost, again and again: the mirror comes back each time.
+    for round in 1..=10u64 {
+        h.exited("far", false);
+        h.at(Duration::from_secs(round));
+        assert!(h.launched("far"), "round {round}: {:?}", h.state("far"));
+        h.report("far", Report::Ready);
+    }
 }

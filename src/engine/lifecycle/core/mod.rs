@@ -178,6 +178,9 @@ pub struct Core {
     is_dirty: Vec<bool>,
     /// Nodes whose conditions held when examined, most urgent first (see [`Priority`]).
     ready: BinaryHeap<(Priority, usize)>,
+    /// Nodes whose dependencies are met that need no start slot (mirrors of other hosts'
+    /// nodes in a cluster): launched whatever the worker limit.
+    ready_unslotted: Vec<usize>,
     queued: Vec<bool>,
     /// Each node's position in the topological order, for ties.
     rank: Vec<usize>,
@@ -225,6 +228,7 @@ impl Core {
             dirty: Vec::new(),
             is_dirty: Vec::new(),
             ready: BinaryHeap::new(),
+            ready_unslotted: Vec::new(),
             queued: Vec::new(),
             rank: Vec::new(),
             next_instance: 1,
@@ -652,7 +656,10 @@ impl Core {
     }
 
     fn queue(&mut self, n: usize) {
-        if !self.queued[n] {
+        if !self.queued[n] && self.config.is_remote(n) {
+            self.queued[n] = true;
+            self.ready_unslotted.push(n);
+        } else if !self.queued[n] {
             self.queued[n] = true;
             let priority = Priority {
                 required: self.config.nodes[n].required,
@@ -665,18 +672,28 @@ impl Core {
 
     /// Launches queued nodes while start slots are free, most urgent first ([`Priority`]).
     fn launch_queued(&mut self) {
+        for n in std::mem::take(&mut self.ready_unslotted) {
+            self.queued[n] = false;
+            if self.still_ready(n) {
+                self.launch(n);
+            }
+        }
         while self.busy_workers < self.worker_limit {
             let Some((_, n)) = self.ready.pop() else {
                 break;
             };
             self.queued[n] = false;
-            let still_ready = self.shutdown.is_none()
-                && self.nodes[n].state == NodeState::Waiting { demanded: true }
-                && self.dependencies_state(n) == DepState::Met;
-            if still_ready {
+            if self.still_ready(n) {
                 self.launch(n);
             }
         }
+    }
+
+    /// A queued node may still be launched: nothing changed its mind since it was queued.
+    fn still_ready(&self, n: usize) -> bool {
+        self.shutdown.is_none()
+            && self.nodes[n].state == NodeState::Waiting { demanded: true }
+            && self.dependencies_state(n) == DepState::Met
     }
 
     fn launch(&mut self, n: usize) {

@@ -11,6 +11,8 @@ use crate::harness::{Project, RUN_LIMIT, Running, free_port, stderr_of, wait_exi
 /// A three-member etcd cluster on loopback; killed (and its data removed) when dropped.
 struct EtcdCluster {
     members: Vec<Option<Child>>,
+    /// Each member's arguments, to start it again on its data.
+    commands: Vec<Vec<String>>,
     clients: Vec<String>,
     _data: tempfile::TempDir,
 }
@@ -36,41 +38,40 @@ impl EtcdCluster {
             .map(|(i, p)| format!("m{i}=http://{address}:{p}"))
             .collect();
         let token = format!("t{}", std::process::id());
-        let members = (0..3)
+        let commands: Vec<Vec<String>> = (0..3)
             .map(|i| {
-                let child = Command::new("etcd")
-                    .args(["--name", &format!("m{i}")])
-                    .arg("--data-dir")
-                    .arg(data.path().join(format!("m{i}")))
-                    .args([
-                        "--listen-client-urls",
-                        &format!("http://{address}:{}", clients[i]),
-                    ])
-                    .args([
-                        "--advertise-client-urls",
-                        &format!("http://{address}:{}", clients[i]),
-                    ])
-                    .args([
-                        "--listen-peer-urls",
-                        &format!("http://{address}:{}", peers[i]),
-                    ])
-                    .args([
-                        "--initial-advertise-peer-urls",
-                        &format!("http://{address}:{}", peers[i]),
-                    ])
-                    .args(["--initial-cluster", &initial.join(",")])
-                    .args(["--initial-cluster-token", &token])
-                    .args(["--initial-cluster-state", "new"])
-                    .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("etcd starts");
-                Some(child)
+                let data_dir = data.path().join(format!("m{i}"));
+                [
+                    "--name".to_owned(),
+                    format!("m{i}"),
+                    "--data-dir".to_owned(),
+                    data_dir.display().to_string(),
+                    "--listen-client-urls".to_owned(),
+                    format!("http://{address}:{}", clients[i]),
+                    "--advertise-client-urls".to_owned(),
+                    format!("http://{address}:{}", clients[i]),
+                    "--listen-peer-urls".to_owned(),
+                    format!("http://{address}:{}", peers[i]),
+                    "--initial-advertise-peer-urls".to_owned(),
+                    format!("http://{address}:{}", peers[i]),
+                    "--initial-cluster".to_owned(),
+                    initial.join(","),
+                    "--initial-cluster-token".to_owned(),
+                    token.clone(),
+                    "--initial-cluster-state".to_owned(),
+                    "new".to_owned(),
+                    "--heartbeat-interval".to_owned(),
+                    "50".to_owned(),
+                    "--election-timeout".to_owned(),
+                    "500".to_owned(),
+                ]
+                .to_vec()
             })
             .collect();
+        let members = commands.iter().map(|args| Some(spawn_etcd(args))).collect();
         let cluster = Self {
             members,
+            commands,
             clients: clients
                 .iter()
                 .map(|p| format!("http://{address}:{p}"))
@@ -113,6 +114,11 @@ impl EtcdCluster {
         leader.unwrap()
     }
 
+    /// Starts a killed member again, on its data.
+    fn restart(&mut self, member: usize) {
+        self.members[member] = Some(spawn_etcd(&self.commands[member]));
+    }
+
     fn kill(&mut self, member: usize) {
         if let Some(mut child) = self.members[member].take() {
             let _ = child.kill();
@@ -127,6 +133,15 @@ impl Drop for EtcdCluster {
             self.kill(member);
         }
     }
+}
+
+fn spawn_etcd(args: &[String]) -> Child {
+    Command::new("etcd")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd starts")
 }
 
 fn healthy(client: &str) -> bool {
@@ -197,6 +212,14 @@ fn wait_for(p: &Project, what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// `child` (started by [`background`] with `args` joined by `_`) exits 0, or the test fails
+/// with what it said.
+fn assert_ends_well(p: &Project, child: &mut Running, args: &str) {
+    let status = wait_exit(child, RUN_LIMIT);
+    let said = std::fs::read_to_string(p.path().join(format!("{args}.out"))).unwrap_or_default();
+    assert!(status.success(), "{args}: {status}\n{said}\n{}", story(p));
+}
+
 /// What the hosts said, for a failed assertion.
 fn story(p: &Project) -> String {
     format!(
@@ -251,11 +274,9 @@ fn nodes_start_across_hosts_in_dependency_order_and_stop_in_reverse() {
         "stop-db",
     ];
     wait_for_order(&p, "the stop in reverse order", &ordered);
-    assert!(wait_exit(&mut run, RUN_LIMIT).success());
-    assert!(
-        wait_exit(&mut agent, RUN_LIMIT).success(),
-        "the agent ends with the run"
-    );
+    assert_ends_well(&p, &mut run, "run_--host_main");
+    // The agent ends with the run.
+    assert_ends_well(&p, &mut agent, "agent_--host_h2");
     // Each host kept its own state and logs.
     assert!(p.path().join(".dagstart/hosts/h2/runs").is_dir());
     assert!(host_log(&p, "h2").contains("app: ready"));
@@ -343,8 +364,8 @@ fn when_the_coordinator_dies_another_host_leads_and_it_rejoins() {
     wait_for(&p, "everything to stop in reverse order", || {
         order(&p).ends_with(&["stop-web".into(), "stop-app".into(), "stop-db".into()])
     });
-    assert!(wait_exit(&mut run, RUN_LIMIT).success());
-    assert!(wait_exit(&mut agent, RUN_LIMIT).success());
+    assert_ends_well(&p, &mut run, "run_--host_main");
+    assert_ends_well(&p, &mut agent, "agent_--host_h2");
 }
 
 #[test]
@@ -383,6 +404,48 @@ fn the_run_goes_on_when_the_etcd_leader_dies() {
     wait_for(&p, "everything to stop", || {
         order(&p).ends_with(&["stop-web".into(), "stop-app".into(), "stop-db".into()])
     });
+}
+
+#[test]
+fn without_quorum_every_host_keeps_what_runs_and_goes_on_once_it_is_back() {
+    let Some(mut etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let p = three_tier(&etcd);
+    let mut agent = background(&p, &["agent", "--host", "h2"]);
+    let mut run = background(&p, &["run", "--host", "main"]);
+    wait_for_order(
+        &p,
+        "the three to start",
+        &["start-db", "start-app", "start-web"],
+    );
+    etcd.kill(0);
+    etcd.kill(1);
+    // No quorum for longer than the lease: nothing is stopped anywhere, and it is said.
+    wait_for(&p, "both hosts to say the cluster is unreachable", || {
+        host_log(&p, "h2").contains("the cluster is unreachable")
+            && host_log_or_default(&p).contains("the cluster is unreachable")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(order(&p).len(), 3, "nothing stopped: {}", story(&p));
+    assert!(matches!(agent.try_wait(), Ok(None)) && matches!(run.try_wait(), Ok(None)));
+    etcd.restart(0);
+    etcd.restart(1);
+    wait_for(&p, "both hosts to be back", || {
+        host_log(&p, "h2").contains("back in the run")
+            && host_log_or_default(&p).contains("back in the run")
+    });
+    let out = p
+        .dagstart(&["--host", "main", "down"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    wait_for(&p, "everything to stop in reverse order", || {
+        order(&p).ends_with(&["stop-web".into(), "stop-app".into(), "stop-db".into()])
+    });
+    assert_ends_well(&p, &mut run, "run_--host_main");
+    assert_ends_well(&p, &mut agent, "agent_--host_h2");
 }
 
 #[test]
@@ -673,5 +736,5 @@ fn a_partitioned_host_keeps_its_nodes_and_rejoins_when_healed() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(wait_exit(&mut agent, RUN_LIMIT).success());
+    assert_ends_well(&p, &mut agent, "agent_--host_h2");
 }

@@ -6,6 +6,7 @@
 //! /dagstart/<cluster>/nodes/<node>   NodeInfo, under the lease of the host that runs it
 //! /dagstart/<cluster>/election/<host>  a candidate, under its host's lease: the oldest leads
 //! /dagstart/<cluster>/stop           StopRequest: a host asks the leader to stop the run
+//! /dagstart/<cluster>/stopping/<host>  a host starts nothing more (under its lease)
 //! ```
 //!
 //! A host's keys live on its lease: when the host dies or is cut off, etcd deletes them once
@@ -48,6 +49,22 @@ impl Keys {
     pub fn candidate_host<'k>(&self, key: &'k str) -> Option<&'k str> {
         key.strip_prefix(self.root.as_str())?
             .strip_prefix("election/")
+    }
+
+    /// The host a key under the hosts prefix names.
+    pub fn host_name<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.root.as_str())?.strip_prefix("hosts/")
+    }
+
+    /// Host `host` has seen the run stop and starts nothing more: every state it published
+    /// before is at a lower revision (one queue, one watch).
+    pub fn stopping(&self, host: &str) -> String {
+        format!("{}stopping/{host}", self.root)
+    }
+
+    pub fn stopping_host<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.root.as_str())?
+            .strip_prefix("stopping/")
     }
 
     pub fn stop(&self) -> String {

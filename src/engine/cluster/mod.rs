@@ -50,6 +50,35 @@ pub struct ClusterLink {
     feeds: Vec<watch::Receiver<Option<NodeInfo>>>,
     phase: watch::Sender<Phase>,
     publish: mpsc::UnboundedSender<publisher::Write>,
+    barrier: StopBarrier,
+}
+
+/// While the run stops: which hosts are known to start nothing more. A host's stopping key
+/// is written after every state it published before (one queue), and seen in revision order
+/// (one watch): once it is seen, the host's published states are final but for stops, so a
+/// node that is not running there now will not start there. A host that left the run (its
+/// key gone) starts nothing either.
+#[derive(Debug, Clone)]
+pub struct StopBarrier {
+    hosts: watch::Receiver<std::collections::BTreeSet<String>>,
+    stopping: watch::Receiver<std::collections::BTreeSet<String>>,
+}
+
+impl StopBarrier {
+    /// Resolves once `host` starts nothing more.
+    pub async fn passed(&mut self, host: &str) {
+        loop {
+            let passed = !self.hosts.borrow_and_update().contains(host)
+                || self.stopping.borrow_and_update().contains(host);
+            if passed {
+                return;
+            }
+            tokio::select! {
+                changed = self.hosts.changed() => if changed.is_err() { return },
+                changed = self.stopping.changed() => if changed.is_err() { return },
+            }
+        }
+    }
 }
 
 impl ClusterLink {
@@ -76,6 +105,17 @@ impl ClusterLink {
         let _ = self
             .publish
             .send(publisher::Write::Node(node.to_owned(), info));
+    }
+
+    /// The barrier of the run's stop ([`StopBarrier`]).
+    pub fn barrier(&self) -> StopBarrier {
+        self.barrier.clone()
+    }
+
+    /// This host has begun its shutdown and starts nothing more: the other hosts may count
+    /// its published states as final.
+    pub fn acknowledge_stop(&self) {
+        let _ = self.publish.send(publisher::Write::Stopping);
     }
 
     /// Asks for the whole run to stop: the leader turns the request into the run's phase,

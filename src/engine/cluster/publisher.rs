@@ -17,15 +17,20 @@ pub(super) enum Write {
     Node(String, NodeInfo),
     /// A request to stop the whole run, for the leader (no lease: it must outlive this host).
     Stop(StopRequest),
+    /// This host starts nothing more (after every state it published before).
+    Stopping,
 }
 
-/// The name under which the stop request waits in the queue (no node has it).
+/// The names under which the stop request and this host's acknowledgement wait in the queue
+/// (no node name is empty or has a space).
 const STOP: &str = "";
+const STOPPING: &str = " stopping";
 use super::session::RETRY;
 
 pub(super) async fn run(
     etcd: Arc<Etcd>,
     keys: Keys,
+    host: String,
     mut lease: watch::Receiver<i64>,
     mut updates: mpsc::UnboundedReceiver<Write>,
 ) {
@@ -57,8 +62,11 @@ pub(super) async fn run(
             continue;
         };
         let current = *lease.borrow_and_update();
+        let host = host.as_str();
         let written = if name == STOP {
             etcd.put(&keys.stop(), value, None).await
+        } else if name == STOPPING {
+            etcd.put(&keys.stopping(host), value, Some(current)).await
         } else {
             etcd.put(&keys.node(&name), value, Some(current)).await
         };
@@ -74,6 +82,7 @@ fn note(latest: &mut BTreeMap<String, Vec<u8>>, pending: &mut Vec<String>, write
     let (name, value) = match write {
         Write::Node(name, info) => (name, serde_json::to_vec(&info)),
         Write::Stop(request) => (STOP.to_owned(), serde_json::to_vec(&request)),
+        Write::Stopping => (STOPPING.to_owned(), Ok(Vec::new())),
     };
     if !pending.contains(&name) {
         pending.push(name.clone());

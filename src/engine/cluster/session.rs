@@ -340,10 +340,13 @@ fn start(
     tasks.spawn(publisher::run(
         etcd.clone(),
         keys.clone(),
+        host.to_owned(),
         lease_rx.clone(),
         publish_rx,
     ));
     let (leader_tx, leader_rx) = watch::channel(None);
+    let (hosts_tx, hosts_rx) = watch::channel(std::collections::BTreeSet::new());
+    let (stopping_tx, stopping_rx) = watch::channel(std::collections::BTreeSet::new());
     let (stop_tx, stop_rx) = watch::channel(None);
     let feeds_to = watcher::Feeds {
         local: host.to_owned(),
@@ -354,6 +357,8 @@ fn start(
         leader: leader_tx,
         stop: stop_tx,
         candidates: std::sync::Mutex::default(),
+        hosts: hosts_tx,
+        stopping: stopping_tx,
     };
     tasks.spawn(watcher::run(etcd.clone(), keys.clone(), feeds_to));
     tasks.spawn(super::leader::run(
@@ -373,6 +378,10 @@ fn start(
         feeds,
         phase: phase_tx,
         publish: publish_tx,
+        barrier: super::StopBarrier {
+            hosts: hosts_rx,
+            stopping: stopping_rx,
+        },
     });
     Joined {
         link,

@@ -8,7 +8,7 @@
 //! (stopping once the leader said so, or the run's key is gone or another's); the leader (the
 //! candidate with the lowest create revision) and the latest stop request go to theirs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -31,6 +31,10 @@ pub(super) struct Feeds {
     pub stop: watch::Sender<Option<StopRequest>>,
     /// Every candidate's create revision, by host.
     pub candidates: std::sync::Mutex<BTreeMap<String, i64>>,
+    /// The hosts in the run (their keys exist).
+    pub hosts: watch::Sender<BTreeSet<String>>,
+    /// The hosts that saw the run stop and start nothing more.
+    pub stopping: watch::Sender<BTreeSet<String>>,
 }
 
 impl Feeds {
@@ -63,6 +67,16 @@ impl Feeds {
             let changed = *current != leader;
             *current = leader;
             changed
+        });
+    }
+
+    fn member(set: &watch::Sender<BTreeSet<String>>, host: &str, present: bool) {
+        set.send_if_modified(|hosts| {
+            if present {
+                hosts.insert(host.to_owned())
+            } else {
+                hosts.remove(host)
+            }
         });
     }
 
@@ -105,6 +119,10 @@ pub(super) async fn run(etcd: Arc<Etcd>, keys: Keys, feeds: Feeds) {
             feeds.stop_request(serde_json::from_slice(&kv.value).ok());
         } else if let Some(host) = keys.candidate_host(&kv.key) {
             feeds.candidate(host, Some(kv.create_revision));
+        } else if let Some(host) = keys.host_name(&kv.key) {
+            Feeds::member(&feeds.hosts, host, true);
+        } else if let Some(host) = keys.stopping_host(&kv.key) {
+            Feeds::member(&feeds.stopping, host, true);
         } else if let Some(n) = node_of(&kv.key) {
             feeds.node(n, serde_json::from_slice(&kv.value).ok());
         }
@@ -116,6 +134,10 @@ pub(super) async fn run(etcd: Arc<Etcd>, keys: Keys, feeds: Feeds) {
             feeds.stop_request(None);
         } else if let Some(host) = keys.candidate_host(key) {
             feeds.candidate(host, None);
+        } else if let Some(host) = keys.host_name(key) {
+            Feeds::member(&feeds.hosts, host, false);
+        } else if let Some(host) = keys.stopping_host(key) {
+            Feeds::member(&feeds.stopping, host, false);
         } else if let Some(n) = node_of(key) {
             feeds.node(n, None);
         }
@@ -142,6 +164,16 @@ pub(super) async fn run(etcd: Arc<Etcd>, keys: Keys, feeds: Feeds) {
         for host in gone {
             feeds.candidate(&host, None);
         }
+        let listed_hosts: BTreeSet<String> = kvs
+            .iter()
+            .filter_map(|kv| keys.host_name(&kv.key).map(str::to_owned))
+            .collect();
+        let listed_stopping: BTreeSet<String> = kvs
+            .iter()
+            .filter_map(|kv| keys.stopping_host(&kv.key).map(str::to_owned))
+            .collect();
+        feeds.hosts.send_replace(listed_hosts);
+        feeds.stopping.send_replace(listed_stopping);
         for kv in &kvs {
             if let Some(n) = node_of(&kv.key) {
                 listed[n] = true;

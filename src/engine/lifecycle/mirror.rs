@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::Report;
 use super::runner::{NodeControl, RunnerMsg};
-use crate::engine::cluster::{NodeInfo, Phase};
+use crate::engine::cluster::{NodeInfo, Phase, StopBarrier};
 
 /// What a mirror needs: where to report, and the node's published state.
 pub(crate) struct MirrorContext {
@@ -25,6 +25,7 @@ pub(crate) struct MirrorContext {
     pub to_shell: mpsc::UnboundedSender<RunnerMsg>,
     pub feed: watch::Receiver<Option<NodeInfo>>,
     pub phase: watch::Receiver<Phase>,
+    pub barrier: StopBarrier,
 }
 
 impl MirrorContext {
@@ -131,7 +132,10 @@ fn still(now: &Option<NodeInfo>, instance: u64) -> bool {
 async fn stop(ctx: &mut MirrorContext) {
     let started = tokio::time::Instant::now();
     if *ctx.phase.borrow() == Phase::Stopping {
-        // Stopped (or gone) on its host: only then may what it needs here stop.
+        // Stopped (or gone) on its host: only then may what it needs here stop. Its state is
+        // final once its host starts nothing more (a start may be on its way until then).
+        let host = ctx.host.clone();
+        ctx.barrier.passed(&host).await;
         loop {
             let running = ctx
                 .feed

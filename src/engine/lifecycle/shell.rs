@@ -194,8 +194,13 @@ impl Scheduler {
             let Some(input) = self.next_input(&mut control).await else {
                 continue;
             };
+            let shutdown = matches!(input, Input::Shutdown(_));
             let effects = self.core.on(input, self.now());
             self.perform(effects);
+            if let Some(cluster) = self.cluster.as_ref().filter(|_| shutdown) {
+                // After the states of every launch before it, in the same queue.
+                cluster.acknowledge_stop();
+            }
         }
         self.sweep_groups().await;
         // Closing the guardian waits for its sweep: a blocking wait, off the async threads.
@@ -356,7 +361,18 @@ impl Scheduler {
                 Effect::Launch { node, instance } => self.launch(node, instance),
                 Effect::Stop { node, instance } => {
                     if let Some(live) = self.instances.get(&node).filter(|i| i.id == instance) {
-                        let _ = live.control.send(NodeControl::Stop);
+                        match self.dependents_elsewhere(node) {
+                            Some(stopped) => {
+                                let control = live.control.clone();
+                                tokio::spawn(async move {
+                                    stopped.await;
+                                    let _ = control.send(NodeControl::Stop);
+                                });
+                            }
+                            None => {
+                                let _ = live.control.send(NodeControl::Stop);
+                            }
+                        }
                     }
                 }
                 Effect::KillAll => {
@@ -381,6 +397,48 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// While a cluster run stops: this host's node `n` has dependents on other hosts, and
+    /// the stop must wait until none of them may still run there (as published). The core
+    /// already waited for the dependents it sees live; this covers a mirror that was between
+    /// instances (its node restarting, or its host just back) while the node ran on its host.
+    fn dependents_elsewhere(&self, n: usize) -> Option<impl Future<Output = ()> + use<>> {
+        let cluster = self.cluster.as_ref()?;
+        let config = self.core.config();
+        if config.is_remote(n) || *cluster.phase().borrow() != Phase::Stopping {
+            return None;
+        }
+        let feeds: Vec<_> = self
+            .core
+            .graph()
+            .dependent_edges(n)
+            .filter(|&(d, edge)| edge.orders_stop() && config.is_remote(d))
+            .map(|(d, _)| {
+                (
+                    config.nodes[d].host.clone().unwrap_or_default(),
+                    cluster.feed(d),
+                )
+            })
+            .collect();
+        if feeds.is_empty() {
+            return None;
+        }
+        let mut barrier = cluster.barrier();
+        Some(async move {
+            for (host, mut feed) in feeds {
+                barrier.passed(&host).await;
+                while feed
+                    .borrow_and_update()
+                    .as_ref()
+                    .is_some_and(NodeInfo::may_run)
+                {
+                    if feed.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        })
     }
 
     /// In a cluster: this host's node `n` is now in `state`, for the other hosts to see.
@@ -418,6 +476,7 @@ impl Scheduler {
                 to_shell: self.to_shell.clone(),
                 feed: cluster.feed(node),
                 phase: cluster.phase(),
+                barrier: cluster.barrier(),
             };
             let task = self.runners.spawn(super::mirror::run(ctx, control_rx));
             self.tasks.insert(task.id(), (node, instance));

@@ -104,6 +104,9 @@ struct PageNode {
     name: String,
     kind: String,
     depends_on: Vec<PageEdge>,
+    /// In a cluster run: the host it runs on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
 }
 
 /// An edge as the page draws it: dashed when optional, marked when it restarts or is a
@@ -136,6 +139,7 @@ impl Dashboard {
             .map(|(n, _)| PageNode {
                 name: n.name.clone(),
                 kind: n.kind.as_str().to_owned(),
+                host: config.local_host.as_ref().and(n.host.clone()),
                 depends_on: n
                     .depends_on
                     .iter()
@@ -199,6 +203,7 @@ impl Dashboard {
             .map(|n| PageNode {
                 name: n.name.clone(),
                 kind: n.kind.clone(),
+                host: None,
                 depends_on: n
                     .depends_on
                     .iter()

@@ -238,12 +238,16 @@ fn nodes_start_across_hosts_in_dependency_order_and_stop_in_reverse() {
     let p = three_tier(&etcd);
     // The agent comes first and waits for the run.
     let mut agent = background(&p, &["agent", "--host", "h2"]);
-    let mut run = background(&p, &["run", "--host", "main"]);
+    let dashboard = format!("127.0.0.1:{}", free_port());
+    let mut run = background(&p, &["run", "--host", "main", "--dashboard", &dashboard]);
     wait_for_order(
         &p,
         "the three to start",
         &["start-db", "start-app", "start-web"],
     );
+    // The dashboard places each node on its host.
+    let graph = crate::dashboard::http_get(&dashboard, "/graph");
+    assert!(graph.contains(r#""host":"h2""#), "{graph}");
     // Each host's status shows every node, with the host it runs on.
     wait_for(&p, "h2 to see web ready", || {
         host_log(&p, "h2").contains("web: ready")
@@ -274,7 +278,11 @@ fn nodes_start_across_hosts_in_dependency_order_and_stop_in_reverse() {
         "stop-db",
     ];
     wait_for_order(&p, "the stop in reverse order", &ordered);
-    assert_ends_well(&p, &mut run, "run_--host_main");
+    assert_ends_well(
+        &p,
+        &mut run,
+        &format!("run_--host_main_--dashboard_{dashboard}"),
+    );
     // The agent ends with the run.
     assert_ends_well(&p, &mut agent, "agent_--host_h2");
     // Each host kept its own state and logs.

@@ -79,7 +79,7 @@ fn state_of(dom: &str, node: &str) -> Option<String> {
     Some(dom[start..].split('"').next()?.to_owned())
 }
 
-fn http_get(address: &str, path: &str) -> String {
+pub(crate) fn http_get(address: &str, path: &str) -> String {
     http(address, "GET", path, &[], "")
 }
 

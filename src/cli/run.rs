@@ -414,8 +414,14 @@ async fn run_graph(
     } else {
         run_command_when_ready(&args.command, startup, &control_tx, &command_pid, &events).await
     };
-    let outcome = scheduler.await.unwrap_or(Outcome::Interrupted);
+    let mut outcome = scheduler.await.unwrap_or(Outcome::Interrupted);
     if let Some(joined) = joined {
+        // An agent whose run was stopped (by `down` or the `run` process) was not
+        // interrupted: it did what the run asked, even before its own startup completed.
+        let run_stopped = *joined.link.phase().borrow() == crate::engine::cluster::Phase::Stopping;
+        if matches!(outcome, Outcome::Interrupted) && run_stopped && !joined.link.is_coordinator() {
+            outcome = Outcome::Stopped;
+        }
         joined.leave().await;
     }
     if let Some((ended, thread)) = ui {

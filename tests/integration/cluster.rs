@@ -220,6 +220,45 @@ fn assert_ends_well(p: &Project, child: &mut Running, args: &str) {
     assert!(status.success(), "{args}: {status}\n{said}\n{}", story(p));
 }
 
+/// h2's agent, then the coordinator `main`, once the three nodes have started.
+fn three_up(p: &Project) -> (Running, Running) {
+    let agent = background(p, &["agent", "--host", "h2"]);
+    let run = background(p, &["run", "--host", "main"]);
+    wait_for_order(
+        p,
+        "the three to start",
+        &["start-db", "start-app", "start-web"],
+    );
+    (agent, run)
+}
+
+/// The three stopped in reverse order, and both hosts ended well.
+fn stopped_in_reverse_order(p: &Project, run: &mut Running, agent: &mut Running) {
+    wait_for(p, "everything to stop in reverse order", || {
+        order(p).ends_with(&["stop-web".into(), "stop-app".into(), "stop-db".into()])
+    });
+    assert_ends_well(p, run, "run_--host_main");
+    assert_ends_well(p, agent, "agent_--host_h2");
+}
+
+/// `dagstart ARGS...` in `p` exits with `code` and says `text`.
+fn refused(p: &Project, args: &[&str], code: i32, text: &str) {
+    let out = p.dagstart(args).timeout(RUN_LIMIT).output().unwrap();
+    let said = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(code), "{said}");
+    assert!(said.contains(text), "{said}");
+}
+
+/// `dagstart --host HOST down` in `p`: the whole run stops.
+fn down(p: &Project, host: &str) {
+    let out = p
+        .dagstart(&["--host", host, "down"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
 /// What the hosts said, for a failed assertion.
 fn story(p: &Project) -> String {
     format!(
@@ -263,12 +302,7 @@ fn nodes_start_across_hosts_in_dependency_order_and_stop_in_reverse() {
     assert!(app.contains(" h2 ") && app.contains("ready"), "{table}");
     let db = table.lines().find(|l| l.starts_with("db")).unwrap();
     assert!(db.contains(" main "), "{table}");
-    let out = p
-        .dagstart(&["--host", "main", "down"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    down(&p, "main");
     let ordered = [
         "start-db",
         "start-app",
@@ -299,13 +333,7 @@ fn a_killed_agent_is_noticed_its_dependents_wait_and_it_rejoins() {
         return;
     };
     let p = three_tier(&etcd);
-    let mut agent = background(&p, &["agent", "--host", "h2"]);
-    let _run = background(&p, &["run", "--host", "main"]);
-    wait_for_order(
-        &p,
-        "the three to start",
-        &["start-db", "start-app", "start-web"],
-    );
+    let (mut agent, _run) = three_up(&p);
     let app_pid = spawned(&host_log(&p, "h2"), "app");
     agent.kill().unwrap();
     agent.wait().unwrap();
@@ -326,12 +354,7 @@ fn a_killed_agent_is_noticed_its_dependents_wait_and_it_rejoins() {
     wait_for(&p, "app and web to start again", || {
         order(&p).ends_with(&["start-app".to_owned(), "start-web".to_owned()])
     });
-    let out = p
-        .dagstart(&["--host", "main", "down"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    down(&p, "main");
 }
 
 #[test]
@@ -340,13 +363,7 @@ fn when_the_coordinator_dies_another_host_leads_and_it_rejoins() {
         return;
     };
     let p = three_tier(&etcd);
-    let mut agent = background(&p, &["agent", "--host", "h2"]);
-    let mut run = background(&p, &["run", "--host", "main"]);
-    wait_for_order(
-        &p,
-        "the three to start",
-        &["start-db", "start-app", "start-web"],
-    );
+    let (mut agent, mut run) = three_up(&p);
     run.kill().unwrap();
     run.wait().unwrap();
     // Its nodes died with it; h2 keeps app running (its edge to db does not restart it).
@@ -363,17 +380,8 @@ fn when_the_coordinator_dies_another_host_leads_and_it_rejoins() {
             && order.iter().filter(|l| *l == "start-web").count() == 2
     });
     // `down` on the agent's host stops the whole run, in order, whoever leads.
-    let out = p
-        .dagstart(&["--host", "h2", "down"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    wait_for(&p, "everything to stop in reverse order", || {
-        order(&p).ends_with(&["stop-web".into(), "stop-app".into(), "stop-db".into()])
-    });
-    assert_ends_well(&p, &mut run, "run_--host_main");
-    assert_ends_well(&p, &mut agent, "agent_--host_h2");
+    down(&p, "h2");
+    stopped_in_reverse_order(&p, &mut run, &mut agent);
 }
 
 #[test]
@@ -382,13 +390,7 @@ fn the_run_goes_on_when_the_etcd_leader_dies() {
         return;
     };
     let p = three_tier(&etcd);
-    let _agent = background(&p, &["agent", "--host", "h2"]);
-    let _run = background(&p, &["run", "--host", "main"]);
-    wait_for_order(
-        &p,
-        "the three to start",
-        &["start-db", "start-app", "start-web"],
-    );
+    let (_agent, _run) = three_up(&p);
     let leader = etcd.leader();
     etcd.kill(leader);
     // A restart on h2 still reaches web on the coordinator, through the two members left.
@@ -403,12 +405,7 @@ fn the_run_goes_on_when_the_etcd_leader_dies() {
         let count = |line: &str| order.iter().filter(|l| *l == line).count();
         count("stop-web") == 1 && count("start-web") == 2 && count("start-app") == 2
     });
-    let out = p
-        .dagstart(&["--host", "main", "down"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    down(&p, "main");
     wait_for(&p, "everything to stop", || {
         order(&p).ends_with(&["stop-web".into(), "stop-app".into(), "stop-db".into()])
     });
@@ -420,13 +417,11 @@ fn without_quorum_every_host_keeps_what_runs_and_goes_on_once_it_is_back() {
         return;
     };
     let p = three_tier(&etcd);
-    let mut agent = background(&p, &["agent", "--host", "h2"]);
-    let mut run = background(&p, &["run", "--host", "main"]);
-    wait_for_order(
-        &p,
-        "the three to start",
-        &["start-db", "start-app", "start-web"],
-    );
+    let (mut agent, mut run) = three_up(&p);
+    // Both hosts know every node is up before etcd loses its quorum.
+    wait_for(&p, "h2's startup to complete", || {
+        host_log(&p, "h2").contains("startup complete")
+    });
     etcd.kill(0);
     etcd.kill(1);
     // No quorum for longer than the lease: nothing is stopped anywhere, and it is said.
@@ -443,17 +438,8 @@ fn without_quorum_every_host_keeps_what_runs_and_goes_on_once_it_is_back() {
         host_log(&p, "h2").contains("back in the run")
             && host_log_or_default(&p).contains("back in the run")
     });
-    let out = p
-        .dagstart(&["--host", "main", "down"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    wait_for(&p, "everything to stop in reverse order", || {
-        order(&p).ends_with(&["stop-web".into(), "stop-app".into(), "stop-db".into()])
-    });
-    assert_ends_well(&p, &mut run, "run_--host_main");
-    assert_ends_well(&p, &mut agent, "agent_--host_h2");
+    down(&p, "main");
+    stopped_in_reverse_order(&p, &mut run, &mut agent);
 }
 
 #[test]
@@ -462,26 +448,15 @@ fn a_host_taken_twice_another_file_and_an_unknown_host_are_refused() {
         return;
     };
     let p = three_tier(&etcd);
-    let _agent = background(&p, &["agent", "--host", "h2"]);
-    let _run = background(&p, &["run", "--host", "main"]);
-    wait_for_order(
-        &p,
-        "the three to start",
-        &["start-db", "start-app", "start-web"],
-    );
+    let (_agent, _run) = three_up(&p);
 
     // The same host again, from another project directory with the same file.
     let twin = Project::new(&std::fs::read_to_string(p.path().join("services.toml")).unwrap());
-    let out = twin
-        .dagstart(&["agent", "--host", "h2"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
-    assert!(
-        stderr_of(&out).contains("host `h2` is already in the run"),
-        "{}",
-        stderr_of(&out)
+    refused(
+        &twin,
+        &["agent", "--host", "h2"],
+        6,
+        "host `h2` is already in the run",
     );
 
     // Another services.toml for the same cluster.
@@ -489,49 +464,19 @@ fn a_host_taken_twice_another_file_and_an_unknown_host_are_refused() {
         "{}\n[hosts.h3]\n\n[services.x]\nhost = \"h3\"\ncommand = \"sleep 9\"\n",
         etcd.section()
     ));
-    let out = other
-        .dagstart(&["agent", "--host", "h3"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
-    assert!(
-        stderr_of(&out).contains("is not the one of the run"),
-        "{}",
-        stderr_of(&out)
+    refused(
+        &other,
+        &["agent", "--host", "h3"],
+        2,
+        "is not the one of the run",
     );
 
     // A host the file does not declare.
-    let out = twin
-        .dagstart(&["agent", "--host", "h22"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
-    assert!(
-        stderr_of(&out).contains("did you mean `h2`?"),
-        "{}",
-        stderr_of(&out)
-    );
+    refused(&twin, &["agent", "--host", "h22"], 2, "did you mean `h2`?");
 
     // A second coordinator while this one runs.
-    let out = twin
-        .dagstart(&["run", "--host", "other"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
-    assert!(
-        stderr_of(&out).contains("already going on"),
-        "{}",
-        stderr_of(&out)
-    );
-    let out = p
-        .dagstart(&["--host", "main", "down"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    refused(&twin, &["run", "--host", "other"], 6, "already going on");
+    down(&p, "main");
 }
 
 #[test]
@@ -738,11 +683,6 @@ fn a_partitioned_host_keeps_its_nodes_and_rejoins_when_healed() {
         "app was never stopped: {}",
         story(&p)
     );
-    let out = p
-        .dagstart(&["--host", "main", "down"])
-        .timeout(RUN_LIMIT)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    down(&p, "main");
     assert_ends_well(&p, &mut agent, "agent_--host_h2");
 }

@@ -461,48 +461,24 @@ impl Scheduler {
 
     fn launch(&mut self, node: usize, instance: u64) {
         let (control, control_rx) = mpsc::unbounded_channel();
-        if let Some(cluster) = self
-            .cluster
-            .as_ref()
-            .filter(|_| self.core.config().is_remote(node))
-        {
-            let ctx = super::mirror::MirrorContext {
-                node,
-                instance,
-                host: self.core.config().nodes[node]
-                    .host
-                    .clone()
-                    .unwrap_or_default(),
-                to_shell: self.to_shell.clone(),
-                feed: cluster.feed(node),
-                phase: cluster.phase(),
-                barrier: cluster.barrier(),
-            };
-            let task = self.runners.spawn(super::mirror::run(ctx, control_rx));
-            self.tasks.insert(task.id(), (node, instance));
-            self.instances.insert(
-                node,
-                Instance {
-                    id: instance,
-                    control,
-                    group: None,
-                },
-            );
-            return;
-        }
-        let ctx = RunnerContext {
-            config: self.core.config().clone(),
-            node,
-            instance,
-            parallel_health_checks: self.options.parallel_health_checks,
-            http: self.http.clone(),
-            events: self.events.clone(),
-            to_shell: self.to_shell.clone(),
-            notify: self.notify.clone(),
-            sockets: self.sockets.clone(),
-            run_id: self.run_id.clone(),
+        let task = match self.mirror_context(node, instance) {
+            Some(mirror) => self.runners.spawn(super::mirror::run(mirror, control_rx)),
+            None => {
+                let ctx = RunnerContext {
+                    config: self.core.config().clone(),
+                    node,
+                    instance,
+                    parallel_health_checks: self.options.parallel_health_checks,
+                    http: self.http.clone(),
+                    events: self.events.clone(),
+                    to_shell: self.to_shell.clone(),
+                    notify: self.notify.clone(),
+                    sockets: self.sockets.clone(),
+                    run_id: self.run_id.clone(),
+                };
+                self.runners.spawn(runner::run(ctx, control_rx))
+            }
         };
-        let task = self.runners.spawn(runner::run(ctx, control_rx));
         self.tasks.insert(task.id(), (node, instance));
         self.instances.insert(
             node,
@@ -512,6 +488,23 @@ impl Scheduler {
                 group: None,
             },
         );
+    }
+
+    /// What the mirror of `node` needs, when the node runs on another host of the cluster.
+    fn mirror_context(&self, node: usize, instance: u64) -> Option<super::mirror::MirrorContext> {
+        let cluster = self.cluster.as_ref()?;
+        let config = self.core.config();
+        config
+            .is_remote(node)
+            .then(|| super::mirror::MirrorContext {
+                node,
+                instance,
+                host: config.nodes[node].host.clone().unwrap_or_default(),
+                to_shell: self.to_shell.clone(),
+                feed: cluster.feed(node),
+                phase: cluster.phase(),
+                barrier: cluster.barrier(),
+            })
     }
 
     /// The guide's verification pass, off the loop: every required service is probed once

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data).into_owned();
     let env = Environment::from_pairs([("X", "x")]);
     match load_str(Path::new("services.toml"), text, &env) {
-        Ok(config) => {
+        Ok(mut config) => {
+            if config.cluster.is_some() {
+                // As an agent of host `h` sees it: the other hosts' nodes mirrored.
+                dagstart::engine::cluster::localize(&mut config, "h", "main");
+            }
             let graph = dagstart::engine::graph::Graph::build(&config);
             let all = vec![true; graph.len()];
             let _ = dagstart::views::graph_render::render_text(&config, &graph, &all, None);

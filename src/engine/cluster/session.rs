@@ -80,7 +80,6 @@ pub enum Role {
 #[derive(Debug)]
 pub struct Joined {
     pub link: Arc<ClusterLink>,
-    pub coordinator: String,
     tasks: JoinSet<()>,
     lease: watch::Receiver<i64>,
     etcd: Arc<Etcd>,
@@ -369,7 +368,6 @@ fn start(
         leader_rx,
         stop_rx,
     ));
-    let coordinator = run.coordinator.clone();
     let run_id = run.id.clone();
     let link = Arc::new(ClusterLink {
         host: host.to_owned(),
@@ -385,7 +383,6 @@ fn start(
     });
     Joined {
         link,
-        coordinator,
         tasks,
         lease: lease_rx,
         etcd,

@@ -302,6 +302,13 @@ fn nodes_start_across_hosts_in_dependency_order_and_stop_in_reverse() {
     assert!(app.contains(" h2 ") && app.contains("ready"), "{table}");
     let db = table.lines().find(|l| l.starts_with("db")).unwrap();
     assert!(db.contains(" main "), "{table}");
+    // A node of another host is steered there.
+    refused(
+        &p,
+        &["--host", "main", "stop", "app"],
+        1,
+        "runs on host `h2`",
+    );
     down(&p, "main");
     let ordered = [
         "start-db",

@@ -349,10 +349,29 @@ impl Scheduler {
                 names,
                 reply,
             } => {
+                if let Some(refusal) = self.elsewhere(&names) {
+                    let _ = reply.send(Err(refusal));
+                    return None;
+                }
                 self.reply = Some(reply);
                 Some(Input::Nodes { action, names })
             }
         }
+    }
+
+    /// A start, stop or restart of a node that another host of the cluster runs is that
+    /// host's to do: this host only mirrors it.
+    fn elsewhere(&self, names: &[String]) -> Option<String> {
+        let config = self.core.config();
+        let (name, host) = names.iter().find_map(|name| {
+            let n = config.nodes.iter().position(|node| &node.name == name)?;
+            config
+                .is_remote(n)
+                .then(|| (name, config.nodes[n].host.clone().unwrap_or_default()))
+        })?;
+        Some(format!(
+            "`{name}` runs on host `{host}`: ask there (`dagstart --host {host} ...`)"
+        ))
     }
 
     fn perform(&mut self, effects: Vec<Effect>) {

@@ -290,9 +290,18 @@ fn act(path: &std::path::Path, request: Request) -> Result<i32, Error> {
 
 /// Loads and validates the configuration, printing its warnings on stderr.
 pub fn load_config(path: &std::path::Path, env: &Environment) -> Result<Config, Error> {
-    let config = config::load(path, env)?;
+    let mut config = config::load(path, env)?;
     print_warnings(&config);
+    logs_of_this_host(&mut config);
     Ok(config)
+}
+
+/// A host named with `--host` in a `[cluster]` keeps its logs in `<log_dir>/<host>`, so that
+/// hosts sharing a project directory do not write the same files.
+pub(crate) fn logs_of_this_host(config: &mut Config) {
+    if let (Some(_), Some(host)) = (&config.cluster, control::host()) {
+        config.settings.log_dir = config.settings.log_dir.join(host);
+    }
 }
 
 fn print_warnings(config: &Config) {

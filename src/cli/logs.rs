@@ -11,7 +11,8 @@ use crate::cli::error::{Error, exit_code};
 use crate::engine::config::Environment;
 
 pub fn show(path: &Path, env: &Environment, args: &LogsArgs) -> Result<i32, Error> {
-    let config = crate::engine::config::load(path, env)?;
+    let mut config = crate::engine::config::load(path, env)?;
+    crate::cli::commands::logs_of_this_host(&mut config);
     let graph = crate::engine::graph::Graph::build(&config);
     let selected = graph.select(&config, &[])?;
     let names: Vec<&str> = if args.nodes.is_empty() {

@@ -162,8 +162,7 @@ pub fn run(mut config: Config, env: &Environment, args: RunRequest) -> Result<i3
 
 /// Places every node on its host for this process: an agent first waits for the run (on a
 /// runtime of its own, before the run's threads exist) to learn its coordinator, which runs
-/// the nodes without `host`. A named host logs into `<log_dir>/<host>`. Returns the
-/// coordinator's name.
+/// the nodes without `host`. Returns the coordinator's name.
 fn place_nodes(config: &mut Config, cluster: &ClusterRequest) -> Result<String, Error> {
     use crate::engine::cluster::Role;
     let coordinator = match cluster.role {
@@ -179,9 +178,6 @@ fn place_nodes(config: &mut Config, cluster: &ClusterRequest) -> Result<String, 
             run.coordinator
         }
     };
-    if cluster.role == Role::Agent || config.hosts.iter().any(|h| h.name == cluster.host) {
-        config.settings.log_dir = config.settings.log_dir.join(&cluster.host);
-    }
     crate::engine::cluster::localize(config, &cluster.host, &coordinator);
     Ok(coordinator)
 }

@@ -122,6 +122,11 @@ pub fn set_host(host: &str) {
     let _ = HOST.set(host.to_owned());
 }
 
+/// The host set with [`set_host`], if any.
+pub fn host() -> Option<&'static str> {
+    HOST.get().map(String::as_str)
+}
+
 /// Where a run keeps its lock, control socket and records: `.dagstart` beside services.toml,
 /// or `.dagstart/hosts/<host>` for a named host of a cluster ([`set_host`]).
 pub fn state_dir(project_dir: &Path) -> PathBuf {

@@ -3,7 +3,6 @@
 //! process of its own sharing one project directory (each host keeps its state in
 //! `.dagstart/hosts/NAME` and its logs in `logs/NAME`).
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::harness::{Project, RUN_LIMIT, Running, free_port, stderr_of, wait_exit, wait_until};
@@ -264,7 +263,7 @@ fn story(p: &Project) -> String {
     format!(
         "order: {:?}\n--- main:\n{}\n--- h2:\n{}",
         order(p),
-        host_log_or_default(p),
+        host_log(p, "main"),
         host_log(p, "h2")
     )
 }
@@ -302,6 +301,14 @@ fn nodes_start_across_hosts_in_dependency_order_and_stop_in_reverse() {
     assert!(app.contains(" h2 ") && app.contains("ready"), "{table}");
     let db = table.lines().find(|l| l.starts_with("db")).unwrap();
     assert!(db.contains(" main "), "{table}");
+    // Each host's logs, by its name.
+    let out = p
+        .dagstart(&["--host", "h2", "logs", "app"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    let logs = crate::harness::stdout_of(&out);
+    assert!(logs.contains("addr=127.0.0.2"), "{logs}{}", stderr_of(&out));
     // A node of another host is steered there.
     refused(
         &p,
@@ -351,7 +358,7 @@ fn a_killed_agent_is_noticed_its_dependents_wait_and_it_rejoins() {
     wait_for(&p, "web to stop for the lost app", || {
         order(&p).last().map(String::as_str) == Some("stop-web")
     });
-    let main_log = host_log_or_default(&p);
+    let main_log = host_log(&p, "main");
     assert!(
         main_log.contains("host `h2` left the run or was lost"),
         "{main_log}"
@@ -434,7 +441,7 @@ fn without_quorum_every_host_keeps_what_runs_and_goes_on_once_it_is_back() {
     // No quorum for longer than the lease: nothing is stopped anywhere, and it is said.
     wait_for(&p, "both hosts to say the cluster is unreachable", || {
         host_log(&p, "h2").contains("the cluster is unreachable")
-            && host_log_or_default(&p).contains("the cluster is unreachable")
+            && host_log(&p, "main").contains("the cluster is unreachable")
     });
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(order(&p).len(), 3, "nothing stopped: {}", story(&p));
@@ -443,7 +450,7 @@ fn without_quorum_every_host_keeps_what_runs_and_goes_on_once_it_is_back() {
     etcd.restart(1);
     wait_for(&p, "both hosts to be back", || {
         host_log(&p, "h2").contains("back in the run")
-            && host_log_or_default(&p).contains("back in the run")
+            && host_log(&p, "main").contains("back in the run")
     });
     down(&p, "main");
     stopped_in_reverse_order(&p, &mut run, &mut agent);
@@ -535,12 +542,6 @@ fn spawned(log: &str, node: &str) -> i32 {
         .and_then(|rest| rest.split(')').next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no spawn of {node} in:\n{log}"))
-}
-
-/// The coordinator's log: `run --host main` names a host that is not in [hosts], so it logs
-/// into the plain log directory.
-fn host_log_or_default(p: &Project) -> String {
-    std::fs::read_to_string(Path::new(p.path()).join("logs/dagstart.log")).unwrap_or_default()
 }
 
 /// A "host" of its own: a network namespace joined to a test bridge by a veth pair, so that

@@ -1,7 +1,6 @@
 //! `dagstart logs`: the nodes' log files merged by time (each line's stamp), the last lines
 //! of each, optionally followed.
 
-use std::collections::VecDeque;
 use std::io::{BufRead as _, Seek as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,13 +38,26 @@ pub fn show(path: &Path, env: &Environment, args: &LogsArgs) -> Result<i32, Erro
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
     let mut files: Vec<(String, PathBuf, u64)> = Vec::new();
     let mut lines = Vec::new();
-    for name in &names {
+    let elsewhere = other_hosts_lines(&config, &names, args.tail)?;
+    for (name, fetched) in &elsewhere {
+        match fetched {
+            Ok(fetched) => lines.extend(fetched.iter().map(|l| (name.clone(), l.clone()))),
+            Err(why) => eprintln!("dagstart: {name}: {why}"),
+        }
+    }
+    for name in names
+        .iter()
+        .filter(|name| !elsewhere.iter().any(|(n, _)| n == *name))
+    {
         let file = config.settings.log_dir.join(format!("{name}.log"));
-        let (last, end) = last_lines(&file, args.tail);
+        let (last, end) = crate::views::logfiles::last_lines(&file, args.tail);
         lines.extend(last.into_iter().map(|line| ((*name).to_owned(), line)));
         files.push(((*name).to_owned(), file, end));
     }
     print_merged(lines, width, args.timestamps)?;
+    if args.follow && !elsewhere.is_empty() {
+        eprintln!("dagstart: only this host's nodes are followed");
+    }
     if args.follow && running {
         follow(&mut files, width, args.timestamps, &config.base_dir)?;
     }
@@ -73,32 +85,25 @@ fn print_merged(
 }
 
 /// The last `n` lines of a file and its length (where following starts).
-fn last_lines(path: &Path, n: usize) -> (Vec<String>, u64) {
-    let Ok(file) = std::fs::File::open(path) else {
-        return (Vec::new(), 0);
-    };
-    let mut lines = VecDeque::with_capacity(n + 1);
-    let mut reader = std::io::BufReader::new(file);
-    let mut buf = Vec::new();
-    let mut end = 0;
-    while let Ok(read) = reader.read_until(b'\n', &mut buf) {
-        if read == 0 {
-            break;
-        }
-        end += read as u64;
-        if lines.len() == n {
-            lines.pop_front();
-        }
-        if n > 0 {
-            lines.push_back(
-                String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned(),
-            );
-        }
-        buf.clear();
+/// In a cluster: the last lines of the named nodes that other hosts run, fetched from them.
+fn other_hosts_lines(
+    config: &crate::engine::config::Config,
+    names: &[&str],
+    tail: usize,
+) -> Result<Vec<crate::engine::cluster::remote_logs::Fetched>, Error> {
+    if config.cluster.is_none() {
+        return Ok(Vec::new());
     }
-    (lines.into(), end)
+    let local = crate::engine::control::host()
+        .map_or_else(crate::engine::cluster::machine_name, str::to_owned);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    let fetched = runtime.block_on(crate::engine::cluster::remote_logs::fetch(
+        config, &local, names, tail,
+    ))?;
+    Ok(fetched)
 }
 
 /// Prints whole new lines of every file as they appear (merged by time within each look),

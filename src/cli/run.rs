@@ -338,17 +338,21 @@ async fn run_graph(
         .spawn(event_rx)
         .map_err(|e| Error::io("starting the output threads", e))?;
     let joined = match (&args.cluster, placed_for) {
-        (Some(cluster), Some(placed_for)) => Some(
-            crate::engine::cluster::join(
-                &config,
-                &cluster.host,
-                cluster.role,
-                &placed_for,
-                &keeper.run_id,
-                &events,
+        (Some(cluster), Some(placed_for)) => {
+            let logs = share_logs(&config, &cluster.host, &selected).await?;
+            Some(
+                crate::engine::cluster::join(
+                    &config,
+                    &cluster.host,
+                    cluster.role,
+                    &placed_for,
+                    &keeper.run_id,
+                    Some(logs),
+                    &events,
+                )
+                .await?,
             )
-            .await?,
-        ),
+        }
         _ => None,
     };
     let command_pid: RunningCommand = Arc::default();
@@ -434,6 +438,31 @@ async fn run_graph(
         (Outcome::Interrupted, None) => Err(Error::Interrupted),
         (Outcome::Degraded(failed), None) => Err(Error::Degraded(failed)),
     }
+}
+
+/// In a cluster: serves this host's node logs to the other hosts, on its `[hosts]` address
+/// (loopback for a host without one).
+async fn share_logs(
+    config: &Config,
+    host: &str,
+    selected: &[bool],
+) -> Result<crate::engine::cluster::LogShare, Error> {
+    let address = config
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .and_then(|h| h.address.as_deref()?.parse().ok())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let nodes = config
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|&(n, _)| selected[n] && !config.is_remote(n))
+        .map(|(_, node)| node.name.clone())
+        .collect();
+    crate::views::log_share::serve(address, config.settings.log_dir.clone(), nodes)
+        .await
+        .map_err(|e| Error::io(format!("serving this host's logs on {address}"), e))
 }
 
 /// `run --ui`: the terminal UI on a thread of its own, attached through the control socket as

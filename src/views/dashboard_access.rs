@@ -160,7 +160,7 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Equal in time independent of where they differ: a token must not leak by timing.
-fn same_secret(a: &str, b: &str) -> bool {
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let mut diff = u8::from(a.len() != b.len());
     for (x, y) in a.iter().zip(b.iter().cycle()) {

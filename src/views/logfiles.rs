@@ -582,3 +582,33 @@ fn secs(d: Duration) -> String {
 fn create(path: &Path) -> io::Result<BufWriter<File>> {
     super::private::create_file(path).map(BufWriter::new)
 }
+
+/// The last `n` lines of the log file at `path` (none if it cannot be read), and where the
+/// file ended: `dagstart logs` follows from there.
+pub fn last_lines(path: &Path, n: usize) -> (Vec<String>, u64) {
+    let Ok(file) = std::fs::File::open(path) else {
+        return (Vec::new(), 0);
+    };
+    let mut lines = std::collections::VecDeque::with_capacity(n + 1);
+    let mut reader = std::io::BufReader::new(file);
+    let mut buf = Vec::new();
+    let mut end = 0;
+    while let Ok(read) = std::io::BufRead::read_until(&mut reader, b'\n', &mut buf) {
+        if read == 0 {
+            break;
+        }
+        end += read as u64;
+        if lines.len() == n {
+            lines.pop_front();
+        }
+        if n > 0 {
+            lines.push_back(
+                String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            );
+        }
+        buf.clear();
+    }
+    (lines.into(), end)
+}

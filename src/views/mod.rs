@@ -11,6 +11,7 @@
 //! | [`report`] | the startup summary and `dagstart report` of recorded runs |
 //! | [`gantt`] | the SVG/HTML Gantt chart of a recorded startup |
 //! | [`dashboard`] | the web dashboard (SSE) and `/metrics` |
+//! | [`log_share`] | in a cluster: this host's node logs served to the other hosts (`dagstart logs` there) |
 //! | [`graph_render`] | `dagstart graph`: text, dot, Mermaid, JSON |
 //! | `private` | log and record files only the user may read (0600 in 0700 directories) |
 
@@ -21,6 +22,7 @@ pub mod gantt;
 pub mod graph_render;
 pub mod history;
 pub mod live;
+pub mod log_share;
 pub mod logfiles;
 mod private;
 pub mod report;

@@ -120,6 +120,17 @@ pub struct HostInfo {
     pub pid: u32,
     /// The machine's own name.
     pub machine: String,
+    /// Where this host serves its node logs to the other hosts, and the token it asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogShare>,
+}
+
+/// A host's log endpoint (`views::log_share`): `GET {url}/logs/NODE?lines=N` with
+/// `Authorization: Bearer {token}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogShare {
+    pub url: String,
+    pub token: String,
 }
 
 /// `/nodes/<node>`: a node's state as the host that runs it sees it.

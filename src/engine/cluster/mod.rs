@@ -26,6 +26,7 @@ pub mod etcd;
 pub mod keys;
 mod leader;
 mod publisher;
+pub mod remote_logs;
 mod session;
 mod watcher;
 
@@ -35,7 +36,7 @@ use crate::engine::config::Config;
 use crate::engine::config::{Restart, RestartPolicy};
 
 pub use etcd::{Etcd, EtcdError};
-pub use keys::{HostInfo, Keys, NodeInfo, Phase, RunInfo, digest};
+pub use keys::{HostInfo, Keys, LogShare, NodeInfo, Phase, RunInfo, digest};
 pub use session::{ClusterError, Joined, Role, find_run, join, machine_name};
 
 /// What a host's scheduler uses of the cluster: which nodes are elsewhere, their states as

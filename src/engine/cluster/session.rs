@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::etcd::{Etcd, EtcdError};
-use super::keys::{HostInfo, Keys, Phase, RunInfo};
+use super::keys::{HostInfo, Keys, LogShare, Phase, RunInfo};
 use super::{ClusterLink, publisher, watcher};
 use crate::engine::config::Config;
 use crate::engine::event::{EventKind, EventSink};
@@ -96,6 +96,7 @@ pub async fn join(
     role: Role,
     placed_for: &str,
     run_id: &str,
+    logs: Option<LogShare>,
     events: &EventSink,
 ) -> Result<Joined, ClusterError> {
     let cluster = config
@@ -109,7 +110,12 @@ pub async fn join(
         .grant(cluster.lease_ttl)
         .await
         .map_err(ClusterError::Unreachable)?;
-    claim_host(&etcd, &keys, &cluster.name, host, lease).await?;
+    let me = HostInfo {
+        pid: std::process::id(),
+        machine: machine_name(),
+        logs,
+    };
+    claim_host(&etcd, &keys, &cluster.name, host, &me, lease).await?;
     if let Err(e) = etcd.put(&keys.candidate(host), b"", Some(lease)).await {
         let _ = etcd.revoke(lease).await;
         return Err(ClusterError::Unreachable(e));
@@ -135,7 +141,13 @@ pub async fn join(
             return Err(e);
         }
     };
-    Ok(start(config, host, role, run, etcd, keys, lease, events))
+    let claimed = Claimed {
+        etcd,
+        keys,
+        lease,
+        me,
+    };
+    Ok(start(config, host, role, run, claimed, events))
 }
 
 fn check_host(config: &Config, host: &str, role: Role) -> Result<(), ClusterError> {
@@ -160,13 +172,10 @@ async fn claim_host(
     keys: &Keys,
     cluster: &str,
     host: &str,
+    me: &HostInfo,
     lease: i64,
 ) -> Result<(), ClusterError> {
-    let me = HostInfo {
-        pid: std::process::id(),
-        machine: machine_name(),
-    };
-    let value = serde_json::to_vec(&me).unwrap_or_default();
+    let value = serde_json::to_vec(me).unwrap_or_default();
     match etcd.create(&keys.host(host), &value, Some(lease)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(held)) => {
@@ -175,6 +184,7 @@ async fn claim_host(
             let other = other.unwrap_or(HostInfo {
                 pid: 0,
                 machine: "?".into(),
+                logs: None,
             });
             Err(ClusterError::HostTaken {
                 cluster: cluster.to_owned(),
@@ -304,17 +314,28 @@ async fn wait_for_run(
 /// Pause before trying etcd again after it did not answer.
 pub(super) const RETRY: Duration = Duration::from_millis(250);
 
-#[allow(clippy::too_many_arguments)]
+/// What a host holds in etcd once it joined.
+struct Claimed {
+    etcd: Arc<Etcd>,
+    keys: Keys,
+    lease: i64,
+    me: HostInfo,
+}
+
 fn start(
     config: &Config,
     host: &str,
     role: Role,
     run: RunInfo,
-    etcd: Arc<Etcd>,
-    keys: Keys,
-    lease: i64,
+    claimed: Claimed,
     events: &EventSink,
 ) -> Joined {
+    let Claimed {
+        etcd,
+        keys,
+        lease,
+        me,
+    } = claimed;
     let cluster = config.cluster.as_ref().expect("a [cluster]");
     let (lease_tx, lease_rx) = watch::channel(lease);
     let (phase_tx, _) = watch::channel(Phase::Running);
@@ -332,6 +353,7 @@ fn start(
         etcd.clone(),
         keys.clone(),
         host.to_owned(),
+        me,
         cluster.lease_ttl,
         lease_tx,
         events.clone(),
@@ -417,6 +439,7 @@ async fn keep_alive(
     etcd: Arc<Etcd>,
     keys: Keys,
     host: String,
+    me: HostInfo,
     ttl: Duration,
     lease: watch::Sender<i64>,
     events: EventSink,
@@ -428,7 +451,7 @@ async fn keep_alive(
         let current = *lease.borrow();
         let renewed = match etcd.keep_alive(current).await {
             Ok(true) => Ok(()),
-            Ok(false) => renew(&etcd, &keys, &host, ttl, &lease).await,
+            Ok(false) => renew(&etcd, &keys, &host, &me, ttl, &lease).await,
             Err(e) => Err(e),
         };
         match renewed {
@@ -452,17 +475,14 @@ async fn renew(
     etcd: &Etcd,
     keys: &Keys,
     host: &str,
+    me: &HostInfo,
     ttl: Duration,
     lease: &watch::Sender<i64>,
 ) -> Result<(), EtcdError> {
     let new = etcd.grant(ttl).await?;
-    let me = HostInfo {
-        pid: std::process::id(),
-        machine: machine_name(),
-    };
     etcd.put(
         &keys.host(host),
-        &serde_json::to_vec(&me).unwrap_or_default(),
+        &serde_json::to_vec(me).unwrap_or_default(),
         Some(new),
     )
     .await?;

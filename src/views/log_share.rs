@@ -1,0 +1,95 @@
+//! Serves this host's node logs to the other hosts of a cluster, for `dagstart logs` there:
+//! `GET /logs/NODE?lines=N` answers the last lines of `<log_dir>/NODE.log` (stamps kept, so
+//! that lines of several hosts merge by time). The address and a token drawn for this run
+//! are published in etcd with the host's key ([`LogShare`]): whoever may read the run's keys
+//! may read its logs, nobody else.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::get;
+
+use crate::engine::cluster::LogShare;
+
+/// The most lines one request is answered with.
+const MOST_LINES: usize = 10_000;
+
+struct Shared {
+    log_dir: PathBuf,
+    nodes: Vec<String>,
+    token: String,
+}
+
+/// Binds `address` (port chosen by the system) and serves the logs of `nodes` until the run
+/// ends; what to publish about it.
+pub async fn serve(
+    address: IpAddr,
+    log_dir: PathBuf,
+    nodes: Vec<String>,
+) -> std::io::Result<LogShare> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(address, 0)).await?;
+    let bound = listener.local_addr()?;
+    let token = random_token()?;
+    let shared = Arc::new(Shared {
+        log_dir,
+        nodes,
+        token: token.clone(),
+    });
+    let app = axum::Router::new()
+        .route("/logs/{node}", get(lines))
+        .with_state(shared);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(LogShare {
+        url: format!("http://{bound}"),
+        token,
+    })
+}
+
+async fn lines(
+    State(shared): State<Arc<Shared>>,
+    Path(node): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !crate::views::dashboard_access::same_secret(given, &shared.token) {
+        return (StatusCode::UNAUTHORIZED, "a token is needed".into());
+    }
+    if !shared.nodes.contains(&node) {
+        return (StatusCode::NOT_FOUND, format!("no node `{node}` here"));
+    }
+    let count = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("lines="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100)
+        .min(MOST_LINES);
+    let path = shared.log_dir.join(format!("{node}.log"));
+    let read =
+        tokio::task::spawn_blocking(move || crate::views::logfiles::last_lines(&path, count));
+    match read.await {
+        Ok((lines, _)) => (StatusCode::OK, lines.join("\n")),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reading the log failed".into(),
+        ),
+    }
+}
+
+/// 128 random bits, in hex.
+fn random_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -84,7 +84,6 @@ fn print_merged(
     Ok(())
 }
 
-/// The last `n` lines of a file and its length (where following starts).
 /// In a cluster: the last lines of the named nodes that other hosts run, fetched from them.
 fn other_hosts_lines(
     config: &crate::engine::config::Config,

@@ -17,14 +17,21 @@ use serde::{Deserialize, Serialize};
 /// The key prefix of one cluster's run.
 #[derive(Debug, Clone)]
 pub struct Keys {
+    cluster: String,
     root: String,
 }
 
 impl Keys {
     pub fn new(cluster: &str) -> Self {
         Self {
+            cluster: cluster.to_owned(),
             root: format!("/dagstart/{cluster}/"),
         }
+    }
+
+    /// The cluster's name (`[cluster] name`).
+    pub fn cluster(&self) -> &str {
+        &self.cluster
     }
 
     /// Every key of the run.

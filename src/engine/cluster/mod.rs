@@ -80,6 +80,22 @@ impl StopBarrier {
             }
         }
     }
+
+    /// Resolves once a node of `host`, whose published state `feed` follows, no longer runs
+    /// there for sure: its host starts nothing more, and the node is not running, starting
+    /// or stopping as published (or its key is gone).
+    pub async fn stopped_on(&mut self, host: &str, feed: &mut watch::Receiver<Option<NodeInfo>>) {
+        self.passed(host).await;
+        while feed
+            .borrow_and_update()
+            .as_ref()
+            .is_some_and(NodeInfo::may_run)
+        {
+            if feed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 impl ClusterLink {
@@ -159,6 +175,13 @@ pub fn localize(config: &mut Config, local: &str, coordinator: &str) {
         node.port = None;
     }
     config.local_host = Some(local.to_owned());
+}
+
+/// A client of `config`'s etcd, and the run's keys there. Only for a config with a
+/// `[cluster]` (the callers are reached only then).
+fn connect(config: &Config) -> (Etcd, Keys) {
+    let cluster = config.cluster.as_ref().expect("a [cluster] section");
+    (Etcd::new(cluster.etcd.clone()), Keys::new(&cluster.name))
 }
 
 /// The nodes this host runs itself, among `selected`.

@@ -17,12 +17,7 @@ pub async fn fetch(
     names: &[&str],
     lines: usize,
 ) -> Result<Vec<Fetched>, ClusterError> {
-    let cluster = config
-        .cluster
-        .as_ref()
-        .expect("fetch is called with a [cluster]");
-    let etcd = Etcd::new(cluster.etcd.clone());
-    let keys = Keys::new(&cluster.name);
+    let (etcd, keys) = super::connect(config);
     let run = etcd
         .get(&keys.run())
         .await

@@ -99,13 +99,10 @@ pub async fn join(
     logs: Option<LogShare>,
     events: &EventSink,
 ) -> Result<Joined, ClusterError> {
-    let cluster = config
-        .cluster
-        .as_ref()
-        .expect("join is called with a [cluster]");
+    let cluster = config.cluster.as_ref().expect("a [cluster] section");
     check_host(config, host, role)?;
-    let etcd = Arc::new(Etcd::new(cluster.etcd.clone()));
-    let keys = Keys::new(&cluster.name);
+    let (etcd, keys) = super::connect(config);
+    let etcd = Arc::new(etcd);
     let lease = etcd
         .grant(cluster.lease_ttl)
         .await
@@ -115,14 +112,13 @@ pub async fn join(
         machine: machine_name(),
         logs,
     };
-    claim_host(&etcd, &keys, &cluster.name, host, &me, lease).await?;
-    if let Err(e) = etcd.put(&keys.candidate(host), b"", Some(lease)).await {
+    if let Err(e) = claim_host(&etcd, &keys, host, &me, lease).await {
         let _ = etcd.revoke(lease).await;
-        return Err(ClusterError::Unreachable(e));
+        return Err(e);
     }
     let digest = super::digest(config.source.inner());
     let run = match role {
-        Role::Coordinator => create_run(&etcd, &keys, &cluster.name, host, run_id, &digest).await,
+        Role::Coordinator => create_run(&etcd, &keys, host, run_id, &digest).await,
         Role::Agent => wait_for_run(&etcd, &keys, &digest, &|_| {})
             .await
             .and_then(|run| {
@@ -167,34 +163,39 @@ fn check_host(config: &Config, host: &str, role: Role) -> Result<(), ClusterErro
     })
 }
 
+/// Stands as host `host` under `lease`: its key, only if no other process holds it (at
+/// joining, and again after the lease lapsed: another process may have taken the host since),
+/// and its candidacy to lead.
 async fn claim_host(
     etcd: &Etcd,
     keys: &Keys,
-    cluster: &str,
     host: &str,
     me: &HostInfo,
     lease: i64,
 ) -> Result<(), ClusterError> {
     let value = serde_json::to_vec(me).unwrap_or_default();
     match etcd.create(&keys.host(host), &value, Some(lease)).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => {}
         Ok(Err(held)) => {
-            let _ = etcd.revoke(lease).await;
             let other: Option<HostInfo> = serde_json::from_slice(&held.value).ok();
             let other = other.unwrap_or(HostInfo {
                 pid: 0,
                 machine: "?".into(),
                 logs: None,
             });
-            Err(ClusterError::HostTaken {
-                cluster: cluster.to_owned(),
+            return Err(ClusterError::HostTaken {
+                cluster: keys.cluster().to_owned(),
                 host: host.to_owned(),
                 pid: other.pid,
                 machine: other.machine,
-            })
+            });
         }
-        Err(e) => Err(ClusterError::Unreachable(e)),
+        Err(e) => return Err(ClusterError::Unreachable(e)),
     }
+    // A candidacy is at the back of the line: the oldest one leads.
+    etcd.put(&keys.candidate(host), b"", Some(lease))
+        .await
+        .map_err(ClusterError::Unreachable)
 }
 
 /// The coordinator writes the run's key. A run that is still going on (a host of it holds its
@@ -203,7 +204,6 @@ async fn claim_host(
 async fn create_run(
     etcd: &Etcd,
     keys: &Keys,
-    cluster: &str,
     host: &str,
     run_id: &str,
     digest: &str,
@@ -223,7 +223,7 @@ async fn create_run(
         let others = hosts.iter().any(|kv| kv.key != keys.host(host));
         if others && info.coordinator != host {
             return Err(ClusterError::RunExists {
-                cluster: cluster.to_owned(),
+                cluster: keys.cluster().to_owned(),
                 coordinator: info.coordinator,
             });
         }
@@ -259,12 +259,7 @@ async fn create_run(
 /// name places the nodes without a `host` ([`super::localize`]). `waiting` is told once when
 /// there is none yet.
 pub async fn find_run(config: &Config, waiting: &dyn Fn(&str)) -> Result<RunInfo, ClusterError> {
-    let cluster = config
-        .cluster
-        .as_ref()
-        .expect("find_run is called with a [cluster]");
-    let etcd = Etcd::new(cluster.etcd.clone());
-    let keys = Keys::new(&cluster.name);
+    let (etcd, keys) = super::connect(config);
     let digest = super::digest(config.source.inner());
     wait_for_run(&etcd, &keys, &digest, waiting).await
 }
@@ -445,25 +440,31 @@ async fn keep_alive(
     events: EventSink,
 ) {
     let note = |text: String| events.send(None, EventKind::note(text));
-    let mut unreachable = false;
+    let mut out = false;
     loop {
         tokio::time::sleep(ttl / 3).await;
         let current = *lease.borrow();
         let renewed = match etcd.keep_alive(current).await {
             Ok(true) => Ok(()),
             Ok(false) => renew(&etcd, &keys, &host, &me, ttl, &lease).await,
-            Err(e) => Err(e),
+            Err(e) => Err(ClusterError::Unreachable(e)),
         };
         match renewed {
-            Ok(()) if unreachable => {
-                unreachable = false;
+            Ok(()) if out => {
+                out = false;
                 note("etcd answers again: this host is back in the run".to_owned());
             }
             Ok(()) => {}
-            Err(e) if !unreachable => {
-                unreachable = true;
+            Err(ClusterError::Unreachable(e)) if !out => {
+                out = true;
                 note(format!(
                     "the cluster is unreachable ({e}); this host's nodes keep running, and it rejoins by itself"
+                ));
+            }
+            Err(e) if !out => {
+                out = true;
+                note(format!(
+                    "{e}; this host's nodes keep running, and it tries to rejoin"
                 ));
             }
             Err(_) => {}
@@ -471,6 +472,7 @@ async fn keep_alive(
     }
 }
 
+/// A new lease after the old one lapsed, and the host claimed again under it.
 async fn renew(
     etcd: &Etcd,
     keys: &Keys,
@@ -478,16 +480,12 @@ async fn renew(
     me: &HostInfo,
     ttl: Duration,
     lease: &watch::Sender<i64>,
-) -> Result<(), EtcdError> {
-    let new = etcd.grant(ttl).await?;
-    etcd.put(
-        &keys.host(host),
-        &serde_json::to_vec(me).unwrap_or_default(),
-        Some(new),
-    )
-    .await?;
-    // A new candidacy, at the back of the line.
-    etcd.put(&keys.candidate(host), b"", Some(new)).await?;
+) -> Result<(), ClusterError> {
+    let new = etcd.grant(ttl).await.map_err(ClusterError::Unreachable)?;
+    if let Err(e) = claim_host(etcd, keys, host, me, new).await {
+        let _ = etcd.revoke(new).await;
+        return Err(e);
+    }
     lease.send_replace(new);
     Ok(())
 }

@@ -134,18 +134,7 @@ async fn stop(ctx: &mut MirrorContext) {
     if *ctx.phase.borrow() == Phase::Stopping {
         // Stopped (or gone) on its host: only then may what it needs here stop. Its state is
         // final once its host starts nothing more (a start may be on its way until then).
-        let host = ctx.host.clone();
-        ctx.barrier.passed(&host).await;
-        loop {
-            let running = ctx
-                .feed
-                .borrow_and_update()
-                .as_ref()
-                .is_some_and(NodeInfo::may_run);
-            if !running || ctx.feed.changed().await.is_err() {
-                break;
-            }
-        }
+        ctx.barrier.stopped_on(&ctx.host, &mut ctx.feed).await;
     }
     ctx.report(Report::Stopped {
         status: format!("stopped on host `{}`", ctx.host),

@@ -446,16 +446,7 @@ impl Scheduler {
         let mut barrier = cluster.barrier();
         Some(async move {
             for (host, mut feed) in feeds {
-                barrier.passed(&host).await;
-                while feed
-                    .borrow_and_update()
-                    .as_ref()
-                    .is_some_and(NodeInfo::may_run)
-                {
-                    if feed.changed().await.is_err() {
-                        break;
-                    }
-                }
+                barrier.stopped_on(&host, &mut feed).await;
             }
         })
     }

@@ -656,18 +656,19 @@ impl Core {
     }
 
     fn queue(&mut self, n: usize) {
-        if !self.queued[n] && self.config.is_remote(n) {
-            self.queued[n] = true;
-            self.ready_unslotted.push(n);
-        } else if !self.queued[n] {
-            self.queued[n] = true;
-            let priority = Priority {
-                required: self.config.nodes[n].required,
-                height: self.graph.height(n),
-                rank: Reverse(self.rank[n]),
-            };
-            self.ready.push((priority, n));
+        if std::mem::replace(&mut self.queued[n], true) {
+            return;
         }
+        if self.config.is_remote(n) {
+            self.ready_unslotted.push(n);
+            return;
+        }
+        let priority = Priority {
+            required: self.config.nodes[n].required,
+            height: self.graph.height(n),
+            rank: Reverse(self.rank[n]),
+        };
+        self.ready.push((priority, n));
     }
 
     /// Launches queued nodes while start slots are free, most urgent first ([`Priority`]).

@@ -453,12 +453,13 @@ async fn share_logs(
         .find(|h| h.name == host)
         .and_then(|h| h.address.as_deref()?.parse().ok())
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let local = crate::engine::cluster::local_selection(config, selected);
     let nodes = config
         .nodes
         .iter()
-        .enumerate()
-        .filter(|&(n, _)| selected[n] && !config.is_remote(n))
-        .map(|(_, node)| node.name.clone())
+        .zip(local)
+        .filter(|(_, on)| *on)
+        .map(|(node, _)| node.name.clone())
         .collect();
     crate::views::log_share::serve(address, config.settings.log_dir.clone(), nodes)
         .await

@@ -112,7 +112,7 @@ impl ClusterLink {
         self.feeds[n].clone()
     }
 
-    /// The run's phase: `Stopping` once the coordinator began the shutdown.
+    /// The run's phase: `Stopping` once the leader said so, or once this host asked for it.
     pub fn phase(&self) -> watch::Receiver<Phase> {
         self.phase.subscribe()
     }

@@ -1442,7 +1442,7 @@ impl<'p> Loader<'p> {
             let Some(name) = self.string(item, key_path) else {
                 continue;
             };
-            if name.is_empty() || !name.chars().all(super::is_name_char) {
+            if !super::is_name(&name) {
                 self.push(
                     Problem::error(
                         "dagstart::config::profile",
@@ -1717,7 +1717,7 @@ impl<'p> Loader<'p> {
         let mut first_seen: FastMap<&str, &Node> = FastMap::default();
         first_seen.reserve(nodes.len());
         for node in nodes {
-            if !node.name.chars().all(super::is_name_char) || node.name.is_empty() {
+            if !super::is_name(&node.name) {
                 let suggestion: String = node
                     .name
                     .chars()

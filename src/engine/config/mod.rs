@@ -506,6 +506,12 @@ pub fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
+/// Whether `text` is a valid name of a node, profile, host or cluster: not empty, and only
+/// [`is_name_char`]s.
+pub fn is_name(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(is_name_char)
+}
+
 /// `text` with every character a name cannot take turned into `_`.
 pub fn clean_name(text: &str) -> String {
     text.chars()

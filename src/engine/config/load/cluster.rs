@@ -36,7 +36,7 @@ impl Loader<'_> {
 
     fn cluster_name(&mut self, value: &Value<'_>) -> Option<String> {
         let name = self.string(value, "cluster.name")?;
-        if name.is_empty() || !name.chars().all(crate::engine::config::is_name_char) {
+        if !crate::engine::config::is_name(&name) {
             self.push(
                 Problem::error("dagstart::config::cluster", "invalid cluster name")
                     .label(
@@ -167,12 +167,7 @@ impl Loader<'_> {
                 continue;
             };
             self.check_keys(host_table, HOST_KEYS, &path);
-            if name.get_ref().is_empty()
-                || !name
-                    .get_ref()
-                    .chars()
-                    .all(crate::engine::config::is_name_char)
-            {
+            if !crate::engine::config::is_name(name.get_ref()) {
                 self.push(
                     Problem::error(
                         "dagstart::config::host",

@@ -30,6 +30,23 @@ fn with_dashboard(p: &crate::harness::Project, args: &[&str]) -> (std::process::
 }
 
 /// True (and said) where the browser tests cannot run.
+/// `dagstart run` with a dashboard on a free loopback port and the token `t0k`, once its
+/// startup has completed; the child and the dashboard's address.
+fn started_with_token(p: &crate::harness::Project) -> (std::process::Child, String) {
+    let started = with_dashboard(
+        p,
+        &[
+            "run",
+            "--dashboard",
+            "127.0.0.1:0",
+            "--dashboard-token",
+            "t0k",
+        ],
+    );
+    p.wait_for_startup();
+    started
+}
+
 fn chromium_missing() -> bool {
     let missing = !std::path::Path::new(CHROMIUM).exists();
     if missing {
@@ -347,17 +364,7 @@ fn output_with_markup_is_text_on_the_page() {
     let p = crate::harness::Project::new(
         "[services.shady]\ncommand = \"echo '<script>document.title=1</script><b id=bold>x</b>'; echo ready; exec sleep 600\"\nshell = true\nhealth = { log = \"^ready\" }\n",
     );
-    let (mut child, address) = with_dashboard(
-        &p,
-        &[
-            "run",
-            "--dashboard",
-            "127.0.0.1:0",
-            "--dashboard-token",
-            "t0k",
-        ],
-    );
-    p.wait_for_startup();
+    let (mut child, address) = started_with_token(&p);
     let dom = page_at(&address, "?once&token=t0k");
     assert!(dom.contains("<title>dagstart</title>"), "{dom}");
     assert!(
@@ -539,17 +546,7 @@ fn a_stop_clicked_on_the_page_stops_the_node_and_the_page_shows_it() {
             svc(p, "api", "")
         )
     });
-    let (mut child, address) = with_dashboard(
-        &p,
-        &[
-            "run",
-            "--dashboard",
-            "127.0.0.1:0",
-            "--dashboard-token",
-            "t0k",
-        ],
-    );
-    p.wait_for_startup();
+    let (mut child, address) = started_with_token(&p);
     let mut browser = Browser::open(&format!("http://{address}/?token=t0k"));
     let state = |browser: &mut Browser| {
         browser.eval("document.getElementById('node-api')?.dataset.state ?? ''")

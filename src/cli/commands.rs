@@ -288,6 +288,18 @@ fn act(path: &std::path::Path, request: Request) -> Result<i32, Error> {
     Ok(exit_code::OK)
 }
 
+/// Runs `future` to its end on a runtime of its own (one thread, shut down right after, so
+/// that no thread of it outlives the call), for a command that is not async otherwise.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    let output = runtime.block_on(future);
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(output)
+}
+
 /// Loads and validates the configuration, printing its warnings on stderr.
 pub fn load_config(path: &std::path::Path, env: &Environment) -> Result<Config, Error> {
     let mut config = config::load(path, env)?;

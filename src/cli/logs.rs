@@ -95,14 +95,8 @@ fn other_hosts_lines(
     }
     let local = crate::engine::control::host()
         .map_or_else(crate::engine::cluster::machine_name, str::to_owned);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the async runtime", e))?;
-    let fetched = runtime.block_on(crate::engine::cluster::remote_logs::fetch(
-        config, &local, names, tail,
-    ))?;
-    Ok(fetched)
+    let fetched = crate::engine::cluster::remote_logs::fetch(config, &local, names, tail);
+    Ok(crate::cli::commands::block_on(fetched)??)
 }
 
 /// Prints whole new lines of every file as they appear (merged by time within each look),

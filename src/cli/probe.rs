@@ -67,11 +67,7 @@ pub fn probe(path: &Path, env: &Environment, args: &ProbeArgs) -> Result<i32, Er
         .into());
     }
     let budget = args.timeout.unwrap_or(node.startup_timeout);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the async runtime", e))?;
-    runtime.block_on(wait(&config, node, budget, args.unit.as_deref(), env))?;
+    crate::cli::commands::block_on(wait(&config, node, budget, args.unit.as_deref(), env))??;
     eprintln!("{}: ready ({})", node.name, node.health.probe.describe());
     Ok(exit_code::OK)
 }

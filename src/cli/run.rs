@@ -168,14 +168,9 @@ fn place_nodes(config: &mut Config, cluster: &ClusterRequest) -> Result<String, 
     let coordinator = match cluster.role {
         Role::Coordinator => cluster.host.clone(),
         Role::Agent => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::io("starting the async runtime", e))?;
             let waiting = |text: &str| eprintln!("dagstart: {text}");
-            let run = runtime.block_on(crate::engine::cluster::find_run(config, &waiting))?;
-            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-            run.coordinator
+            let found = crate::engine::cluster::find_run(config, &waiting);
+            crate::cli::commands::block_on(found)??.coordinator
         }
     };
     crate::engine::cluster::localize(config, &cluster.host, &coordinator);

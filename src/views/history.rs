@@ -160,11 +160,12 @@ pub fn list(project_dir: &Path) -> Vec<String> {
 /// history.
 pub fn startups(project_dir: &Path, count: usize) -> Vec<serde_json::Value> {
     let ids = list(project_dir);
+    let dir = runs_dir(project_dir);
     let skip = ids.len().saturating_sub(count);
     ids[skip..]
         .iter()
         .filter_map(|id| {
-            let (_, record) = load(project_dir, Some(id)).ok()?;
+            let record = read(&dir, id).ok()?;
             let run = crate::views::report::RecordedRun::from_record(&record);
             let slowest = run
                 .timings
@@ -238,13 +239,16 @@ pub fn load(project_dir: &Path, which: Option<&str>) -> Result<(String, RunRecor
             ids.join(", ")
         )
     })?;
-    let dir = runs_dir(project_dir);
+    let record = read(&runs_dir(project_dir), &id)?;
+    Ok((id, record))
+}
+
+/// The record of run `id` in `dir` (`<id>.jsonl`, or the older `<id>.json`).
+fn read(dir: &Path, id: &str) -> Result<RunRecord, String> {
     if let Ok(text) = std::fs::read_to_string(dir.join(format!("{id}.jsonl"))) {
-        return Ok((id.clone(), parse_lines(&id, &text)?));
+        return parse_lines(id, &text);
     }
     let text =
         std::fs::read_to_string(dir.join(format!("{id}.json"))).map_err(|e| e.to_string())?;
-    let record =
-        serde_json::from_str(&text).map_err(|e| format!("run {id} cannot be read: {e}"))?;
-    Ok((id, record))
+    serde_json::from_str(&text).map_err(|e| format!("run {id} cannot be read: {e}"))
 }

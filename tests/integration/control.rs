@@ -55,6 +55,11 @@ fn status_stop_start_restart_and_down() {
     wait_until(RUN_LIMIT, "api and web to stop", || {
         !alive(api) && !alive(web)
     });
+    // The processes end before their runners report it: wait for the states as well.
+    wait_until(RUN_LIMIT, "api and web to show stopped", || {
+        let now = status_json(&p);
+        node(&now, "api")["state"] == "stopped" && node(&now, "web")["state"] == "stopped"
+    });
     let now = status_json(&p);
     assert_eq!(node(&now, "api")["state"], "stopped");
     assert_eq!(node(&now, "web")["state"], "stopped");

@@ -62,7 +62,9 @@ fn extend_timeout_usec_extends_the_startup_timeout() {
         "without the extension the timeout holds"
     );
     assert!(
-        stderr_of(&out).contains("not ready within 500ms (waited for READY=1 on NOTIFY_SOCKET)")
+        stderr_of(&out).contains("not ready within 500ms (waited for READY=1 on NOTIFY_SOCKET)"),
+        "{}",
+        stderr_of(&out)
     );
 }
 

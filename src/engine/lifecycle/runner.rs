@@ -348,7 +348,8 @@ async fn start_phase(
         }
     };
     tokio::pin!(readiness);
-    let mut deadline = tokio::time::Instant::now() + node.startup_timeout;
+    // Counted from the spawn, so the message on expiry names exactly the configured timeout.
+    let mut deadline = tokio::time::Instant::from_std(spawned_at) + node.startup_timeout;
     let end = loop {
         tokio::select! {
             result = &mut readiness => break match result {

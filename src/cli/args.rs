@@ -204,7 +204,7 @@ pub struct ReportArgs {
 /// Prints the last lines of each node's log (all nodes when none are named), prefixed with the
 /// node's name; `-f` keeps printing new lines as they are written. Works without a running
 /// dagstart too: then it shows the last run's logs and says so. In a cluster, the lines of
-/// nodes that other hosts run are fetched from those hosts (`-f` follows this host's own).
+/// nodes that other hosts run are fetched from those hosts, and `-f` follows them there.
 ///
 /// Examples:
 ///   dagstart logs backend --tail 50

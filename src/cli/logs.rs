@@ -1,7 +1,6 @@
 //! `dagstart logs`: the nodes' log files merged by time (each line's stamp), the last lines
 //! of each, optionally followed.
 
-use std::io::{BufRead as _, Seek as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,30 +35,67 @@ pub fn show(path: &Path, env: &Environment, args: &LogsArgs) -> Result<i32, Erro
         );
     }
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
-    let mut files: Vec<(String, PathBuf, u64)> = Vec::new();
+    let view = View {
+        width,
+        timestamps: args.timestamps,
+    };
+    crate::cli::commands::block_on(show_and_follow(&config, &names, args, running, view))?
+}
+
+/// How lines are printed: node names padded to `width`, stamps shown or not.
+#[derive(Clone, Copy)]
+struct View {
+    width: usize,
+    timestamps: bool,
+}
+
+/// One node's log file on this host, and how far it has been read.
+struct LocalLog {
+    node: String,
+    path: PathBuf,
+    end: u64,
+}
+
+async fn show_and_follow(
+    config: &crate::engine::config::Config,
+    names: &[&str],
+    args: &LogsArgs,
+    running: bool,
+    view: View,
+) -> Result<i32, Error> {
+    let http = reqwest::Client::new();
     let mut lines = Vec::new();
-    let elsewhere = other_hosts_lines(&config, &names, args.tail)?;
-    for (name, fetched) in &elsewhere {
+    let mut remote = Vec::new();
+    for (name, located) in other_hosts_logs(config, names).await? {
+        let fetched = match located {
+            Ok(mut log) => log.tail(&http, args.tail).await.map(|lines| (log, lines)),
+            Err(why) => Err(why),
+        };
         match fetched {
-            Ok(fetched) => lines.extend(fetched.iter().map(|l| (name.clone(), l.clone()))),
+            Ok((log, fetched)) => {
+                lines.extend(fetched.into_iter().map(|l| (name.clone(), l)));
+                remote.push(log);
+            }
             Err(why) => eprintln!("dagstart: {name}: {why}"),
         }
     }
+    let mut local = Vec::new();
     for name in names
         .iter()
-        .filter(|name| !elsewhere.iter().any(|(n, _)| n == *name))
+        .filter(|name| !remote.iter().any(|log| log.node == **name))
     {
-        let file = config.settings.log_dir.join(format!("{name}.log"));
-        let (last, end) = crate::views::logfiles::last_lines(&file, args.tail);
+        let path = config.settings.log_dir.join(format!("{name}.log"));
+        let (last, end) = crate::views::logfiles::last_lines(&path, args.tail);
         lines.extend(last.into_iter().map(|line| ((*name).to_owned(), line)));
-        files.push(((*name).to_owned(), file, end));
+        local.push(LocalLog {
+            node: (*name).to_owned(),
+            path,
+            end,
+        });
     }
-    print_merged(lines, width, args.timestamps)?;
-    if args.follow && !elsewhere.is_empty() {
-        eprintln!("dagstart: only this host's nodes are followed");
-    }
+    print_merged(lines, view)?;
     if args.follow && running {
-        follow(&mut files, width, args.timestamps, &config.base_dir)?;
+        follow(&mut local, &mut remote, &http, view, &config.base_dir).await?;
     }
     Ok(exit_code::OK)
 }
@@ -67,12 +103,9 @@ pub fn show(path: &Path, env: &Environment, args: &LogsArgs) -> Result<i32, Erro
 /// Prints `(node, line)` pairs in the order of their stamps (a stable sort: lines of one node
 /// keep their order, lines without a stamp come first), each prefixed with its node, the
 /// stamp shown only when asked for.
-fn print_merged(
-    mut lines: Vec<(String, String)>,
-    width: usize,
-    timestamps: bool,
-) -> Result<(), Error> {
+fn print_merged(mut lines: Vec<(String, String)>, view: View) -> Result<(), Error> {
     use crate::views::logfiles::split_stamp;
+    let View { width, timestamps } = view;
     lines.sort_by(|a, b| split_stamp(&a.1).0.cmp(&split_stamp(&b.1).0));
     for (name, line) in &lines {
         let text = match split_stamp(line) {
@@ -84,56 +117,52 @@ fn print_merged(
     Ok(())
 }
 
-/// In a cluster: the last lines of the named nodes that other hosts run, fetched from them.
-fn other_hosts_lines(
+/// In a cluster: the logs of the named nodes that other hosts run.
+async fn other_hosts_logs(
     config: &crate::engine::config::Config,
     names: &[&str],
-    tail: usize,
-) -> Result<Vec<crate::engine::cluster::remote_logs::Fetched>, Error> {
+) -> Result<Vec<crate::engine::cluster::remote_logs::Located>, Error> {
     if config.cluster.is_none() {
         return Ok(Vec::new());
     }
     let local = crate::engine::control::host()
         .map_or_else(crate::engine::cluster::machine_name, str::to_owned);
-    let fetched = crate::engine::cluster::remote_logs::fetch(config, &local, names, tail);
-    Ok(crate::cli::commands::block_on(fetched)??)
+    Ok(crate::engine::cluster::remote_logs::locate(config, &local, names).await?)
 }
 
-/// Prints whole new lines of every file as they appear (merged by time within each look),
-/// until the run ends or Ctrl-C.
-fn follow(
-    files: &mut [(String, PathBuf, u64)],
-    width: usize,
-    timestamps: bool,
+/// Prints whole new lines of every log, this host's and other hosts', as they appear (merged
+/// by time within each look), until the run ends or Ctrl-C. A host that does not answer is
+/// asked again at the next look; what went wrong is said once, until it changes.
+async fn follow(
+    local: &mut [LocalLog],
+    remote: &mut [crate::engine::cluster::remote_logs::RemoteLog],
+    http: &reqwest::Client,
+    view: View,
     project: &Path,
 ) -> Result<(), Error> {
+    let mut told: Vec<Option<String>> = vec![None; remote.len()];
     while crate::engine::control::is_running(project) {
         let mut new_lines = Vec::new();
-        for (name, path, offset) in files.iter_mut() {
-            let Ok(mut file) = std::fs::File::open(&*path) else {
-                continue;
-            };
-            let len = file.metadata().map_or(0, |m| m.len());
-            if len < *offset {
-                *offset = 0; // truncated by a new run
-            }
-            if file.seek(std::io::SeekFrom::Start(*offset)).is_err() {
-                continue;
-            }
-            let mut reader = std::io::BufReader::new(file);
-            let mut buf = Vec::new();
-            while let Ok(read) = reader.read_until(b'\n', &mut buf) {
-                if read == 0 || !buf.ends_with(b"\n") {
-                    break; // a partial line waits for its end
+        for log in local.iter_mut() {
+            let (lines, end) = crate::views::logfiles::lines_since(&log.path, log.end);
+            log.end = end;
+            new_lines.extend(lines.into_iter().map(|line| (log.node.clone(), line)));
+        }
+        for (log, told) in remote.iter_mut().zip(&mut told) {
+            match log.since(http).await {
+                Ok(lines) => {
+                    *told = None;
+                    new_lines.extend(lines.into_iter().map(|line| (log.node.clone(), line)));
                 }
-                *offset += read as u64;
-                let line = String::from_utf8_lossy(&buf);
-                new_lines.push((name.clone(), line.trim_end_matches(['\n', '\r']).to_owned()));
-                buf.clear();
+                Err(why) if told.as_ref() != Some(&why) => {
+                    eprintln!("dagstart: {}: {why}", log.node);
+                    *told = Some(why);
+                }
+                Err(_) => {}
             }
         }
-        print_merged(new_lines, width, timestamps)?;
-        std::thread::sleep(Duration::from_millis(200));
+        print_merged(new_lines, view)?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
 }

@@ -23,6 +23,9 @@ pub struct EventRecord {
     /// The node's state once dagstart handled the event (`NodeState::name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// In a cluster run: the host the node runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl EventRecord {
@@ -37,6 +40,10 @@ impl EventRecord {
             kind: event.kind.clone(),
             node: event.node.map(|n| config.nodes[n].name.clone()),
             state: event.state.map(str::to_owned),
+            host: event
+                .node
+                .and_then(|n| config.host_of(n))
+                .map(str::to_owned),
         })
     }
 
@@ -47,6 +54,7 @@ impl EventRecord {
             kind,
             node: None,
             state: None,
+            host: None,
         }
     }
 

@@ -134,12 +134,13 @@ impl Dashboard {
         let nodes: Vec<PageNode> = config
             .nodes
             .iter()
+            .enumerate()
             .zip(selected)
             .filter(|(_, on)| **on)
-            .map(|(n, _)| PageNode {
+            .map(|((i, n), _)| PageNode {
                 name: n.name.clone(),
                 kind: n.kind.as_str().to_owned(),
-                host: config.local_host.as_ref().and(n.host.clone()),
+                host: config.host_of(i).map(str::to_owned),
                 depends_on: n
                     .depends_on
                     .iter()

@@ -583,6 +583,37 @@ fn create(path: &Path) -> io::Result<BufWriter<File>> {
     super::private::create_file(path).map(BufWriter::new)
 }
 
+/// The whole lines written to the log file at `path` after byte `offset`, and where the last
+/// of them ends (a partial line waits for its end). A file shorter than `offset` was begun
+/// again by a new run: it is read from its start.
+pub fn lines_since(path: &Path, offset: u64) -> (Vec<String>, u64) {
+    use std::io::Seek as _;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return (Vec::new(), offset);
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut end = if len < offset { 0 } else { offset };
+    if file.seek(std::io::SeekFrom::Start(end)).is_err() {
+        return (Vec::new(), offset);
+    }
+    let mut reader = std::io::BufReader::new(file);
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    while let Ok(read) = std::io::BufRead::read_until(&mut reader, b'\n', &mut buf) {
+        if read == 0 || !buf.ends_with(b"\n") {
+            break;
+        }
+        end += read as u64;
+        lines.push(
+            String::from_utf8_lossy(&buf)
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        );
+        buf.clear();
+    }
+    (lines, end)
+}
+
 /// The last `n` lines of the log file at `path` (none if it cannot be read), and where the
 /// file ended: `dagstart logs` follows from there.
 pub fn last_lines(path: &Path, n: usize) -> (Vec<String>, u64) {
@@ -594,8 +625,8 @@ pub fn last_lines(path: &Path, n: usize) -> (Vec<String>, u64) {
     let mut buf = Vec::new();
     let mut end = 0;
     while let Ok(read) = std::io::BufRead::read_until(&mut reader, b'\n', &mut buf) {
-        if read == 0 {
-            break;
+        if read == 0 || !buf.ends_with(b"\n") {
+            break; // a partial line waits for its end
         }
         end += read as u64;
         if lines.len() == n {

@@ -113,6 +113,9 @@ pub struct RecordedTiming {
     /// Readiness probes sent before it was ready, and the time they took (measured).
     pub probes: u32,
     pub probe_ms: f64,
+    /// In a cluster run: the host it ran on. The other hosts' nodes are timed as this host
+    /// learned of them through etcd, a hand-off later than on their own host.
+    pub host: Option<String>,
 }
 
 /// What `dagstart report` and `graph --timings` read from a recorded run.
@@ -142,6 +145,9 @@ impl RecordedRun {
                 continue;
             };
             let timing = run.timings.entry(node.clone()).or_default();
+            if timing.host.is_none() {
+                timing.host.clone_from(&event.host);
+            }
             match &event.kind {
                 EventKind::Launched => {
                     timing.launched.get_or_insert(t);
@@ -165,6 +171,15 @@ impl RecordedRun {
         }
         run
     }
+}
+
+/// " on db1" for a node of a cluster run; nothing otherwise.
+fn on_host(timing: &RecordedTiming) -> String {
+    timing
+        .host
+        .as_ref()
+        .map(|h| format!(" on {h}"))
+        .unwrap_or_default()
 }
 
 fn millis(d: Duration) -> f64 {
@@ -207,7 +222,12 @@ pub fn render_recorded(id: &str, record: &crate::views::history::RunRecord) -> S
                 timing.probe_ms
             ),
         };
-        let _ = writeln!(out, "  {:>8}  {name}{probes}", secs_ms(*took));
+        let _ = writeln!(
+            out,
+            "  {:>8}  {name}{}{probes}",
+            secs_ms(*took),
+            on_host(timing)
+        );
     }
     if !run.critical_path.is_empty() {
         let _ = writeln!(
@@ -223,7 +243,7 @@ pub fn render_recorded(id: &str, record: &crate::views::history::RunRecord) -> S
                 Some(dep) => format!("  (waited {at} for {dep})"),
                 None => String::new(),
             };
-            let _ = writeln!(out, "  {name} @{at} +{took}{waited}");
+            let _ = writeln!(out, "  {name}{} @{at} +{took}{waited}", on_host(&t));
             previous = Some(name);
         }
     }

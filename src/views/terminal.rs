@@ -25,6 +25,9 @@ const COLOURS: [u8; 6] = [36, 33, 32, 35, 34, 31];
 pub(crate) const OWN_NAME: &str = "dagstart";
 
 /// What the log thread hands the terminal.
+// Nearly every message is an event; boxing it to shrink the rare `Dropped` would allocate once
+// more for every output line.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum ToTerminal {
     /// An event, with its record when that was made already.

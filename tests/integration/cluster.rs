@@ -5,7 +5,10 @@
 
 use std::process::{Child, Command, Stdio};
 
-use crate::harness::{Project, RUN_LIMIT, Running, free_port, stderr_of, wait_exit, wait_until};
+use crate::harness::{
+    Project, RUN_LIMIT, Running, TICKER, assert_follows_ticks, free_port, spawn_reading_lines,
+    stderr_of, wait_exit, wait_until,
+};
 
 /// A three-member etcd cluster on loopback; killed (and its data removed) when dropped.
 struct EtcdCluster {
@@ -367,6 +370,41 @@ fn nodes_start_across_hosts_in_dependency_order_and_stop_in_reverse() {
     // Every node gets every host's address.
     let app_log = std::fs::read_to_string(p.path().join("logs/h2/app.log")).unwrap();
     assert!(app_log.contains("addr=127.0.0.2"), "{app_log}");
+    // The coordinator's report places each node on its host.
+    let out = p
+        .dagstart(&["--host", "main", "report"])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    let report = crate::harness::stdout_of(&out);
+    assert!(
+        report.contains("app on h2") && report.contains("db on main"),
+        "{report}{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn logs_follow_a_node_of_another_host() {
+    let Some(etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let p = Project::new(&format!(
+        "{}\n[hosts.h2]\n\n[services.ticker]\nhost = \"h2\"\n{TICKER}",
+        etcd.section()
+    ));
+    let mut agent = background(&p, &["agent", "--host", "h2"]);
+    let mut run = background(&p, &["run", "--host", "main"]);
+    wait_for(&p, "main to see the ticker ready", || {
+        host_log(&p, "main").contains("ticker: ready")
+    });
+    let (mut follower, lines) =
+        spawn_reading_lines(&p, &["--host", "main", "logs", "-f", "ticker"]);
+    assert_follows_ticks(&lines);
+    down(&p, "main");
+    assert_ends_well(&p, &mut run, "run_--host_main");
+    assert_ends_well(&p, &mut agent, "agent_--host_h2");
+    assert!(wait_exit(&mut follower, RUN_LIMIT).success());
 }
 
 #[test]
@@ -718,4 +756,64 @@ fn a_partitioned_host_keeps_its_nodes_and_rejoins_when_healed() {
     );
     down(&p, "main");
     assert_ends_well(&p, &mut agent, "agent_--host_h2");
+}
+
+/// The client against a real etcd, for what the watcher relies on: a watch from a listed
+/// revision delivers every change after it, in order; one from a revision compacted away is
+/// told so (the watcher then lists again) instead of silently missing changes.
+#[test]
+fn a_watch_from_a_compacted_revision_is_told_so_by_a_real_etcd() {
+    use dagstart::engine::cluster::etcd::{Etcd, WatchEvent, WatchMessage};
+    let Some(etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let client = Etcd::new(etcd.clients.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let next = |watch: &mut dagstart::engine::cluster::etcd::Watch| {
+        runtime
+            .block_on(async { tokio::time::timeout(RUN_LIMIT, watch.next()).await })
+            .expect("a watch message in time")
+            .expect("a readable watch")
+            .expect("an open watch")
+    };
+    let listed = runtime.block_on(async {
+        client.put("/w/a", b"1", None).await.unwrap();
+        let (_, listed) = client.range_prefix("/w/").await.unwrap();
+        client.put("/w/a", b"2", None).await.unwrap();
+        client.put("/w/b", b"3", None).await.unwrap();
+        client.delete("/w/a").await.unwrap();
+        listed
+    });
+    let mut watch = runtime
+        .block_on(client.watch_prefix("/w/", listed + 1))
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match next(&mut watch) {
+            WatchMessage::Events(events) => seen.extend(events.into_iter().map(|e| match e {
+                WatchEvent::Put(kv) => {
+                    format!("put {}={}", kv.key, String::from_utf8_lossy(&kv.value))
+                }
+                WatchEvent::Delete { key, .. } => format!("delete {key}"),
+            })),
+            WatchMessage::Compacted => panic!("nothing was compacted yet"),
+        }
+    }
+    assert_eq!(seen, ["put /w/a=2", "put /w/b=3", "delete /w/a"]);
+    drop(watch);
+    // Compact up to now: the listed revision is gone.
+    let (_, now) = runtime.block_on(client.range_prefix("/w/")).unwrap();
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.clients[0], "compact", &now.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let mut watch = runtime
+        .block_on(client.watch_prefix("/w/", listed + 1))
+        .unwrap();
+    assert!(matches!(next(&mut watch), WatchMessage::Compacted));
 }

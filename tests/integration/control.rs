@@ -2,8 +2,8 @@
 //! down; a second run refused; a stale socket replaced.
 
 use crate::harness::{
-    Project, RUN_LIMIT, alive, project, start_in_background, status_json, stderr_of, stdout_of,
-    svc, wait_exit, wait_until,
+    Project, RUN_LIMIT, TICKER, alive, assert_follows_ticks, project, spawn_reading_lines,
+    start_in_background, status_json, stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
 
 fn stack() -> Project {
@@ -352,4 +352,17 @@ fn logs_are_stamped_merged_by_time_and_kept_from_the_last_run() {
             .all(|l| l.starts_with("a | 20") && l.contains("Z a")),
         "{text}"
     );
+}
+
+#[test]
+fn logs_follow_prints_new_lines_until_the_run_ends() {
+    let p = Project::new(&format!("[services.ticker]\n{TICKER}"));
+    let mut run = start_in_background(&p, &["run"]);
+    let (mut follower, lines) = spawn_reading_lines(&p, &["logs", "-f", "ticker"]);
+    assert_follows_ticks(&lines);
+    let out = p.dagstart(&["down"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(wait_exit(&mut run, RUN_LIMIT).success());
+    // The follower ends with the run.
+    assert!(wait_exit(&mut follower, RUN_LIMIT).success());
 }

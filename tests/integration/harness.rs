@@ -276,6 +276,69 @@ pub(crate) fn spawn_in_background(p: &Project, args: &[&str]) -> Running {
     Running(child)
 }
 
+/// `dagstart ARGS...` in the background, each line of its stdout sent on as it comes.
+pub(crate) fn spawn_reading_lines(
+    p: &Project,
+    args: &[&str],
+) -> (Running, std::sync::mpsc::Receiver<String>) {
+    let mut child = p
+        .dagstart_std(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Running(child), rx)
+}
+
+/// The first line from `lines` that `wanted` accepts, waiting up to [`RUN_LIMIT`]; on timeout,
+/// panics with the lines seen.
+pub(crate) fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    mut wanted: impl FnMut(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if wanted(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "timed out waiting for {what}; lines seen:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// A service that prints `tick 1`, `tick 2`, ... every 50 ms, ready at its first.
+pub(crate) const TICKER: &str = "command = \"i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done\"\nshell = true\nhealth = { log = \"tick\" }\n";
+
+/// The number of a `tick N` line (as `dagstart logs` prints it), if it is one.
+pub(crate) fn tick(line: &str) -> Option<u64> {
+    line.rsplit_once("tick ")?.1.trim().parse().ok()
+}
+
+/// Follows `lines` (from `dagstart logs -f` of a [`TICKER`]) until it shows ticks written after
+/// the follower printed its first: new lines keep arriving.
+pub(crate) fn assert_follows_ticks(lines: &std::sync::mpsc::Receiver<String>) {
+    let first = tick(&wait_for_line(lines, "a tick", |l| tick(l).is_some())).unwrap();
+    wait_for_line(lines, "later ticks, followed", |l| {
+        tick(l).is_some_and(|n| n >= first + 10)
+    });
+}
+
 /// `dagstart ARGS...` in the background (output discarded), once its startup has completed.
 pub(crate) fn start_in_background(p: &Project, args: &[&str]) -> Running {
     let child = spawn_in_background(p, args);

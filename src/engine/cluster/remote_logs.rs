@@ -1,22 +1,35 @@
 //! `dagstart logs` of nodes that another host runs: fetched from that host's log endpoint,
-//! which it publishes with its key (`views::log_share` serves it).
+//! which it publishes with its key (`views::log_share` serves it), and followed from where the
+//! last answer ended.
 
 use super::etcd::Etcd;
-use super::keys::{HostInfo, Keys, RunInfo};
+use super::keys::{HostInfo, Keys, LogShare, RunInfo};
 use super::session::ClusterError;
 use crate::engine::config::Config;
 
-/// One node's lines from the host that runs it, or why they could not be had.
-pub type Fetched = (String, Result<Vec<String>, String>);
+/// The header with which a host tells where in the node's log file its answer ends.
+pub const END_HEADER: &str = "x-dagstart-end";
 
-/// The last `lines` lines of each of `names` that another host than `local` runs, by node.
-/// Empty when no run is going on.
-pub async fn fetch(
+/// One node's log on the host that runs it, and how far it has been read.
+#[derive(Debug)]
+pub struct RemoteLog {
+    pub node: String,
+    host: String,
+    share: LogShare,
+    /// The byte of the log file the last answer ended at.
+    end: u64,
+}
+
+/// A node of another host: its log, or why it cannot be had.
+pub type Located = (String, Result<RemoteLog, String>);
+
+/// The logs of each of `names` that another host than `local` runs. Empty when no run is
+/// going on.
+pub async fn locate(
     config: &Config,
     local: &str,
     names: &[&str],
-    lines: usize,
-) -> Result<Vec<Fetched>, ClusterError> {
+) -> Result<Vec<Located>, ClusterError> {
     let (etcd, keys) = super::connect(config);
     let run = etcd
         .get(&keys.run())
@@ -25,8 +38,7 @@ pub async fn fetch(
     let Some(run) = run.and_then(|kv| serde_json::from_slice::<RunInfo>(&kv.value).ok()) else {
         return Ok(Vec::new());
     };
-    let http = reqwest::Client::new();
-    let mut fetched = Vec::new();
+    let mut located = Vec::new();
     for name in names {
         let Some(node) = config.node(name) else {
             continue;
@@ -35,40 +47,65 @@ pub async fn fetch(
         if host == local {
             continue;
         }
-        let answer = from_host(&etcd, &keys, &http, &host, name, lines).await;
-        fetched.push(((*name).to_owned(), answer));
+        let log = share_of(&etcd, &keys, &host).await.map(|share| RemoteLog {
+            node: (*name).to_owned(),
+            host,
+            share,
+            end: 0,
+        });
+        located.push(((*name).to_owned(), log));
     }
-    Ok(fetched)
+    Ok(located)
 }
 
-async fn from_host(
-    etcd: &Etcd,
-    keys: &Keys,
-    http: &reqwest::Client,
-    host: &str,
-    node: &str,
-    lines: usize,
-) -> Result<Vec<String>, String> {
+/// Where `host` serves its logs, as it published with its key.
+async fn share_of(etcd: &Etcd, keys: &Keys, host: &str) -> Result<LogShare, String> {
     let info = etcd
         .get(&keys.host(host))
         .await
         .map_err(|e| e.to_string())?
         .and_then(|kv| serde_json::from_slice::<HostInfo>(&kv.value).ok())
         .ok_or_else(|| format!("host `{host}` is not in the run"))?;
-    let share = info
-        .logs
-        .ok_or_else(|| format!("host `{host}` does not share its logs"))?;
-    let response = http
-        .get(format!("{}/logs/{node}?lines={lines}", share.url))
-        .bearer_auth(&share.token)
-        .timeout(std::time::Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| format!("host `{host}` ({}): {e}", share.url))?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("host `{host}` answered {status}: {text}"));
+    info.logs
+        .ok_or_else(|| format!("host `{host}` does not share its logs"))
+}
+
+impl RemoteLog {
+    /// The last `lines` lines; following goes on from their end.
+    pub async fn tail(
+        &mut self,
+        http: &reqwest::Client,
+        lines: usize,
+    ) -> Result<Vec<String>, String> {
+        self.ask(http, &format!("lines={lines}")).await
     }
-    Ok(text.lines().map(str::to_owned).collect())
+
+    /// The lines written since the last answer.
+    pub async fn since(&mut self, http: &reqwest::Client) -> Result<Vec<String>, String> {
+        self.ask(http, &format!("from={}", self.end)).await
+    }
+
+    async fn ask(&mut self, http: &reqwest::Client, query: &str) -> Result<Vec<String>, String> {
+        let (host, url) = (&self.host, &self.share.url);
+        let response = http
+            .get(format!("{url}/logs/{}?{query}", self.node))
+            .bearer_auth(&self.share.token)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("host `{host}` ({url}): {e}"))?;
+        let status = response.status();
+        let end = response
+            .headers()
+            .get(END_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("host `{host}` answered {status}: {text}"));
+        }
+        if let Some(end) = end {
+            self.end = end;
+        }
+        Ok(text.lines().map(str::to_owned).collect())
+    }
 }

@@ -59,6 +59,11 @@ impl Config {
         self.local_host.is_some() && self.nodes[n].host != self.local_host
     }
 
+    /// In a cluster run: the host node `n` runs on; `None` outside one.
+    pub fn host_of(&self, n: usize) -> Option<&str> {
+        self.local_host.as_ref().and(self.nodes[n].host.as_deref())
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }

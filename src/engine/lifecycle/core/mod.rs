@@ -427,7 +427,7 @@ impl Core {
                         _ => record.last.clone(),
                     },
                     output_lost: record.output_lost.clone(),
-                    host: self.config.local_host.as_ref().and(node.host.clone()),
+                    host: self.config.host_of(n).map(str::to_owned),
                 }
             })
             .collect()

@@ -236,16 +236,17 @@ fn status_table(nodes: &[crate::engine::lifecycle::NodeStatus]) -> String {
             || "-".to_owned(),
             |ms| humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string(),
         );
-        let last = match (&n.last, &n.output_lost) {
-            (last, Some(lost)) => format!(
-                "output lost: {lost}{}",
-                last.as_deref()
-                    .map(|l| format!("; {l}"))
-                    .unwrap_or_default()
-            ),
-            (Some(last), None) => last.clone(),
-            (None, None) => String::new(),
-        };
+        let last = [
+            n.degraded.as_ref().map(|why| format!("degraded: {why}")),
+            n.output_lost
+                .as_ref()
+                .map(|lost| format!("output lost: {lost}")),
+            n.last.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ");
         out.push_str(&format!(
             "{:width$}  {}{:9}  {:11}  {pid:>7}  {uptime:>9}  {:>8}  {last}\n",
             n.name,

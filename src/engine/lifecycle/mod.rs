@@ -84,6 +84,10 @@ pub struct NodeStatus {
     /// In a cluster run: the host the node runs on.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub host: Option<String>,
+    /// Ready, but a dependency it needs is not up (it went down and this node does not
+    /// restart with it): which, and why.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub degraded: Option<String>,
 }
 
 /// Where startup stands, for whoever waits on it (the `--` command).

@@ -721,8 +721,25 @@ depends_on = { redis = { restart = true }, queue = "healthy" }
     h.verify_ok();
     h.exited("queue", false);
     assert!(!h.stop_sent("app"), "queue's restart leaves app alone");
+    // ... which runs degraded meanwhile, and is told so.
+    let degraded = |h: &Harness| {
+        h.core
+            .status()
+            .into_iter()
+            .find(|n| n.name == "app")
+            .unwrap()
+            .degraded
+    };
+    assert_eq!(
+        degraded(&h).as_deref(),
+        Some("needs `queue`, which is restarting")
+    );
+    assert!(h.published(
+        |k| matches!(k, EventKind::Note { text } if text == "app keeps running without it until it is back (degraded)")
+    ));
     h.at(Duration::from_secs(1));
     h.up("queue");
+    assert_eq!(degraded(&h), None, "no longer once queue is back");
     h.exited("redis", false);
     assert!(h.stop_sent("app"), "redis's restart takes app along");
     h.stopped("app");

@@ -347,6 +347,7 @@ mod tests {
             last: None,
             output_lost: None,
             host: None,
+            degraded: None,
         };
         m.set_nodes(vec![status("db"), status("api"), status("web")]);
         m

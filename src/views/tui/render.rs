@@ -82,7 +82,10 @@ fn table(frame: &mut Frame<'_>, area: Rect, model: &Model, colour: bool, title: 
             Cell::from(n.restarts.to_string()),
             Cell::from(cpu),
             Cell::from(bytes(usage.rss)),
-            Cell::from(n.last.clone().unwrap_or_default()),
+            Cell::from(match &n.degraded {
+                Some(why) => format!("degraded: {why}"),
+                None => n.last.clone().unwrap_or_default(),
+            }),
         ];
         if hosts {
             cells.insert(1, Cell::from(n.host.clone().unwrap_or_default()));

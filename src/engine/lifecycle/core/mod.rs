@@ -428,6 +428,7 @@ impl Core {
                     },
                     output_lost: record.output_lost.clone(),
                     host: self.config.host_of(n).map(str::to_owned),
+                    degraded: self.degraded(n),
                 }
             })
             .collect()
@@ -751,6 +752,26 @@ impl Core {
             }
             state => state,
         }
+    }
+
+    /// A ready node runs degraded while a dependency it needs is not up (it went down, and
+    /// the node does not restart with it): which one, and why.
+    fn degraded(&self, n: usize) -> Option<String> {
+        if !matches!(self.nodes[n].state, NodeState::Ready { .. }) {
+            return None;
+        }
+        self.graph
+            .dependencies(n)
+            .filter(|&(_, edge)| edge.required && !edge.milestone)
+            .find_map(|(d, edge)| match self.condition_state(d, edge.condition) {
+                DepState::Met => None,
+                DepState::Pending => Some(format!(
+                    "needs `{}`, which is {}",
+                    self.name(d),
+                    self.nodes[d].state.name()
+                )),
+                DepState::Broken(why) => Some(why),
+            })
     }
 
     fn condition_state(&self, dep: usize, condition: Condition) -> DepState {

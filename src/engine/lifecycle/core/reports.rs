@@ -305,11 +305,33 @@ impl Core {
         Restart::Scheduled
     }
 
+    /// The running dependents that need `n` and do not restart with it keep running without
+    /// it until it is back: said once, as a note on `n` (their status shows it meanwhile).
+    fn tell_degraded(&mut self, n: usize, bound: &[usize]) {
+        let graph = self.graph.clone();
+        let degraded: Vec<usize> = graph
+            .dependent_edges(n)
+            .filter(|&(d, edge)| {
+                edge.required && !bound.contains(&d) && self.nodes[d].state.is_live()
+            })
+            .map(|(d, _)| d)
+            .collect();
+        if !degraded.is_empty() {
+            let text = format!(
+                "{} {} running without it until it is back (degraded)",
+                self.names_of(&degraded),
+                if degraded.len() == 1 { "keeps" } else { "keep" }
+            );
+            self.note(n, text);
+        }
+    }
+
     /// The dependents that restart with `n` (`restart = true` on their edge) stop while it
     /// restarts and start again after it; so do the running nodes that cannot run without
     /// them (they are stopped first).
     fn follow_restart(&mut self, n: usize) {
         let bound = self.restart_followers(n);
+        self.tell_degraded(n, &bound);
         if bound.is_empty() {
             return;
         }

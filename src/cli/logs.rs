@@ -66,7 +66,9 @@ async fn show_and_follow(
     let http = reqwest::Client::new();
     let mut lines = Vec::new();
     let mut remote = Vec::new();
-    for (name, located) in other_hosts_logs(config, names).await? {
+    let elsewhere = other_hosts_logs(config, names).await?;
+    let runs_elsewhere: Vec<String> = elsewhere.iter().map(|(name, _)| name.clone()).collect();
+    for (name, located) in elsewhere {
         let fetched = match located {
             Ok(mut log) => log.tail(&http, args.tail).await.map(|lines| (log, lines)),
             Err(why) => Err(why),
@@ -82,7 +84,7 @@ async fn show_and_follow(
     let mut local = Vec::new();
     for name in names
         .iter()
-        .filter(|name| !remote.iter().any(|log| log.node == **name))
+        .filter(|name| !runs_elsewhere.iter().any(|n| n == *name))
     {
         let path = config.settings.log_dir.join(format!("{name}.log"));
         let (last, end) = crate::views::logfiles::last_lines(&path, args.tail);

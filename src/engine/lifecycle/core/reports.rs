@@ -312,7 +312,10 @@ impl Core {
         let degraded: Vec<usize> = graph
             .dependent_edges(n)
             .filter(|&(d, edge)| {
-                edge.required && !bound.contains(&d) && self.nodes[d].state.is_live()
+                edge.required
+                    && !edge.milestone
+                    && !bound.contains(&d)
+                    && self.nodes[d].state.is_live()
             })
             .map(|(d, _)| d)
             .collect();

@@ -817,3 +817,38 @@ fn a_watch_from_a_compacted_revision_is_told_so_by_a_real_etcd() {
         .unwrap();
     assert!(matches!(next(&mut watch), WatchMessage::Compacted));
 }
+
+/// Laziness across hosts: each host's core decides it over the whole graph, so a lazy node
+/// starts when a dependent on any host is about to start, and one that nothing asks for never
+/// starts and holds up no host's startup.
+#[test]
+fn a_lazy_node_starts_for_a_dependent_on_another_host_and_not_otherwise() {
+    let Some(etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let p = Project::new(&format!(
+        "{}\n[hosts.h2]\n\n[services.db]\nhost = \"h2\"\nlazy = true\n{}\n[services.idle]\nhost = \"h2\"\nlazy = true\n{}\n[services.app]\ndepends_on = [\"db\"]\n{}",
+        etcd.section(),
+        recording("db"),
+        recording("idle"),
+        recording("app"),
+    ));
+    let _agent = background(&p, &["agent", "--host", "h2"]);
+    let _run = background(&p, &["run", "--host", "main"]);
+    wait_for_order(&p, "db, then app", &["start-db", "start-app"]);
+    wait_for(&p, "both hosts' startup to complete", || {
+        host_log(&p, "main").contains("startup complete")
+            && host_log(&p, "h2").contains("startup complete")
+    });
+    assert!(
+        !order(&p).contains(&"start-idle".to_owned()),
+        "{}",
+        story(&p)
+    );
+    down(&p, "main");
+    wait_for_order(
+        &p,
+        "the stop in reverse order",
+        &["start-db", "start-app", "stop-app", "stop-db"],
+    );
+}

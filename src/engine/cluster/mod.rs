@@ -167,7 +167,10 @@ pub fn localize(config: &mut Config, local: &str, coordinator: &str) {
             window: std::time::Duration::from_secs(1),
         };
         node.sockets.clear();
-        node.lazy = false;
+        // `lazy` stays: this host's core decides it over the whole graph as the owning host
+        // does, so a mirror is launched (and waits) only when the node is asked for, and the
+        // mirror of a lazy node nothing asks for holds up no startup. Without sockets here,
+        // it means "started when a dependent is about to start", whatever woke it there.
         node.watch.clear();
         node.liveness = None;
         node.watchdog = None;

@@ -161,8 +161,8 @@ impl Specs {
                 deps.push(Dep::random(rng, d));
             }
         }
-        // Laziness and sockets do not cross hosts: a mirrored node has neither.
-        let remote = self.cluster && !lazy && port.is_none() && rng.below(3) == 0;
+        // Sockets do not cross hosts (a mirrored node has none); laziness does.
+        let remote = self.cluster && port.is_none() && rng.below(3) == 0;
         Spec {
             name,
             component,

@@ -596,20 +596,10 @@ pub fn lines_since(path: &Path, offset: u64) -> (Vec<String>, u64) {
     if file.seek(std::io::SeekFrom::Start(end)).is_err() {
         return (Vec::new(), offset);
     }
-    let mut reader = std::io::BufReader::new(file);
     let mut lines = Vec::new();
-    let mut buf = Vec::new();
-    while let Ok(read) = std::io::BufRead::read_until(&mut reader, b'\n', &mut buf) {
-        if read == 0 || !buf.ends_with(b"\n") {
-            break;
-        }
-        end += read as u64;
-        lines.push(
-            String::from_utf8_lossy(&buf)
-                .trim_end_matches(['\n', '\r'])
-                .to_owned(),
-        );
-        buf.clear();
+    for line in whole_lines(file) {
+        end += line.len() as u64;
+        lines.push(text_of(&line));
     }
     (lines, end)
 }
@@ -621,25 +611,35 @@ pub fn last_lines(path: &Path, n: usize) -> (Vec<String>, u64) {
         return (Vec::new(), 0);
     };
     let mut lines = std::collections::VecDeque::with_capacity(n + 1);
-    let mut reader = std::io::BufReader::new(file);
-    let mut buf = Vec::new();
     let mut end = 0;
-    while let Ok(read) = std::io::BufRead::read_until(&mut reader, b'\n', &mut buf) {
-        if read == 0 || !buf.ends_with(b"\n") {
-            break; // a partial line waits for its end
-        }
-        end += read as u64;
+    for line in whole_lines(file) {
+        end += line.len() as u64;
         if lines.len() == n {
             lines.pop_front();
         }
         if n > 0 {
-            lines.push_back(
-                String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned(),
-            );
+            lines.push_back(text_of(&line));
         }
-        buf.clear();
     }
     (lines.into(), end)
+}
+
+/// Each whole line of `file` from where it stands, with its line ending; a partial last line
+/// waits for its end (it is not read).
+fn whole_lines(file: File) -> impl Iterator<Item = Vec<u8>> {
+    let mut reader = io::BufReader::new(file);
+    std::iter::from_fn(move || {
+        let mut buf = Vec::new();
+        match io::BufRead::read_until(&mut reader, b'\n', &mut buf) {
+            Ok(_) if buf.ends_with(b"\n") => Some(buf),
+            _ => None,
+        }
+    })
+}
+
+/// A log line as text, without its line ending.
+fn text_of(line: &[u8]) -> String {
+    String::from_utf8_lossy(line)
+        .trim_end_matches(['\n', '\r'])
+        .to_owned()
 }

@@ -86,13 +86,13 @@ impl EtcdCluster {
         Some(cluster)
     }
 
-    /// `[cluster]` for services.toml, with every member as an endpoint.
-    fn section(&self) -> String {
+    /// A project whose services.toml is `[cluster]` (every member an endpoint), then `rest`.
+    fn project(&self, rest: &str) -> Project {
         let endpoints: Vec<String> = self.clients.iter().map(|c| format!("{c:?}")).collect();
-        format!(
-            "[cluster]\nname = \"t\"\netcd = [{}]\nlease_ttl = \"2s\"\n",
+        Project::new(&format!(
+            "[cluster]\nname = \"t\"\netcd = [{}]\nlease_ttl = \"2s\"\n\n{rest}",
             endpoints.join(", ")
-        )
+        ))
     }
 
     /// The member that leads now.
@@ -164,9 +164,8 @@ fn recording(name: &str) -> String {
 
 /// db and web on the coordinator, app on host h2 between them.
 fn three_tier(etcd: &EtcdCluster) -> Project {
-    Project::new(&format!(
-        "{}\n[hosts.h2]\naddress = \"127.0.0.2\"\n\n[services.db]\n{}\n[services.app]\nhost = \"h2\"\ndepends_on = [\"db\"]\n{}\n[services.web]\ndepends_on = {{ app = {{ restart = true }} }}\n{}",
-        etcd.section(),
+    etcd.project(&format!(
+        "[hosts.h2]\naddress = \"127.0.0.2\"\n\n[services.db]\n{}\n[services.app]\nhost = \"h2\"\ndepends_on = [\"db\"]\n{}\n[services.web]\ndepends_on = {{ app = {{ restart = true }} }}\n{}",
         recording("db"),
         recording("app"),
         recording("web"),
@@ -389,9 +388,8 @@ fn logs_follow_a_node_of_another_host() {
     let Some(etcd) = EtcdCluster::start() else {
         return;
     };
-    let p = Project::new(&format!(
-        "{}\n[hosts.h2]\n\n[services.ticker]\nhost = \"h2\"\n{TICKER}",
-        etcd.section()
+    let p = etcd.project(&format!(
+        "[hosts.h2]\n\n[services.ticker]\nhost = \"h2\"\n{TICKER}"
     ));
     let mut agent = background(&p, &["agent", "--host", "h2"]);
     let mut run = background(&p, &["run", "--host", "main"]);
@@ -539,10 +537,7 @@ fn a_host_taken_twice_another_file_and_an_unknown_host_are_refused() {
     );
 
     // Another services.toml for the same cluster.
-    let other = Project::new(&format!(
-        "{}\n[hosts.h3]\n\n[services.x]\nhost = \"h3\"\ncommand = \"sleep 9\"\n",
-        etcd.section()
-    ));
+    let other = etcd.project("[hosts.h3]\n\n[services.x]\nhost = \"h3\"\ncommand = \"sleep 9\"\n");
     refused(
         &other,
         &["agent", "--host", "h3"],
@@ -826,9 +821,8 @@ fn a_lazy_node_starts_for_a_dependent_on_another_host_and_not_otherwise() {
     let Some(etcd) = EtcdCluster::start() else {
         return;
     };
-    let p = Project::new(&format!(
-        "{}\n[hosts.h2]\n\n[services.db]\nhost = \"h2\"\nlazy = true\n{}\n[services.idle]\nhost = \"h2\"\nlazy = true\n{}\n[services.app]\ndepends_on = [\"db\"]\n{}",
-        etcd.section(),
+    let p = etcd.project(&format!(
+        "[hosts.h2]\n\n[services.db]\nhost = \"h2\"\nlazy = true\n{}\n[services.idle]\nhost = \"h2\"\nlazy = true\n{}\n[services.app]\ndepends_on = [\"db\"]\n{}",
         recording("db"),
         recording("idle"),
         recording("app"),

@@ -29,7 +29,6 @@ fn with_dashboard(p: &crate::harness::Project, args: &[&str]) -> (std::process::
     (child, address)
 }
 
-/// True (and said) where the browser tests cannot run.
 /// `dagstart run` with a dashboard on a free loopback port and the token `t0k`, once its
 /// startup has completed; the child and the dashboard's address.
 fn started_with_token(p: &crate::harness::Project) -> (std::process::Child, String) {
@@ -47,6 +46,7 @@ fn started_with_token(p: &crate::harness::Project) -> (std::process::Child, Stri
     started
 }
 
+/// True (and said) where the browser tests cannot run.
 fn chromium_missing() -> bool {
     let missing = !std::path::Path::new(CHROMIUM).exists();
     if missing {

@@ -155,7 +155,8 @@ impl ClusterLink {
 /// restarts and crash loops, this host only waits for news.
 pub fn localize(config: &mut Config, local: &str, coordinator: &str) {
     for node in &mut config.nodes {
-        let host = node.host.get_or_insert_with(|| coordinator.to_owned());
+        let host = placed_on(node, coordinator).to_owned();
+        node.host = Some(host.clone());
         if host == local {
             continue;
         }
@@ -178,6 +179,11 @@ pub fn localize(config: &mut Config, local: &str, coordinator: &str) {
         node.port = None;
     }
     config.local_host = Some(local.to_owned());
+}
+
+/// The host `node` runs on: its `host`, or the coordinator's for a node without one.
+pub fn placed_on<'a>(node: &'a crate::engine::config::Node, coordinator: &'a str) -> &'a str {
+    node.host.as_deref().unwrap_or(coordinator)
 }
 
 /// A client of `config`'s etcd, and the run's keys there. Only for a config with a

@@ -43,7 +43,7 @@ pub async fn locate(
         let Some(node) = config.node(name) else {
             continue;
         };
-        let host = node.host.clone().unwrap_or_else(|| run.coordinator.clone());
+        let host = super::placed_on(node, &run.coordinator).to_owned();
         if host == local {
             continue;
         }

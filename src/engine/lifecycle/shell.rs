@@ -367,7 +367,7 @@ impl Scheduler {
             let n = config.nodes.iter().position(|node| &node.name == name)?;
             config
                 .is_remote(n)
-                .then(|| (name, config.nodes[n].host.clone().unwrap_or_default()))
+                .then(|| (name, config.host_of(n).unwrap_or_default()))
         })?;
         Some(format!(
             "`{name}` runs on host `{host}`: ask there (`dagstart --host {host} ...`)"
@@ -435,7 +435,7 @@ impl Scheduler {
             .filter(|&(d, edge)| edge.orders_stop() && config.is_remote(d))
             .map(|(d, _)| {
                 (
-                    config.nodes[d].host.clone().unwrap_or_default(),
+                    config.host_of(d).unwrap_or_default().to_owned(),
                     cluster.feed(d),
                 )
             })
@@ -509,7 +509,7 @@ impl Scheduler {
             .then(|| super::mirror::MirrorContext {
                 node,
                 instance,
-                host: config.nodes[node].host.clone().unwrap_or_default(),
+                host: config.host_of(node).unwrap_or_default().to_owned(),
                 to_shell: self.to_shell.clone(),
                 feed: cluster.feed(node),
                 phase: cluster.phase(),

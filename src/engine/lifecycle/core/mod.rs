@@ -760,10 +760,12 @@ impl Core {
         if !matches!(self.nodes[n].state, NodeState::Ready { .. }) {
             return None;
         }
+        // An optional dependency on its way back up is not waited for by a running node; a
+        // milestone is met for good once the node was ready (`edge_state` knows).
         self.graph
             .dependencies(n)
-            .filter(|&(_, edge)| edge.required && !edge.milestone)
-            .find_map(|(d, edge)| match self.condition_state(d, edge.condition) {
+            .filter(|&(_, edge)| edge.required)
+            .find_map(|(d, edge)| match self.edge_state(n, d, edge) {
                 DepState::Met => None,
                 DepState::Pending => Some(format!(
                     "needs `{}`, which is {}",

@@ -566,6 +566,24 @@ fn unreachable_etcd_is_a_clear_error_naming_the_endpoints() {
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     // Nothing was started.
     assert!(!p.path().join("logs/a.log").exists());
+    // DAGSTART_ETCD (comma-separated) replaces the file's endpoints: those are the ones tried.
+    let (first, second) = (free_port(), free_port());
+    let out = p
+        .dagstart(&["run"])
+        .env(
+            "DAGSTART_ETCD",
+            format!("http://127.0.0.1:{first},http://127.0.0.1:{second}"),
+        )
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains(&format!("127.0.0.1:{first}")) && err.contains(&format!("127.0.0.1:{second}")),
+        "{err}"
+    );
+    assert!(!err.contains(&format!("127.0.0.1:{port}")), "{err}");
 }
 
 #[test]
@@ -844,5 +862,52 @@ fn a_lazy_node_starts_for_a_dependent_on_another_host_and_not_otherwise() {
         &p,
         "the stop in reverse order",
         &["start-db", "start-app", "stop-app", "stop-db"],
+    );
+}
+
+/// Ctrl-C of the `run` process stops the whole run, in reverse order across hosts.
+#[test]
+fn ctrl_c_of_the_run_stops_every_host_in_reverse_order() {
+    let Some(etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let p = three_tier(&etcd);
+    let (mut agent, mut run) = three_up(&p);
+    crate::harness::interrupt(&run);
+    stopped_in_reverse_order(&p, &mut run, &mut agent);
+}
+
+/// Ctrl-C of an agent leaves the run alone: it stops its own node, leaves nothing behind and
+/// exits 0; the other hosts see its node gone, as if the host were lost (the dependent over a
+/// restart edge stops and waits), and the run goes on.
+#[test]
+fn ctrl_c_of_an_agent_leaves_the_run_cleanly() {
+    let Some(etcd) = EtcdCluster::start() else {
+        return;
+    };
+    let p = three_tier(&etcd);
+    let (mut agent, mut run) = three_up(&p);
+    wait_for(&p, "h2's startup to complete", || {
+        host_log(&p, "h2").contains("startup complete")
+    });
+    let app_pid = spawned(&host_log(&p, "h2"), "app");
+    crate::harness::interrupt(&agent);
+    assert_ends_well(&p, &mut agent, "agent_--host_h2");
+    assert!(!crate::harness::alive(app_pid), "{}", story(&p));
+    wait_for(&p, "web to stop for the app that left", || {
+        order(&p).contains(&"stop-web".to_owned())
+    });
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the run goes on\n{}",
+        story(&p)
+    );
+    down(&p, "main");
+    assert_ends_well(&p, &mut run, "run_--host_main");
+    assert_eq!(
+        order(&p).last().map(String::as_str),
+        Some("stop-db"),
+        "{}",
+        story(&p)
     );
 }

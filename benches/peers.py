@@ -15,7 +15,9 @@ Scenarios (the "physical limit" issue's), each tool on the same fake service (`d
   time until every service process and the tool itself have exited (watched through pidfds,
   to the poll's precision), and "left" counts services still accepting 5 s later.
   Memory is the tool's own peak RSS (its main process), CPU its own user+system time up to
-  ready (children excluded; for bash the floor, the shell itself).
+  ready (children excluded; for bash the floor, the shell itself). The floor is a bash script
+  that starts every service with `&` and, on SIGTERM, signals them and waits for them: its
+  stop is what the services' own exits cost.
 - chain: 20 services, each ready 50 ms after its start, each to start only once the one
   before it accepts connections. dagstart has dependencies (`depends_on` with tcp health);
   the others do not, so every service's command is wrapped in the wait loop users write
@@ -103,6 +105,11 @@ def wait_for(port):
             f"do sleep 0.001; done")
 
 
+# The floor's stop: on SIGTERM the script signals the services it started and waits for them
+# (its own children only: a grandchild is not its business, as in the scripts users write).
+STOP_ON_TERM = "trap 'kill $(jobs -p) 2>/dev/null; wait; exit 143' TERM\n"
+
+
 def prepare(tool, exe, cmds, work, chain_ports=None):
     """The command that starts `tool` with the services `cmds`, in directory `work`. With
     `chain_ports`, service i must start only once port i-1 accepts."""
@@ -111,7 +118,7 @@ def prepare(tool, exe, cmds, work, chain_ports=None):
         # No dependencies in the tool: each command waits for the one before by itself, and
         # the floor starts each service after the one before answers.
         if tool == "bash (floor)":
-            script = "".join(
+            script = STOP_ON_TERM + "".join(
                 (f"{wait_for(chain_ports[i - 1])}\n" if i else "") + f"{line(c)} &\n"
                 for i, c in enumerate(cmds)) + "wait\n"
             with open(os.path.join(work, "start.sh"), "w") as f:
@@ -121,7 +128,7 @@ def prepare(tool, exe, cmds, work, chain_ports=None):
                 ["bash", "-c", f"'{wait_for(chain_ports[i - 1])}; exec {line(c)}'"]
                 for i, c in enumerate(cmds)]
     if tool == "bash (floor)":
-        script = "\n".join(f"{line(c)} &" for c in cmds) + "\nwait\n"
+        script = STOP_ON_TERM + "\n".join(f"{line(c)} &" for c in cmds) + "\nwait\n"
         with open(os.path.join(work, "start.sh"), "w") as f:
             f.write(script)
         return ["bash", "start.sh"]

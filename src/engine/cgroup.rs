@@ -6,8 +6,9 @@
 //! each node's process there right after the spawn; what it starts from then on is born there
 //! and cannot leave (only a privileged process could move it out). Whenever a node's process
 //! group gets its final SIGKILL (stop, kill, exit of the leader) its cgroup gets
-//! `cgroup.kill`, which takes the escapees too. At the end of the run, or by the guardian
-//! after a kill -9 of dagstart, the whole run's cgroup is killed and removed.
+//! `cgroup.kill`, which takes the escapees too, and once its processes are gone the node's
+//! cgroup is removed (its next spawn creates it again). At the end of the run, or by the
+//! guardian after a kill -9 of dagstart, the whole run's cgroup is killed and removed.
 //!
 //! Why a thread and not the child itself between fork and exec: each move waits for an RCU
 //! grace period in the kernel, 10 ms and more on a busy machine, and a child that waits
@@ -168,6 +169,15 @@ impl NodeCgroup {
     /// SIGKILLs every process in the cgroup, wherever it went.
     pub fn kill(&self) {
         let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+    }
+
+    /// Removes the cgroup once its node's processes are gone (the next spawn creates it
+    /// again). Done as each node ends, beside the others' stops, so that the end of a run has
+    /// not one removal per node left to do one after another (200 nodes: 8-16 ms of a stop).
+    /// A cgroup that still holds a dying process cannot be removed yet: the end of the run
+    /// removes it.
+    pub fn remove_if_empty(&self) {
+        let _ = std::fs::remove_dir(&self.path);
     }
 }
 

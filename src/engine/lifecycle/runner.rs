@@ -520,7 +520,7 @@ async fn stop(ctx: &RunnerContext, spawned: &mut Spawned) -> StopReport {
 async fn wind_up(spawned: &mut Spawned) {
     drain(spawned).await;
     if let Some(cgroup) = &spawned.cgroup {
-        cgroup.remove_if_empty();
+        cgroup.remove_when_ended();
     }
 }
 

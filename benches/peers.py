@@ -46,7 +46,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
 DEMO = os.path.join(RELEASE, "demo-svc")
-DAGSTART = os.path.join(RELEASE, "dagstart")
+# DAGSTART_BIN measures another build of dagstart (to compare two builds in the same hour).
+DAGSTART = os.environ.get("DAGSTART_BIN", os.path.join(RELEASE, "dagstart"))
 VENV = os.path.join(ROOT, "target", "peers-venv")
 CLK = os.sysconf("SC_CLK_TCK")
 

@@ -6,9 +6,8 @@
 //! each node's process there right after the spawn; what it starts from then on is born there
 //! and cannot leave (only a privileged process could move it out). Whenever a node's process
 //! group gets its final SIGKILL (stop, kill, exit of the leader) its cgroup gets
-//! `cgroup.kill`, which takes the escapees too, and once its processes are gone the node's
-//! cgroup is removed (its next spawn creates it again). At the end of the run, or by the
-//! guardian after a kill -9 of dagstart, the whole run's cgroup is killed and removed.
+//! `cgroup.kill`, which takes the escapees too. At the end of the run, or by the guardian
+//! after a kill -9 of dagstart, the whole run's cgroup is killed and removed.
 //!
 //! Why a thread and not the child itself between fork and exec: each move waits for an RCU
 //! grace period in the kernel, 10 ms and more on a busy machine, and a child that waits
@@ -40,35 +39,20 @@ pub fn create_run() -> Result<PathBuf, String> {
     remove_stale(&own);
     let path = own.join(format!("{RUN_PREFIX}{}", std::process::id()));
     std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+    let (moves, queue) = std::sync::mpsc::channel::<Move>();
     std::thread::Builder::new()
         .name("dagstart-cgroup".into())
         .spawn(move || {
-            for job in queue {
-                match job {
-                    // Moving by number is only safe while the number is the node's: a node
-                    // that has already exited may be reaped any moment and its number
-                    // handed on.
-                    Job::Move { pid, pidfd, cgroup } if !pidfd.has_exited() => {
-                        // Removed a moment ago, when the node's last process ended, while
-                        // its next spawn found it still there.
-                        let _ = std::fs::create_dir(&cgroup);
-                        move_with_descendants(pid, &cgroup.join("cgroup.procs"));
-                    }
-                    Job::Move { .. } => {}
-                    // Fails while a dying process is still in it: the end of the run
-                    // removes it then.
-                    Job::Remove(cgroup) => {
-                        let _ = std::fs::remove_dir(cgroup);
-                    }
-                    Job::Done(done) => {
-                        let _ = done.send(());
-                    }
+            for Move { pid, pidfd, cgroup } in queue {
+                // Moving by number is only safe while the number is the node's: a node that
+                // has already exited may be reaped any moment and its number handed on.
+                if !pidfd.has_exited() {
+                    move_with_descendants(pid, &cgroup.join("cgroup.procs"));
                 }
             }
         })
         .map_err(|e| format!("cannot start the cgroup thread: {e}"))?;
-    let _ = WORKER.set(std::sync::Mutex::new(jobs));
+    let _ = MOVER.set(std::sync::Mutex::new(moves));
     let _ = RUN.set(path.clone());
     Ok(path)
 }
@@ -95,32 +79,16 @@ fn move_with_descendants(pid: u32, procs: &Path) {
     }
 }
 
-/// What the cgroup thread does, in the order asked.
-enum Job {
-    /// Move a node process into its cgroup: its pid, a pidfd that tells whether it is still
-    /// the same process, and where to.
-    Move {
-        pid: u32,
-        pidfd: Arc<Pidfd>,
-        cgroup: PathBuf,
-    },
-    /// Remove a node's cgroup.
-    Remove(PathBuf),
-    /// Say when everything asked before is done.
-    Done(std::sync::mpsc::SyncSender<()>),
+/// A node process to move: its pid, a pidfd that tells whether it is still the same
+/// process, and where to.
+struct Move {
+    pid: u32,
+    pidfd: Arc<Pidfd>,
+    cgroup: PathBuf,
 }
 
-/// The thread that moves new node processes into their cgroups and removes the cgroups of
-/// nodes that ended. Both take the kernel's cgroup lock: one thread does them one at a time,
-/// off the async workers (two workers removing 10,000 cgroups side by side spent a quarter of
-/// their time spinning on that lock).
-static WORKER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
-
-fn ask(job: Job) {
-    if let Some(Ok(worker)) = WORKER.get().map(std::sync::Mutex::lock) {
-        let _ = worker.send(job);
-    }
-}
+/// The thread that moves new node processes into their cgroups.
+static MOVER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Move>>> = OnceLock::new();
 
 /// Removes the cgroups of earlier runs whose dagstart and guardian were both killed.
 fn remove_stale(own: &Path) {
@@ -185,25 +153,21 @@ impl NodeCgroup {
     /// Moves the just-spawned process `pid`, whose pidfd is `pidfd`, into this cgroup, soon
     /// (see the module doc).
     pub fn adopt(&self, pid: u32, pidfd: Arc<Pidfd>) {
-        ask(Job::Move {
-            pid,
-            pidfd,
-            cgroup: self.path.clone(),
-        });
+        let Some(mover) = MOVER.get() else {
+            return;
+        };
+        if let Ok(mover) = mover.lock() {
+            let _ = mover.send(Move {
+                pid,
+                pidfd,
+                cgroup: self.path.clone(),
+            });
+        }
     }
 
     /// SIGKILLs every process in the cgroup, wherever it went.
     pub fn kill(&self) {
         let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
-    }
-
-    /// Removes the cgroup, soon, on the cgroup thread, once its node's processes are gone
-    /// (the next spawn creates it again). Done as each node ends, beside the others' stops,
-    /// so that the end of a run has not one removal per node left to do one after another
-    /// (200 nodes: 8-16 ms of a stop). A cgroup that still holds a dying process cannot be
-    /// removed yet: the end of the run removes it.
-    pub fn remove_when_ended(&self) {
-        ask(Job::Remove(self.path.clone()));
     }
 }
 
@@ -241,13 +205,7 @@ pub fn remove_run(run: &Path, limit: Duration) {
 
 /// The end of the run: everything left in the run's cgroup is killed and the cgroups removed.
 pub fn end(limit: Duration) {
-    let Some(run) = RUN.get() else {
-        return;
-    };
-    // The removals the cgroup thread still has to do first: doing them beside it would only
-    // make the two wait for each other on the kernel's cgroup lock.
-    let (done, finished) = std::sync::mpsc::sync_channel(1);
-    ask(Job::Done(done));
-    let _ = finished.recv_timeout(limit);
-    remove_run(run, limit);
+    if let Some(run) = RUN.get() {
+        remove_run(run, limit);
+    }
 }

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use crate::harness::{
     Project, RUN_LIMIT, alive, free_port, project, records, spawn_in_background, spawned_pid,
-    spawned_pids, start_in_background, status_json, stderr_of, stdout_of, svc, wait_exit,
-    wait_until,
+    start_in_background, status_json, stderr_of, stdout_of, svc, wait_exit, wait_until,
 };
 
 fn state_of(p: &Project, name: &str) -> Option<String> {
@@ -809,80 +808,6 @@ fn stopping_a_node_stops_what_escaped_its_group_through_its_cgroup() {
             && !std::path::Path::new(&format!("/sys/fs/cgroup{run_cgroup}")).exists(),
         "the run's cgroup {run_cgroup} is removed at the end"
     );
-}
-
-/// The physical limit: a node's cgroup is removed as the node ends, not left for the end of
-/// the run (which then removed 200 of them one after another, 8-16 ms of a stop).
-#[test]
-fn a_stopped_nodes_cgroup_is_removed_while_the_run_goes_on() {
-    let p = project(|p| {
-        format!(
-            "[services.one]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n\n\
-             [services.other]\ncommand = {}\nhealth = {{ log = \"ready\" }}\n",
-            svc(p, "one", ""),
-            svc(p, "other", "")
-        )
-    });
-    let mut child = start_in_background(&p, &["run"]);
-    let Some(directory) = node_cgroup(spawned_pid(&p, "one")) else {
-        eprintln!("skipped: no writable cgroup v2 here");
-        assert!(down(&p, &mut child).success());
-        return;
-    };
-    let out = p.dagstart(&["stop", "one"]).output().unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    wait_until(RUN_LIMIT, "one to be stopped", || {
-        state_of(&p, "one").as_deref() == Some("stopped")
-    });
-    wait_until(RUN_LIMIT, "one's cgroup to be removed", || {
-        !directory.exists()
-    });
-    assert_eq!(
-        state_of(&p, "other").as_deref(),
-        Some("ready"),
-        "the run goes on"
-    );
-    let out = p.dagstart(&["start", "one"]).output().unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    wait_until(RUN_LIMIT, "one to be ready again", || {
-        state_of(&p, "one").as_deref() == Some("ready")
-    });
-    let again = spawned_pids(&p)
-        .into_iter()
-        .rfind(|(name, _)| name == "one")
-        .unwrap()
-        .1;
-    assert_eq!(
-        node_cgroup(again),
-        Some(directory),
-        "started again in a cgroup of the same name"
-    );
-    assert!(down(&p, &mut child).success());
-}
-
-/// The cgroup directory of the run's node process `pid`, once dagstart has moved it there
-/// (just after its spawn); `None` when it is not moved within a few seconds (no writable
-/// cgroup v2).
-fn node_cgroup(pid: i32) -> Option<std::path::PathBuf> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let path = loop {
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        if let Some(path) = cgroup
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .filter(|path| path.contains("/dagstart-"))
-        {
-            break path.to_owned();
-        }
-        if std::time::Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .iter()
-        .map(|mount| std::path::PathBuf::from(format!("{mount}{path}")))
-        .find(|d| d.exists())
 }
 
 /// Real stacks: `down` returns once the stack has stopped (it used to return at once), so

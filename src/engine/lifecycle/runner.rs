@@ -117,7 +117,7 @@ pub(crate) async fn run(ctx: RunnerContext, mut control: mpsc::UnboundedReceiver
                 };
                 match end {
                     AttemptEnd::Ready if node.kind == NodeKind::Component => {
-                        wind_up(&mut spawned).await;
+                        drain(&mut spawned).await;
                         return ctx.report(Report::Completed);
                     }
                     AttemptEnd::Ready => {
@@ -130,7 +130,7 @@ pub(crate) async fn run(ctx: RunnerContext, mut control: mpsc::UnboundedReceiver
                     }
                     AttemptEnd::Failed(reason) => {
                         process::kill(&mut spawned).await;
-                        wind_up(&mut spawned).await;
+                        drain(&mut spawned).await;
                         reason
                     }
                 }
@@ -474,7 +474,7 @@ async fn supervise(
     };
     // Whatever the leader left behind in its group or cgroup must not outlive it.
     spawned.sweep();
-    wind_up(&mut spawned).await;
+    drain(&mut spawned).await;
     ctx.report(Report::Exited {
         status,
         success,
@@ -512,16 +512,8 @@ async fn liveness_failure(ctx: &RunnerContext) -> String {
 async fn stop(ctx: &RunnerContext, spawned: &mut Spawned) -> StopReport {
     let node = &ctx.config.nodes[ctx.node];
     let report = process::stop(spawned, node.stop_signal, node.stop_timeout).await;
-    wind_up(spawned).await;
-    report
-}
-
-/// The end of a spawned process: its output forwarded, then its cgroup removed.
-async fn wind_up(spawned: &mut Spawned) {
     drain(spawned).await;
-    if let Some(cgroup) = &spawned.cgroup {
-        cgroup.remove_when_ended();
-    }
+    report
 }
 
 /// Waits until the output readers have forwarded every line, so no output is lost.

@@ -3,6 +3,9 @@
 
     python3 benches/peers.py [--services 200] [--repeats 3] [--only dagstart,s6]
 
+`DAGSTART_BIN=/path/to/dagstart` measures another build in place of target/release/dagstart
+(two builds compared in the same hour, one after the other).
+
 Installs the peers itself: honcho, supervisor and circus from PyPI in a private venv
 (target/peers-venv), s6 and runit from Debian's packages (as root, daemons not started).
 Peers that cannot be installed are left out of the table, with a word on stderr.
@@ -46,7 +49,6 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
 DEMO = os.path.join(RELEASE, "demo-svc")
-# DAGSTART_BIN measures another build of dagstart (to compare two builds in the same hour).
 DAGSTART = os.environ.get("DAGSTART_BIN", os.path.join(RELEASE, "dagstart"))
 VENV = os.path.join(ROOT, "target", "peers-venv")
 CLK = os.sysconf("SC_CLK_TCK")

@@ -27,15 +27,18 @@ fn main() {
 
 /// For a command that reads services.toml, answers and exits: glibc's malloc would otherwise
 /// give memory back to the kernel and take it again many times over while a large file is
-/// parsed (a 100,000-node file: a quarter of the time in page faults). The long-lived `run`
-/// keeps the default, which holds less memory over days.
+/// parsed (a 100,000-node file: a quarter of the time in page faults). Nothing is mapped on
+/// its own either, not even the parser's token vector (tens of MB): freed, its pages are
+/// reused by the loader and the graph instead of new ones being faulted in (`check` of
+/// 100,000 nodes 9 % faster, `graph --format json` 14 %; the peak grows from 268 to 305 MB).
+/// The long-lived `run` keeps the default, which holds less memory over days.
 #[allow(unsafe_code)]
 fn keep_freed_memory() {
-    use nix::libc::{M_MMAP_THRESHOLD, M_TOP_PAD, M_TRIM_THRESHOLD, mallopt};
+    use nix::libc::{M_MMAP_MAX, M_TOP_PAD, M_TRIM_THRESHOLD, mallopt};
     // SAFETY: mallopt only changes malloc's tuning; it is called before any other thread
     // exists, and a refused setting (return 0) leaves the default in place.
     unsafe {
-        mallopt(M_MMAP_THRESHOLD, 32 << 20);
+        mallopt(M_MMAP_MAX, 0);
         mallopt(M_TRIM_THRESHOLD, i32::MAX);
         mallopt(M_TOP_PAD, 64 << 20);
     }

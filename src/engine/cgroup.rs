@@ -3,11 +3,11 @@
 //!
 //! At the start of a run dagstart creates `dagstart-<pid>` under its own cgroup (v2), and a
 //! child of it for each node that is spawned (`<index>-<name>`). A thread of dagstart's makes
-//! it and moves each node's process there right after the spawn; what it starts from then on is born there
-//! and cannot leave (only a privileged process could move it out). Whenever a node's process
-//! group gets its final SIGKILL (stop, kill, exit of the leader) its cgroup gets
-//! `cgroup.kill`, which takes the escapees too. At the end of the run, or by the guardian
-//! after a kill -9 of dagstart, the whole run's cgroup is killed and removed.
+//! it and moves each node's process there right after the spawn; what it starts from then on
+//! is born there and cannot leave (only a privileged process could move it out). Whenever a
+//! node's process group gets its final SIGKILL (stop, kill, exit of the leader) its cgroup
+//! gets `cgroup.kill`, which takes the escapees too. At the end of the run, or by the
+//! guardian after a kill -9 of dagstart, the whole run's cgroup is killed and removed.
 //!
 //! Why a thread and not the child itself between fork and exec: each move waits for an RCU
 //! grace period in the kernel, 10 ms and more on a busy machine, and a child that waits

@@ -443,3 +443,75 @@ fn a_discarded_output_cannot_feed_a_log_probe() {
     assert_eq!(codes, ["dagstart::config::output"]);
     assert!(text.contains("this sends it to /dev/null"), "{text}");
 }
+
+/// A file large enough to be parsed and read on two threads (over a megabyte, thousands of
+/// nodes): every problem of either half is found, in file order, and the environment read for
+/// a node of the second half is kept.
+#[test]
+fn a_large_file_read_on_two_threads_reports_every_problem_in_file_order() {
+    const NODES: usize = 12_000;
+    let broken = [10, 5_000, 7_000, 11_990];
+    // Node i waits for the one before it; the broken ones also for a missing node and
+    // themselves, the valid file's for node 1 instead.
+    let file = |valid: bool| {
+        use std::fmt::Write as _;
+        let mut text = String::from("[settings]\nstartup_timeout = \"30s\"\n\n");
+        let padding = "x".repeat(60);
+        for i in 0..NODES {
+            let _ = write!(
+                text,
+                "[services.n{i}]\ncommand = \"sleep {padding}\"\ndepends_on = ["
+            );
+            if i > 0 {
+                let _ = write!(text, "\"n{}\", ", i - 1);
+            }
+            match (broken.contains(&i), valid) {
+                (true, false) => {
+                    let _ = write!(text, "\"missing{i}\", \"n{i}\", ");
+                }
+                (true, true) => text.push_str("\"n1\", "),
+                (false, _) => {}
+            }
+            text.push_str("]\n\n");
+        }
+        text
+    };
+    let text = file(false);
+    assert!(
+        text.len() > 1 << 20,
+        "the file must be large enough to be split"
+    );
+    let env = Environment::from_pairs([("N11000_TIMEOUT", "7s")]);
+    let error = load_str(Path::new("services.toml"), text, &env)
+        .expect_err("the configuration should be rejected");
+    let found: Vec<String> = error
+        .problems
+        .iter()
+        .map(|p| format!("{} {}", p.code, p.message))
+        .collect();
+    let expected: Vec<String> = broken
+        .iter()
+        .flat_map(|i| {
+            [
+                format!(
+                    "dagstart::config::unknown_dependency `n{i}` depends on `missing{i}`, which is not declared"
+                ),
+                format!("dagstart::config::self_dependency `n{i}` depends on itself"),
+            ]
+        })
+        .collect();
+    assert_eq!(found, expected);
+
+    let config = load_str(Path::new("services.toml"), file(true), &env).expect("valid");
+    assert_eq!(config.nodes.len(), NODES);
+    let overridden = config.from_env.get("services.n11000.startup_timeout");
+    assert_eq!(overridden.map(String::as_str), Some("N11000_TIMEOUT"));
+    assert_eq!(
+        config.nodes[11_000].startup_timeout,
+        std::time::Duration::from_secs(7)
+    );
+    let n5000 = &config.nodes[5_000];
+    let names: Vec<_> = n5000.depends_on.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["n4999", "n1"]);
+    assert_eq!(n5000.depends_on[1].node, 1);
+}

@@ -481,7 +481,14 @@ fn graph_command(
         GraphFormat::Mermaid => {
             crate::views::graph_render::render_mermaid(&config, &graph, &selected)
         }
-        GraphFormat::Json => crate::views::graph_render::render_json(&config, &graph, &selected),
+        GraphFormat::Json => {
+            write_out(|out| {
+                crate::views::graph_render::write_json(&config, &graph, &selected, &mut *out)?;
+                out.write_all(b"\n")
+            })?;
+            leave_to_exit((config, graph));
+            return Ok(exit_code::OK);
+        }
     };
     print_out(&text)?;
     leave_to_exit((config, graph, text));
@@ -633,17 +640,22 @@ fn config_command(
 
 /// Writes to stdout; a closed pipe (`dagstart graph | head`) is not an error.
 pub(crate) fn print_out(text: &str) -> Result<(), Error> {
-    let mut stdout = std::io::stdout().lock();
-    let result = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| {
-            if text.ends_with('\n') {
-                Ok(())
-            } else {
-                stdout.write_all(b"\n")
-            }
-        })
-        .and_then(|()| stdout.flush());
+    write_out(|out| {
+        out.write_all(text.as_bytes())?;
+        if text.ends_with('\n') {
+            Ok(())
+        } else {
+            out.write_all(b"\n")
+        }
+    })
+}
+
+/// Writes to stdout through a buffer; a reader that went away (`| head`) is not an error.
+fn write_out(
+    write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'static>>) -> std::io::Result<()>,
+) -> Result<(), Error> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let result = write(&mut out).and_then(|()| out.flush());
     match result {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.map_err(|e| Error::io("writing to stdout", e)),

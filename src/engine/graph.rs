@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::{Dfs, EdgeRef as _, Reversed};
+use petgraph::visit::{Dfs, Reversed};
 
 use crate::engine::config::{Condition, Config, Edge, Node, NodeKind, Problem, did_you_mean};
 
@@ -39,48 +39,49 @@ pub struct UnknownNode {
 
 impl Graph {
     /// Builds the graph of a validated configuration (no unknown dependencies, no cycles).
+    /// The order, levels and heights are computed on plain vectors; the petgraph serves the
+    /// queries afterwards.
     pub fn build(config: &Config) -> Self {
-        let mut inner = DiGraph::with_capacity(config.nodes.len(), config.nodes.len() * 4);
-        for _ in &config.nodes {
+        let nodes = &config.nodes;
+        let mut inner = DiGraph::with_capacity(nodes.len(), nodes.len() * 4);
+        for _ in nodes {
             inner.add_node(());
         }
-        for (i, node) in config.nodes.iter().enumerate() {
+        for (i, node) in nodes.iter().enumerate() {
             for dep in &node.depends_on {
                 inner.add_edge(NodeIndex::new(dep.node), NodeIndex::new(i), dep.edge());
             }
         }
-        let order: Vec<usize> = petgraph::algo::toposort(&inner, None)
-            .expect("a validated configuration has no cycles")
-            .into_iter()
-            .map(NodeIndex::index)
-            .collect();
-        let mut levels = vec![0; config.nodes.len()];
+        let dependents = Dependents::of_nodes(nodes);
+        let order = depth_first_order(&dependents);
+        let mut levels = vec![0; nodes.len()];
         for &n in &order {
-            let level = inner
-                .neighbors_directed(NodeIndex::new(n), petgraph::Direction::Incoming)
-                .map(|d| levels[d.index()] + 1)
+            levels[n] = nodes[n]
+                .depends_on
+                .iter()
+                .map(|d| levels[d.node] + 1)
                 .max()
                 .unwrap_or(0);
-            levels[n] = level;
         }
-        let mut heights = vec![0; config.nodes.len()];
-        let mut open_above = vec![false; config.nodes.len()];
+        let mut heights = vec![0; nodes.len()];
+        let mut open_above = vec![false; nodes.len()];
         for &n in order.iter().rev() {
-            heights[n] = inner
-                .neighbors_directed(NodeIndex::new(n), petgraph::Direction::Outgoing)
-                .map(|d| heights[d.index()] + 1)
+            let above = dependents.of(n);
+            heights[n] = above
+                .iter()
+                .map(|&(d, _)| heights[d] + 1)
                 .max()
                 .unwrap_or(0);
-            open_above[n] = inner
-                .edges_directed(NodeIndex::new(n), petgraph::Direction::Outgoing)
-                .filter(|e| e.weight().orders_stop())
-                .any(|e| {
-                    let d = e.target().index();
-                    !e.weight().binds()
-                        || e.weight().condition == Condition::Listening
-                        || config.nodes[d].kind == NodeKind::Component
-                        || open_above[d]
-                });
+            open_above[n] =
+                above
+                    .iter()
+                    .filter(|(_, edge)| edge.orders_stop())
+                    .any(|&(d, edge)| {
+                        !edge.binds()
+                            || edge.condition == Condition::Listening
+                            || nodes[d].kind == NodeKind::Component
+                            || open_above[d]
+                    });
         }
         Self {
             inner,
@@ -246,39 +247,125 @@ pub(crate) fn cycle_problems(nodes: &[Node]) -> Vec<Problem> {
     problems
 }
 
-/// Whether the resolved dependencies form no cycle: Kahn's algorithm on plain vectors, one
-/// pass over the edges. The common case (a valid file) costs no graph and no SCC search.
+/// Each node's dependents, with the edge from each, in the order the edges are added to the
+/// petgraph (node order, then `depends_on` order): one vector, sliced per node.
+struct Dependents {
+    start: Vec<usize>,
+    entries: Vec<(usize, Edge)>,
+}
+
+impl Dependents {
+    fn of_nodes(nodes: &[Node]) -> Self {
+        let mut start = vec![0usize; nodes.len() + 1];
+        for node in nodes {
+            for dep in &node.depends_on {
+                start[dep.node + 1] += 1;
+            }
+        }
+        for i in 0..nodes.len() {
+            start[i + 1] += start[i];
+        }
+        // Every slot is written below; the first edge only fills them until then.
+        let first = nodes.iter().find_map(|n| n.depends_on.first());
+        let Some(filler) = first.map(|dep| (0, dep.edge())) else {
+            return Self {
+                start,
+                entries: Vec::new(),
+            };
+        };
+        let mut next_slot = start.clone();
+        let mut entries = vec![filler; start[nodes.len()]];
+        for (i, node) in nodes.iter().enumerate() {
+            for dep in &node.depends_on {
+                entries[next_slot[dep.node]] = (i, dep.edge());
+                next_slot[dep.node] += 1;
+            }
+        }
+        Self { start, entries }
+    }
+
+    fn len(&self) -> usize {
+        self.start.len() - 1
+    }
+
+    fn of(&self, node: usize) -> &[(usize, Edge)] {
+        &self.entries[self.start[node]..self.start[node + 1]]
+    }
+}
+
+/// The order of `petgraph::algo::toposort` (a depth-first search from each node in index
+/// order, the last-added edge first, as petgraph keeps them), without the second search it
+/// makes for cycles: a validated configuration has none, and that search was a sixth of
+/// building the graph of 100,000 nodes. Checked at the end all the same.
+fn depth_first_order(dependents: &Dependents) -> Vec<usize> {
+    let len = dependents.len();
+    let (mut discovered, mut finished) = (vec![false; len], vec![false; len]);
+    let mut order = Vec::with_capacity(len);
+    let mut stack = Vec::new();
+    for root in 0..len {
+        if discovered[root] {
+            continue;
+        }
+        stack.push(root);
+        while let Some(&n) = stack.last() {
+            if !std::mem::replace(&mut discovered[n], true) {
+                let above = dependents.of(n).iter().rev();
+                stack.extend(above.map(|&(d, _)| d).filter(|&d| !discovered[d]));
+            } else {
+                stack.pop();
+                if !std::mem::replace(&mut finished[n], true) {
+                    order.push(n);
+                }
+            }
+        }
+    }
+    order.reverse();
+    let mut position = vec![0; len];
+    for (at, &n) in order.iter().enumerate() {
+        position[n] = at;
+    }
+    let topological = (0..len).all(|n| {
+        dependents
+            .of(n)
+            .iter()
+            .all(|&(d, _)| position[n] < position[d])
+    });
+    assert!(topological, "a validated configuration has no cycles");
+    order
+}
+
+/// Whether the resolved dependencies form no cycle. The common case (a valid file) costs no
+/// graph and no SCC search.
 fn is_acyclic(nodes: &[Node]) -> bool {
+    levels(nodes).is_some()
+}
+
+/// The number of levels of a validated configuration's graph, [`Graph::depth`] without
+/// building the graph (`check` needs nothing else of it: 100,000 nodes, 15 ms instead of 150).
+pub fn depth(nodes: &[Node]) -> usize {
+    levels(nodes).map_or(0, |levels| levels.iter().max().map_or(0, |m| m + 1))
+}
+
+/// Each node's longest dependency chain below it, or `None` if the dependencies form a cycle:
+/// Kahn's algorithm on plain vectors, one pass over the edges.
+fn levels(nodes: &[Node]) -> Option<Vec<usize>> {
+    let dependents = Dependents::of_nodes(nodes);
     let mut waiting_on: Vec<usize> = nodes.iter().map(|n| n.depends_on.len()).collect();
-    let mut dependents_start = vec![0usize; nodes.len() + 1];
-    for node in nodes {
-        for dep in &node.depends_on {
-            dependents_start[dep.node + 1] += 1;
-        }
-    }
-    for i in 0..nodes.len() {
-        dependents_start[i + 1] += dependents_start[i];
-    }
-    let mut next_slot = dependents_start.clone();
-    let mut dependents = vec![0usize; dependents_start[nodes.len()]];
-    for (i, node) in nodes.iter().enumerate() {
-        for dep in &node.depends_on {
-            dependents[next_slot[dep.node]] = i;
-            next_slot[dep.node] += 1;
-        }
-    }
+    let mut levels = vec![0usize; nodes.len()];
     let mut ready: Vec<usize> = (0..nodes.len()).filter(|&i| waiting_on[i] == 0).collect();
     let mut done = 0;
     while let Some(n) = ready.pop() {
         done += 1;
-        for &dependent in &dependents[dependents_start[n]..dependents_start[n + 1]] {
+        for &(dependent, _) in dependents.of(n) {
+            // A node is ready only once every dependency is done: its level is then final.
+            levels[dependent] = levels[dependent].max(levels[n] + 1);
             waiting_on[dependent] -= 1;
             if waiting_on[dependent] == 0 {
                 ready.push(dependent);
             }
         }
     }
-    done == nodes.len()
+    (done == nodes.len()).then_some(levels)
 }
 
 /// Edges of a cycle labelled at most, and nodes of it named in its message at most.
@@ -330,4 +417,111 @@ fn cycle_through(graph: &DiGraph<(), usize>, component: &[NodeIndex]) -> Vec<(us
     }
     path.reverse();
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::config::{Environment, load_str};
+    use petgraph::visit::EdgeRef as _;
+
+    fn load(text: String) -> Config {
+        load_str(
+            std::path::Path::new("s.toml"),
+            text,
+            &Environment::default(),
+        )
+        .unwrap_or_else(|e| panic!("{:?}\n{}", e.problems, e.file.inner()))
+    }
+
+    /// A random DAG whose edges run both ways in file order, with components and every kind
+    /// of edge dagstart can build without sockets.
+    fn random_config(seed: u64) -> Config {
+        let mut state = seed ^ 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: usize| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as usize) % n
+        };
+        let len = 1 + next(80);
+        let rank: Vec<usize> = (0..len).map(|_| next(1000)).collect();
+        let kinds = [
+            "\"healthy\"",
+            "\"started\"",
+            "{ required = false }",
+            "{ restart = true }",
+            "{ milestone = true }",
+        ];
+        let mut text = String::new();
+        for i in 0..len {
+            let section = if i % 5 == 4 { "components" } else { "services" };
+            text.push_str(&format!("[{section}.n{i}]\ncommand = \"true\"\n"));
+            let mut deps = Vec::new();
+            for _ in 0..next(5) {
+                let d = next(len);
+                if (rank[d], d) < (rank[i], i) && !deps.contains(&d) {
+                    deps.push(d);
+                }
+            }
+            let entries: Vec<String> = deps
+                .iter()
+                .map(|d| {
+                    let kind = if d % 5 == 4 {
+                        "{ required = false }"
+                    } else {
+                        kinds[next(kinds.len())]
+                    };
+                    format!("n{d} = {kind}")
+                })
+                .collect();
+            text.push_str(&format!("depends_on = {{ {} }}\n", entries.join(", ")));
+        }
+        load(text)
+    }
+
+    /// The order, levels, heights and open-above marks computed on vectors are those the
+    /// petgraph gives (its toposort, and the walks over its adjacency lists), on random graphs.
+    #[test]
+    fn the_graph_on_vectors_is_the_petgraph_one() {
+        for seed in 0..300 {
+            let config = random_config(seed);
+            let graph = Graph::build(&config);
+            let inner = &graph.inner;
+            let order: Vec<usize> = petgraph::algo::toposort(inner, None)
+                .expect("acyclic")
+                .into_iter()
+                .map(NodeIndex::index)
+                .collect();
+            assert_eq!(graph.order, order, "seed {seed}");
+            let incoming = |n: usize| {
+                inner.neighbors_directed(NodeIndex::new(n), petgraph::Direction::Incoming)
+            };
+            let mut heights = vec![0; graph.len()];
+            let mut open_above = vec![false; graph.len()];
+            for &n in order.iter().rev() {
+                let out = || inner.edges_directed(NodeIndex::new(n), petgraph::Direction::Outgoing);
+                heights[n] = out()
+                    .map(|e| heights[e.target().index()] + 1)
+                    .max()
+                    .unwrap_or(0);
+                open_above[n] = out().filter(|e| e.weight().orders_stop()).any(|e| {
+                    let d = e.target().index();
+                    !e.weight().binds()
+                        || e.weight().condition == Condition::Listening
+                        || config.nodes[d].kind == NodeKind::Component
+                        || open_above[d]
+                });
+                let level = incoming(n)
+                    .map(|d| graph.level(d.index()) + 1)
+                    .max()
+                    .unwrap_or(0);
+                assert_eq!(graph.level(n), level, "seed {seed}");
+            }
+            assert_eq!(graph.heights, heights, "seed {seed}");
+            assert_eq!(graph.open_above, open_above, "seed {seed}");
+            assert_eq!(depth(&config.nodes), graph.depth(), "seed {seed}");
+        }
+        assert_eq!(depth(&[]), 0);
+    }
 }

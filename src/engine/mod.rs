@@ -28,6 +28,7 @@
 //! | [`event`] | the event stream the core publishes, output lines under a byte budget |
 //! | [`record`] | `EventRecord`: the one serde form of an event, for every view |
 //! | [`timing`] | a run's timeline: critical path, sequential estimate |
+//! | [`parallel`] | two pieces of work at once (loading a large file) |
 
 pub mod cgroup;
 pub mod child;
@@ -42,6 +43,7 @@ pub mod guardian;
 pub mod health;
 pub mod lifecycle;
 pub mod notify;
+pub mod parallel;
 pub mod pidfd;
 pub mod preflight;
 pub mod pressure;

@@ -23,6 +23,7 @@ use super::{
     Command, Condition, Config, Dependency, Health, MaxWorkers, Node, NodeKind, Output, Probe,
     RunAs, Settings, SocketAddress, timeout_env_var,
 };
+use crate::engine::parallel;
 
 /// The variables a configuration is read with: the process environment, filled in by `.env`.
 #[derive(Debug, Clone, Default)]
@@ -387,7 +388,7 @@ impl<'p> Loader<'p> {
         self.host_addresses(&hosts, &mut env);
         let mut nodes = Vec::new();
         let mut spans = Vec::new();
-        for kind in [NodeKind::Service, NodeKind::Component] {
+        for kind in NodeKind::ALL {
             let section = kind.section();
             let Some(table) = self.table_at(doc, section) else {
                 continue;
@@ -396,7 +397,7 @@ impl<'p> Loader<'p> {
         }
         // The node tables are read: freeing them (100,000 nodes: 25 ms) overlaps the checks
         // across nodes.
-        let node_tables: Vec<_> = [NodeKind::Service, NodeKind::Component]
+        let node_tables: Vec<_> = NodeKind::ALL
             .iter()
             .filter_map(|kind| document.remove(kind.section()))
             .collect();
@@ -455,21 +456,17 @@ impl<'p> Loader<'p> {
     ) -> (R, R) {
         let (base_dir, env) = (self.base_dir.clone(), self.env.clone());
         let work = &work;
-        let (first, (second, from_env, problems)) = std::thread::scope(|scope| {
-            let helper = scope.spawn(move || {
+        let (first, (second, from_env, problems)) = parallel::join(
+            || work(self, first),
+            move || {
                 let mut problems = Vec::new();
                 let mut loader = Loader::new(base_dir, &mut problems);
                 loader.env = env;
                 let done = work(&mut loader, second);
                 let from_env = std::mem::take(&mut loader.from_env);
                 (done, from_env, problems)
-            });
-            let first = work(self, first);
-            let second = helper
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (first, second)
-        });
+            },
+        );
         self.from_env.extend(from_env);
         self.problems.extend(problems);
         (first, second)
@@ -1899,10 +1896,10 @@ impl<'p> Loader<'p> {
         index
     }
 
-    /// Points every dependency at its node, checks it, and settles its condition.
-    /// Each node's declared dependencies with their nodes found in `index`, in node order.
-    /// Memory-bound (400,000 names looked up in 100,000): on two threads for a large file, with
-    /// what a dependency needs of its target copied into one small table.
+    /// Points each node's declared dependencies at their nodes (found in `index`), checks them
+    /// and settles their conditions; returns them in node order. Memory-bound (400,000 names
+    /// looked up in 100,000): on two threads for a large file, with what a dependency needs of
+    /// its target copied into one small table.
     fn resolve_dependencies(
         &mut self,
         nodes: &[Node],
@@ -2121,10 +2118,7 @@ fn freed_beside<G: Send, R>(garbage: G, large: bool, work: impl FnOnce() -> R) -
         drop(garbage);
         return work();
     }
-    std::thread::scope(|scope| {
-        scope.spawn(move || drop(garbage));
-        work()
-    })
+    parallel::join(work, move || drop(garbage)).0
 }
 
 /// Where a dependency's name leads, for [`Loader::resolve_dependencies`].

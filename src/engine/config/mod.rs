@@ -132,6 +132,9 @@ pub enum NodeKind {
 }
 
 impl NodeKind {
+    /// Both kinds, in the order the loader reads their sections.
+    pub const ALL: [NodeKind; 2] = [NodeKind::Service, NodeKind::Component];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NodeKind::Service => "service",
@@ -140,7 +143,7 @@ impl NodeKind {
     }
 
     /// The table a node of this kind is declared in: `[services.NAME]`, `[components.NAME]`.
-    pub fn section(self) -> &'static str {
+    pub const fn section(self) -> &'static str {
         match self {
             NodeKind::Service => "services",
             NodeKind::Component => "components",

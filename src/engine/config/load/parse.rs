@@ -20,12 +20,15 @@
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::engine::config::NodeKind;
+use crate::engine::parallel;
+
 /// Files smaller than this are parsed on one thread: a thread and a copy cost more than they
 /// save below it (a megabyte is about 10,000 nodes).
 const SPLIT_FROM_BYTES: usize = 1 << 20;
 
 /// The tables a node header opens: the only ones the second half may hold.
-const SECTIONS: [&str; 2] = ["services", "components"];
+const SECTIONS: [&str; 2] = [NodeKind::Service.section(), NodeKind::Component.section()];
 
 /// What [`DeTable::parse_recoverable`] returns.
 type Parsed<'i> = (Spanned<DeTable<'i>>, Vec<toml::de::Error>);
@@ -49,12 +52,11 @@ fn split<'i>(text: &'i str, scratch: &'i mut String) -> Option<Parsed<'i>> {
     let cut = cut_point(text)?;
     *scratch = blanked_before(text, cut);
     let second_text: &'i str = scratch;
-    let (first, second) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| DeTable::parse_recoverable(second_text));
-        let first = DeTable::parse_recoverable(&text[..cut]);
-        (first, second.join())
-    });
-    join(first, second.ok()?, text)
+    let (first, second) = parallel::join(
+        || DeTable::parse_recoverable(&text[..cut]),
+        || DeTable::parse_recoverable(second_text),
+    );
+    join_halves(first, second, text)
 }
 
 /// The start of the first line past the middle of `text` that opens a node's table.
@@ -84,7 +86,7 @@ fn blanked_before(text: &str, cut: usize) -> String {
 
 /// The first half's tree with the second half's node tables moved in, or `None` where the
 /// whole file's parse might differ (see the module documentation).
-fn join<'i>(first: Parsed<'i>, second: Parsed<'i>, text: &str) -> Option<Parsed<'i>> {
+fn join_halves<'i>(first: Parsed<'i>, second: Parsed<'i>, text: &str) -> Option<Parsed<'i>> {
     let ((first, first_errors), (second, second_errors)) = (first, second);
     if !first_errors.is_empty() || !second_errors.is_empty() {
         return None;
@@ -280,13 +282,8 @@ mod tests {
         ];
         let mut kept = 0;
         for seed in 0..400u64 {
-            let mut state = seed.wrapping_mul(6364136223846793005) ^ 0x9e37_79b9_7f4a_7c15;
-            let mut next = |n: usize| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 33) as usize) % n
-            };
+            let mut rng = crate::synth::Rng::new(seed + 1);
+            let mut next = |n: usize| rng.below(n);
             let mut text = String::new();
             for i in 0..next(40) {
                 if next(8) == 0 {

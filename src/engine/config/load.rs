@@ -117,6 +117,16 @@ fn not_utf8(path: &Path, error: &std::string::FromUtf8Error) -> ConfigError {
 
 /// Validates configuration `text` as if it had been read from `path` (which need not exist).
 pub fn load_str(path: &Path, text: String, env: &Environment) -> Result<Config, ConfigError> {
+    load_cut(path, text, env, parse::LARGE_FILES)
+}
+
+/// [`load_str`], with a large file cut into pieces as `cutting` says (the tests cut small ones).
+fn load_cut(
+    path: &Path,
+    text: String,
+    env: &Environment,
+    cutting: parse::Cutting,
+) -> Result<Config, ConfigError> {
     let base_dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
@@ -126,21 +136,17 @@ pub fn load_str(path: &Path, text: String, env: &Environment) -> Result<Config, 
         std::path::absolute(&base_dir).map_or(base_dir, |abs| join_clean(&abs, Path::new("")));
     let source = NamedSource::new(path.display().to_string(), Arc::new(text));
     let text = source.inner().clone();
-    let mut scratch = String::new();
-    let (document, syntax_errors) = parse::document(&text, &mut scratch);
-    let mut problems: Vec<Problem> = syntax_errors.iter().map(syntax_problem).collect();
-    if !problems.is_empty() {
-        // A broken file yields a partial tree; checking it would only add noise.
-        return Err(ConfigError {
-            file: source,
-            problems,
-        });
-    }
-    let mut env = env.clone();
-    let mut loader = Loader::new(base_dir, &mut problems);
-    loader.load_dotenv(document.get_ref(), &mut env);
-    loader.env = env;
-    let config = loader.document(document.into_inner());
+    let mut problems = Vec::new();
+    let in_pieces = parse::pieces(&text, cutting).and_then(|pieces| {
+        let mut loader = Loader::for_document(base_dir.clone(), env, &pieces.head, &mut problems);
+        loader.in_pieces(pieces, &text)
+    });
+    let config = in_pieces.or_else(|| {
+        problems.clear();
+        read_whole(base_dir, env, &text, &mut problems)
+    });
+    // File order reads best; problems without a place (environment) come first.
+    problems.sort_by_key(|p| p.labels.first().map(|(span, _)| span.start));
     match config {
         Some(mut config) if !problems.iter().any(Problem::is_error) => {
             config.path = path.to_owned();
@@ -148,15 +154,28 @@ pub fn load_str(path: &Path, text: String, env: &Environment) -> Result<Config, 
             config.source = source;
             Ok(config)
         }
-        _ => {
-            // File order reads best; problems without a place (environment) come first.
-            problems.sort_by_key(|p| p.labels.first().map(|(span, _)| span.start));
-            Err(ConfigError {
-                file: source,
-                problems,
-            })
-        }
+        _ => Err(ConfigError {
+            file: source,
+            problems,
+        }),
     }
+}
+
+/// The configuration in `text`, parsed whole; `None` where it has syntax errors.
+fn read_whole(
+    base_dir: PathBuf,
+    env: &Environment,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Config> {
+    let (document, syntax_errors) = parse::whole(text);
+    problems.extend(syntax_errors.iter().map(syntax_problem));
+    if !problems.is_empty() {
+        // A broken file yields a partial tree; checking it would only add noise.
+        return None;
+    }
+    let mut loader = Loader::for_document(base_dir, env, document.get_ref(), problems);
+    Some(loader.document(document.into_inner()))
 }
 
 fn syntax_problem(error: &toml::de::Error) -> Problem {
@@ -324,6 +343,75 @@ struct Loader<'p> {
     env: Environment,
     problems: &'p mut Vec<Problem>,
     from_env: BTreeMap<String, String>,
+    /// Two nodes of one kind share a name: only a file read in pieces can have them (in one
+    /// tree TOML forbids it), and it must then be read whole.
+    same_kind_twice: bool,
+}
+
+/// The tables of a document besides the nodes'.
+struct TopLevel {
+    settings: Settings,
+    env: BTreeMap<String, String>,
+    cluster: Option<super::cluster::Cluster>,
+    hosts: Vec<super::cluster::Host>,
+}
+
+/// Nodes of one kind read from some pieces of a file, in file order.
+#[derive(Default)]
+struct NodesRead {
+    nodes: Vec<Node>,
+    spans: Vec<NodeSpans>,
+}
+
+impl NodesRead {
+    /// One for each of [`NodeKind::ALL`].
+    fn by_kind() -> [NodesRead; 2] {
+        Default::default()
+    }
+
+    /// Reads the nodes of `section`; `None` where one of them is not a table. Every node then
+    /// has a table, so that a node two pieces share shows as two nodes of one name (whose
+    /// tables the whole file's parse might have joined, or refused).
+    fn nodes_of(
+        &mut self,
+        loader: &mut Loader<'_>,
+        kind: NodeKind,
+        section: &DeTable<'_>,
+    ) -> Option<()> {
+        let entries: Vec<_> = section.iter().collect();
+        if entries
+            .iter()
+            .any(|(_, node)| node.get_ref().as_table().is_none())
+        {
+            return None;
+        }
+        loader.nodes_of(kind, &entries, &mut self.nodes, &mut self.spans);
+        Some(())
+    }
+
+    /// The nodes of the earlier and the later pieces as [`Loader::document`] orders them: by
+    /// kind, then in file order.
+    fn in_file_order(
+        earlier: [NodesRead; 2],
+        later: [NodesRead; 2],
+    ) -> (Vec<Node>, Vec<NodeSpans>) {
+        let parts: Vec<NodesRead> = earlier
+            .into_iter()
+            .zip(later)
+            .flat_map(|(a, b)| [a, b])
+            .collect();
+        let total = parts.iter().map(|part| part.nodes.len()).sum::<usize>();
+        let mut parts = parts.into_iter();
+        // The first part (the first half's services: most nodes, usually) is moved, not copied.
+        let mut all = parts.next().unwrap_or_default();
+        all.nodes.reserve(total - all.nodes.len());
+        all.spans.reserve(total - all.spans.len());
+        for mut part in parts {
+            all.nodes.append(&mut part.nodes);
+            all.spans.append(&mut part.spans);
+        }
+        (all.nodes, all.spans)
+    }
 }
 
 impl<'p> Loader<'p> {
@@ -333,7 +421,22 @@ impl<'p> Loader<'p> {
             env: Environment::default(),
             problems,
             from_env: BTreeMap::new(),
+            same_kind_twice: false,
         }
+    }
+
+    /// A loader for `doc`, with the environment and what `doc`'s env file adds to it.
+    fn for_document(
+        base_dir: PathBuf,
+        env: &Environment,
+        doc: &DeTable<'_>,
+        problems: &'p mut Vec<Problem>,
+    ) -> Self {
+        let mut loader = Self::new(base_dir, problems);
+        let mut env = env.clone();
+        loader.load_dotenv(doc, &mut env);
+        loader.env = env;
+        loader
     }
 
     fn push(&mut self, problem: Problem) {
@@ -372,25 +475,13 @@ impl<'p> Loader<'p> {
         }
     }
 
-    fn document(&mut self, mut document: DeTable<'_>) -> Option<Config> {
-        let doc = &document;
-        self.check_keys(doc, TOP_KEYS, "");
-        let settings = match self.table_at(doc, "settings") {
-            Some(table) => self.settings(table),
-            None => self.settings(&DeTable::new()),
-        };
-        let mut env = match self.table_at(doc, "env") {
-            Some(table) => self.env_table(table, "env"),
-            None => BTreeMap::new(),
-        };
-        let cluster = self.cluster(doc);
-        let hosts = self.hosts(doc);
-        self.host_addresses(&hosts, &mut env);
+    fn document(&mut self, mut document: DeTable<'_>) -> Config {
+        let top = self.top_level(&document);
         let mut nodes = Vec::new();
         let mut spans = Vec::new();
         for kind in NodeKind::ALL {
             let section = kind.section();
-            let Some(table) = self.table_at(doc, section) else {
+            let Some(table) = self.table_at(&document, section) else {
                 continue;
             };
             self.nodes_in(kind, table, &mut nodes, &mut spans);
@@ -403,21 +494,85 @@ impl<'p> Loader<'p> {
             .collect();
         let doc = &document;
         freed_beside(node_tables, nodes.len() >= TWO_THREADS_FROM, || {
-            self.check_across_nodes(doc, &hosts, &mut nodes, &spans);
+            self.check_across_nodes(doc, &top.hosts, &mut nodes, &spans);
         });
-        Some(Config {
-            path: PathBuf::new(),
-            base_dir: self.base_dir.clone(),
+        self.config(top, nodes)
+    }
+
+    /// Reads a large file piece by piece: the first piece's tables as [`Self::document`]
+    /// does, then the nodes of the others, the first half of them on this thread and the
+    /// second on another. Each piece's tree is dropped as soon as its nodes are read, so that
+    /// its memory serves the next piece. `None` where the file must be read whole: a piece
+    /// holds more than node tables, or two pieces hold the same node (see `parse.rs`).
+    fn in_pieces(&mut self, pieces: parse::Pieces<'_>, text: &str) -> Option<Config> {
+        let parse::Pieces { head, rest } = pieces;
+        let top = self.top_level(&head);
+        let mut from_head = NodesRead::by_kind();
+        for (kind, read) in NodeKind::ALL.into_iter().zip(&mut from_head) {
+            if let Some(table) = self.table_at(&head, kind.section()) {
+                read.nodes_of(self, kind, table)?;
+            }
+        }
+        let (first, second) = rest.split_at(rest.len() / 2);
+        let (first, second) = self.on_two_threads(
+            (from_head, first),
+            (NodesRead::by_kind(), second),
+            |loader, (mut read, ranges)| {
+                for range in ranges {
+                    let tables = parse::node_tables(text, range.clone())?;
+                    for ((kind, table), read) in
+                        NodeKind::ALL.into_iter().zip(&tables).zip(&mut read)
+                    {
+                        read.nodes_of(loader, kind, table)?;
+                    }
+                }
+                Some(read)
+            },
+        );
+        let (mut nodes, spans) = NodesRead::in_file_order(first?, second?);
+        self.check_across_nodes(&head, &top.hosts, &mut nodes, &spans);
+        if self.same_kind_twice {
+            return None;
+        }
+        Some(self.config(top, nodes))
+    }
+
+    /// The tables of a document besides the nodes'.
+    fn top_level(&mut self, doc: &DeTable<'_>) -> TopLevel {
+        self.check_keys(doc, TOP_KEYS, "");
+        let settings = match self.table_at(doc, "settings") {
+            Some(table) => self.settings(table),
+            None => self.settings(&DeTable::new()),
+        };
+        let mut env = match self.table_at(doc, "env") {
+            Some(table) => self.env_table(table, "env"),
+            None => BTreeMap::new(),
+        };
+        let cluster = self.cluster(doc);
+        let hosts = self.hosts(doc);
+        self.host_addresses(&hosts, &mut env);
+        TopLevel {
             settings,
             env,
-            nodes,
             cluster,
             hosts,
+        }
+    }
+
+    fn config(&mut self, top: TopLevel, nodes: Vec<Node>) -> Config {
+        Config {
+            path: PathBuf::new(),
+            base_dir: self.base_dir.clone(),
+            settings: top.settings,
+            env: top.env,
+            nodes,
+            cluster: top.cluster,
+            hosts: top.hosts,
             local_host: None,
             from_env: std::mem::take(&mut self.from_env),
             warnings: Vec::new(),
             source: NamedSource::new("", Arc::new(String::new())),
-        })
+        }
     }
 
     /// Reads the nodes of one section onto `nodes` and `spans`, in file order. A node is 600
@@ -1871,6 +2026,7 @@ impl<'p> Loader<'p> {
                 );
             }
             if let Some(first) = index.insert(&node.name, i).map(|first| &nodes[first]) {
+                self.same_kind_twice |= first.kind == node.kind;
                 self.push(
                     Problem::error(
                         "dagstart::config::duplicate_name",
@@ -2349,4 +2505,158 @@ fn parse_signal(text: &str) -> Option<Signal> {
         format!("SIG{upper}")
     };
     full.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse::tests::nodes;
+    use super::*;
+
+    /// Loads `text` whole and cut into pieces of about `piece_bytes`: both must give the same
+    /// configuration, or the same problems, spans and order included. Returns whether the
+    /// pieces were kept (rather than the file read whole after all).
+    fn same_in_pieces(text: &str, piece_bytes: usize) -> bool {
+        let path = Path::new("/nonexistent/services.toml");
+        let env = Environment::default();
+        let load = |from_bytes| {
+            let cutting = parse::Cutting {
+                from_bytes,
+                piece_bytes,
+            };
+            format!("{:?}", load_cut(path, text.to_owned(), &env, cutting))
+        };
+        assert_eq!(load(0), load(usize::MAX), "not the same for:\n{text}");
+        let mut problems = Vec::new();
+        parse::pieces(
+            text,
+            parse::Cutting {
+                from_bytes: 0,
+                piece_bytes,
+            },
+        )
+        .and_then(|pieces| {
+            let base_dir = PathBuf::from("/nonexistent");
+            let mut loader = Loader::for_document(base_dir, &env, &pieces.head, &mut problems);
+            loader.in_pieces(pieces, text)
+        })
+        .is_some()
+    }
+
+    /// How many of two ways to cut `text` are kept: a piece for every node, and two pieces.
+    fn kept_cuts(text: &str) -> usize {
+        [1, text.len() / 2]
+            .into_iter()
+            .filter(|&piece_bytes| same_in_pieces(text, piece_bytes))
+            .count()
+    }
+
+    #[test]
+    fn plain_nodes_are_read_in_pieces() {
+        let text = format!(
+            "[settings]\nstartup_timeout = \"5s\"\n\n{}{}{}",
+            nodes("services", 0..20),
+            nodes("components", 20..40),
+            nodes("services", 40..60),
+        );
+        assert_eq!(kept_cuts(&text), 2);
+        let text = format!("{}{}", nodes("services", 0..5), nodes("components", 5..60));
+        assert_eq!(kept_cuts(&text), 2);
+    }
+
+    #[test]
+    fn the_file_is_read_whole_where_the_pieces_could_disagree() {
+        let cases = [
+            // the same node in two pieces
+            format!("{}{}", nodes("services", 0..30), nodes("services", 0..30)),
+            // a cut inside a multi-line string
+            format!(
+                "{}[services.s]\ncommand = '''\n{}'''\n",
+                nodes("services", 0..2),
+                nodes("services", 10..60)
+            ),
+            // an explicit [services] header in a later piece
+            format!(
+                "{}[services]\nx = 1\n{}",
+                nodes("services", 0..30),
+                nodes("services", 30..40)
+            ),
+            // a table of its own in a later piece
+            format!("{}[settings]\nx = 1\n", nodes("services", 0..60)),
+            // an inline table cannot be extended
+            format!(
+                "services = {{ a = {{ command = \"x\" }} }}\n\n{}",
+                nodes("services", 0..60)
+            ),
+            // a sub-table of a node of an earlier piece
+            format!("{}[services.n1.env]\nA = \"1\"\n", nodes("services", 0..60)),
+            // a syntax error in any piece
+            format!("x = \n{}", nodes("services", 0..60)),
+            format!("{}x = [\n", nodes("services", 0..60)),
+        ];
+        for text in &cases {
+            assert_eq!(kept_cuts(text), 0, "pieces were kept for:\n{text}");
+        }
+    }
+
+    #[test]
+    fn dotted_keys_and_sub_tables_read_in_pieces_like_the_whole() {
+        // The sub-table follows its node, in the same piece however the file is cut.
+        let text = format!(
+            "services.a.command = \"x\"\n\n{}[services.n59.env]\nA = \"1\"\n",
+            nodes("services", 0..60)
+        );
+        assert_eq!(kept_cuts(&text), 2);
+    }
+
+    /// Files assembled from random pieces, most of them new nodes, some of them each construct
+    /// above: pieces that are kept always read as the whole file. Prints the failing seed.
+    #[test]
+    fn random_files_read_in_pieces_as_the_whole() {
+        let nodes = [
+            "[services.NAME]\ncommand = \"x\"\n",
+            "[services.NAME]\ncommand = \"y\"\ndepends_on = [\n\"n1\",\n]\n",
+            "[components.NAME]\ncommand = 'z'\nbad_key = 1\n",
+            "[components.NAME]\ncommand = 'z'\ndepends_on = [\"n2\"]\n",
+            "[services.NAME]\ncommand = \"v\"\n[services.NAME.env]\nK = \"v\"\n",
+            "[services.\"NAME.k\"]\ncommand = \"u\"\n",
+            "services.NAME.command = \"w\"\n",
+            "[services.NAME]\ncommand = \"t\"\ndepends_on = [\"n3\"]\nport = 80\n",
+        ];
+        let others = [
+            "[services]\n",
+            "[components]\n",
+            "[settings]\nlog_level = \"info\"\n",
+            "services = { f = {} }\n",
+            "x = \"\"\"\n[services.g]\n\"\"\"\n",
+            "# [services.h]\n",
+            "\n",
+            "[services.a.env]\nK = \"v\"\n",
+            "[[services.n7]]\nx = 1\n",
+            "bad = \n",
+        ];
+        let mut kept = 0;
+        for seed in 0..300u64 {
+            let mut rng = crate::synth::Rng::new(seed + 1);
+            let mut next = |n: usize| rng.below(n);
+            let mut text = String::new();
+            for i in 0..next(40) {
+                if next(8) == 0 {
+                    text.push_str(others[next(others.len())]);
+                } else {
+                    // Now and then a name used before.
+                    let name = format!("n{}", if next(10) == 0 { next(i + 1) } else { i });
+                    text.push_str(&nodes[next(nodes.len())].replace("NAME", &name));
+                }
+            }
+            match std::panic::catch_unwind(|| kept_cuts(&text)) {
+                Ok(0) => {}
+                Ok(_) => kept += 1,
+                Err(_) => panic!("seed {seed} failed"),
+            }
+        }
+        assert!(
+            kept > 60,
+            "only {kept} of 300 files were kept in pieces: the test proves little"
+        );
+    }
 }

@@ -364,9 +364,12 @@ struct NodesRead {
 }
 
 impl NodesRead {
-    /// One for each of [`NodeKind::ALL`].
-    fn by_kind() -> [NodesRead; 2] {
-        Default::default()
+    /// One for each of [`NodeKind::ALL`], each with room for `nodes`.
+    fn by_kind_with_room(nodes: usize) -> [NodesRead; 2] {
+        [(); 2].map(|()| NodesRead {
+            nodes: Vec::with_capacity(nodes),
+            spans: Vec::with_capacity(nodes),
+        })
     }
 
     /// Reads the nodes of `section`; `None` where one of them is not a table. Every node then
@@ -507,16 +510,23 @@ impl<'p> Loader<'p> {
     fn in_pieces(&mut self, pieces: parse::Pieces<'_>, text: &str) -> Option<Config> {
         let parse::Pieces { head, rest } = pieces;
         let top = self.top_level(&head);
-        let mut from_head = NodesRead::by_kind();
+        let (first, second) = rest.split_at(rest.len() / 2);
+        // Room for every node this thread will read, and for the other thread's, appended at
+        // the end: the nodes are not moved while they are read (capacity not written to
+        // costs no memory).
+        let mut from_head = NodesRead::by_kind_with_room(parse::most_nodes(text));
         for (kind, read) in NodeKind::ALL.into_iter().zip(&mut from_head) {
             if let Some(table) = self.table_at(&head, kind.section()) {
                 read.nodes_of(self, kind, table)?;
             }
         }
-        let (first, second) = rest.split_at(rest.len() / 2);
+        let second_text = &text[second.first().map_or(0, |r| r.start)..];
         let (first, second) = self.on_two_threads(
             (from_head, first),
-            (NodesRead::by_kind(), second),
+            (
+                NodesRead::by_kind_with_room(parse::most_nodes(second_text)),
+                second,
+            ),
             |loader, (mut read, ranges)| {
                 for range in ranges {
                     let tables = parse::node_tables(text, range.clone())?;

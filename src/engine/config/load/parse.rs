@@ -86,6 +86,11 @@ pub(super) fn pieces(text: &str, cutting: Cutting) -> Option<Pieces<'_>> {
     open.then_some(Pieces { head, rest })
 }
 
+/// At most this many nodes are declared in `text`: it has as many lines that open a table.
+pub(super) fn most_nodes(text: &str) -> usize {
+    1 + text.matches("\n[").count()
+}
+
 /// The node tables of the piece of `text` at `range`, by section (the sections it does not
 /// have are empty), with spans into `text`; `None` where the piece has a syntax error or
 /// anything but node tables opened by their own headers (see the module documentation).

@@ -52,9 +52,8 @@ impl Graph {
                 inner.add_edge(NodeIndex::new(dep.node), NodeIndex::new(i), dep.edge());
             }
         }
+        let levels = levels(nodes).expect("a validated configuration has no cycles");
         let dependents = Dependents::of_nodes(nodes);
-        let levels =
-            levels_over(nodes, &dependents).expect("a validated configuration has no cycles");
         let order = depth_first_order(&dependents);
         let mut heights = vec![0; nodes.len()];
         let mut open_above = vec![false; nodes.len()];
@@ -288,7 +287,7 @@ impl Dependents {
 
 /// The order of `petgraph::algo::toposort` (a depth-first search from each node in index
 /// order, the last-added edge first, as petgraph keeps them), without the second search it
-/// makes for cycles: a validated configuration has none (and [`levels_over`] has just found
+/// makes for cycles: a validated configuration has none (and [`levels`] has just found
 /// none), and that search was a sixth of building the graph of 100,000 nodes.
 fn depth_first_order(dependents: &Dependents) -> Vec<usize> {
     let len = dependents.len();
@@ -329,28 +328,45 @@ pub fn depth(nodes: &[Node]) -> usize {
 }
 
 /// Each node's longest dependency chain below it, or `None` if the dependencies form a cycle.
+/// A depth-first walk down `depends_on`: a node's level is final once its dependencies' are,
+/// and a dependency met again on the walk's own path closes a cycle. It needs no table of
+/// dependents (building one was most of the time of a Kahn pass: 100,000 nodes, 25 of 40 ms).
 fn levels(nodes: &[Node]) -> Option<Vec<usize>> {
-    levels_over(nodes, &Dependents::of_nodes(nodes))
-}
-
-/// [`levels`] by Kahn's algorithm on plain vectors, one pass over the edges.
-fn levels_over(nodes: &[Node], dependents: &Dependents) -> Option<Vec<usize>> {
-    let mut waiting_on: Vec<usize> = nodes.iter().map(|n| n.depends_on.len()).collect();
-    let mut levels = vec![0usize; nodes.len()];
-    let mut ready: Vec<usize> = (0..nodes.len()).filter(|&i| waiting_on[i] == 0).collect();
-    let mut done = 0;
-    while let Some(n) = ready.pop() {
-        done += 1;
-        for &(dependent, _) in dependents.of(n) {
-            // A node is ready only once every dependency is done: its level is then final.
-            levels[dependent] = levels[dependent].max(levels[n] + 1);
-            waiting_on[dependent] -= 1;
-            if waiting_on[dependent] == 0 {
-                ready.push(dependent);
+    const UNSEEN: usize = usize::MAX;
+    const ON_PATH: usize = usize::MAX - 1;
+    let mut levels = vec![UNSEEN; nodes.len()];
+    // Each node on the path, with how many of its dependencies were walked into.
+    let mut path: Vec<(usize, usize)> = Vec::new();
+    for root in 0..nodes.len() {
+        if levels[root] != UNSEEN {
+            continue;
+        }
+        levels[root] = ON_PATH;
+        path.push((root, 0));
+        while let Some((node, walked)) = path.last_mut() {
+            let dependencies = &nodes[*node].depends_on;
+            if let Some(dep) = dependencies.get(*walked) {
+                *walked += 1;
+                match levels[dep.node] {
+                    ON_PATH => return None,
+                    UNSEEN => {
+                        levels[dep.node] = ON_PATH;
+                        path.push((dep.node, 0));
+                    }
+                    _ => {}
+                }
+                continue;
             }
+            let node = *node;
+            levels[node] = dependencies
+                .iter()
+                .map(|dep| levels[dep.node] + 1)
+                .max()
+                .unwrap_or(0);
+            path.pop();
         }
     }
-    (done == nodes.len()).then_some(levels)
+    Some(levels)
 }
 
 /// Edges of a cycle labelled at most, and nodes of it named in its message at most.

@@ -392,20 +392,20 @@ impl NodesRead {
         Some(())
     }
 
-    /// The nodes of the earlier and the later pieces as [`Loader::document`] orders them: by
-    /// kind, then in file order.
-    fn in_file_order(
-        earlier: [NodesRead; 2],
-        later: [NodesRead; 2],
-    ) -> (Vec<Node>, Vec<NodeSpans>) {
-        let parts: Vec<NodesRead> = earlier
-            .into_iter()
-            .zip(later)
-            .flat_map(|(a, b)| [a, b])
-            .collect();
+    /// The nodes read from pieces, given in file order, as [`Loader::document`] orders them:
+    /// by kind, then in file order.
+    fn in_file_order(pieces: impl Iterator<Item = [NodesRead; 2]>) -> (Vec<Node>, Vec<NodeSpans>) {
+        let mut by_kind: [Vec<NodesRead>; 2] = Default::default();
+        for piece in pieces {
+            for (kind, read) in by_kind.iter_mut().zip(piece) {
+                kind.push(read);
+            }
+        }
+        let parts: Vec<NodesRead> = by_kind.into_iter().flatten().collect();
         let total = parts.iter().map(|part| part.nodes.len()).sum::<usize>();
         let mut parts = parts.into_iter();
-        // The first part (the first half's services: most nodes, usually) is moved, not copied.
+        // The first part (the front thread's services: most nodes, usually, with room for all)
+        // is moved, not copied.
         let mut all = parts.next().unwrap_or_default();
         all.nodes.reserve(total - all.nodes.len());
         all.spans.reserve(total - all.spans.len());
@@ -503,43 +503,68 @@ impl<'p> Loader<'p> {
     }
 
     /// Reads a large file piece by piece: the first piece's tables as [`Self::document`]
-    /// does, then the nodes of the others, the first half of them on this thread and the
-    /// second on another. Each piece's tree is dropped as soon as its nodes are read, so that
-    /// its memory serves the next piece. `None` where the file must be read whole: a piece
-    /// holds more than node tables, or two pieces hold the same node (see `parse.rs`).
+    /// does, then the nodes of the others, taken from the front by this thread and from the
+    /// back by another until they meet (a fixed half each left one thread idle for a third
+    /// of the time). Each piece's tree is dropped as soon as its nodes are read, so that its
+    /// memory serves the next piece. `None` where the file must be read whole: a piece holds
+    /// more than node tables, or two pieces hold the same node (see `parse.rs`).
     fn in_pieces(&mut self, pieces: parse::Pieces<'_>, text: &str) -> Option<Config> {
         let parse::Pieces { head, rest } = pieces;
         let top = self.top_level(&head);
-        let (first, second) = rest.split_at(rest.len() / 2);
-        // Room for every node this thread will read, and for the other thread's, appended at
-        // the end: the nodes are not moved while they are read (capacity not written to
-        // costs no memory).
+        // Room for every node of the file: those the other thread reads are appended at the
+        // end, and no node is moved while they are read (capacity not written to costs no
+        // memory).
         let mut from_head = NodesRead::by_kind_with_room(parse::most_nodes(text));
         for (kind, read) in NodeKind::ALL.into_iter().zip(&mut from_head) {
             if let Some(table) = self.table_at(&head, kind.section()) {
                 read.nodes_of(self, kind, table)?;
             }
         }
-        let second_text = &text[second.first().map_or(0, |r| r.start)..];
-        let (first, second) = self.on_two_threads(
-            (from_head, first),
-            (
-                NodesRead::by_kind_with_room(parse::most_nodes(second_text)),
-                second,
-            ),
-            |loader, (mut read, ranges)| {
-                for range in ranges {
-                    let tables = parse::node_tables(text, range.clone())?;
-                    for ((kind, table), read) in
-                        NodeKind::ALL.into_iter().zip(&tables).zip(&mut read)
-                    {
-                        read.nodes_of(loader, kind, table)?;
+        let left = std::sync::Mutex::new(0..rest.len());
+        let take = |from_back: bool| {
+            let mut left = left
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if from_back {
+                left.next_back()
+            } else {
+                left.next()
+            }
+        };
+        let give_up = || {
+            *left
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = 0..0
+        };
+        let (front, back) = self.on_two_threads(
+            (vec![from_head], false),
+            (Vec::new(), true),
+            |loader, (mut parts, from_back)| {
+                while let Some(piece) = take(from_back) {
+                    let range = rest[piece].clone();
+                    let Some(tables) = parse::node_tables(text, range.clone()) else {
+                        give_up();
+                        return None;
+                    };
+                    if from_back {
+                        let room = parse::most_nodes(&text[range]);
+                        parts.push(NodesRead::by_kind_with_room(room));
+                    }
+                    let part = parts.last_mut()?;
+                    for ((kind, table), read) in NodeKind::ALL.into_iter().zip(&tables).zip(part) {
+                        if read.nodes_of(loader, kind, table).is_none() {
+                            give_up();
+                            return None;
+                        }
                     }
                 }
-                Some(read)
+                if from_back {
+                    parts.reverse();
+                }
+                Some(parts)
             },
         );
-        let (mut nodes, spans) = NodesRead::in_file_order(first?, second?);
+        let (mut nodes, spans) = NodesRead::in_file_order(front?.into_iter().chain(back?));
         self.check_across_nodes(&head, &top.hosts, &mut nodes, &spans);
         if self.same_kind_twice {
             return None;

@@ -5,8 +5,9 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use miette::NamedSource;
@@ -356,6 +357,38 @@ struct TopLevel {
     hosts: Vec<super::cluster::Host>,
 }
 
+/// The pieces of a file not yet read, taken by two threads from either end until they meet.
+struct PieceQueue(Mutex<Range<usize>>);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Front,
+    Back,
+}
+
+impl PieceQueue {
+    fn new(pieces: usize) -> Self {
+        Self(Mutex::new(0..pieces))
+    }
+
+    fn left(&self) -> std::sync::MutexGuard<'_, Range<usize>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self, end: End) -> Option<usize> {
+        let mut left = self.left();
+        match end {
+            End::Front => left.next(),
+            End::Back => left.next_back(),
+        }
+    }
+
+    /// Leaves nothing to take: the file is read whole after all.
+    fn empty(&self) {
+        *self.left() = 0..0;
+    }
+}
+
 /// Nodes of one kind read from some pieces of a file, in file order.
 #[derive(Default)]
 struct NodesRead {
@@ -520,48 +553,16 @@ impl<'p> Loader<'p> {
                 read.nodes_of(self, kind, table)?;
             }
         }
-        let left = std::sync::Mutex::new(0..rest.len());
-        let take = |from_back: bool| {
-            let mut left = left
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if from_back {
-                left.next_back()
-            } else {
-                left.next()
-            }
-        };
-        let give_up = || {
-            *left
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = 0..0
-        };
+        let queue = PieceQueue::new(rest.len());
         let (front, back) = self.on_two_threads(
-            (vec![from_head], false),
-            (Vec::new(), true),
-            |loader, (mut parts, from_back)| {
-                while let Some(piece) = take(from_back) {
-                    let range = rest[piece].clone();
-                    let Some(tables) = parse::node_tables(text, range.clone()) else {
-                        give_up();
-                        return None;
-                    };
-                    if from_back {
-                        let room = parse::most_nodes(&text[range]);
-                        parts.push(NodesRead::by_kind_with_room(room));
-                    }
-                    let part = parts.last_mut()?;
-                    for ((kind, table), read) in NodeKind::ALL.into_iter().zip(&tables).zip(part) {
-                        if read.nodes_of(loader, kind, table).is_none() {
-                            give_up();
-                            return None;
-                        }
-                    }
+            (vec![from_head], End::Front),
+            (Vec::new(), End::Back),
+            |loader, (mut parts, end)| {
+                let read = loader.pieces_from(&queue, end, &rest, text, &mut parts);
+                if read.is_none() {
+                    queue.empty();
                 }
-                if from_back {
-                    parts.reverse();
-                }
-                Some(parts)
+                read.map(|()| parts)
             },
         );
         let (mut nodes, spans) = NodesRead::in_file_order(front?.into_iter().chain(back?));
@@ -570,6 +571,35 @@ impl<'p> Loader<'p> {
             return None;
         }
         Some(self.config(top, nodes))
+    }
+
+    /// Reads the pieces (at `ranges` in `text`) it takes from `end` of the queue, until it
+    /// is empty: into the one part it is given from the front, into a part for each piece,
+    /// left in file order, from the back. `None` where a piece must not be read on its own.
+    fn pieces_from(
+        &mut self,
+        queue: &PieceQueue,
+        end: End,
+        ranges: &[Range<usize>],
+        text: &str,
+        parts: &mut Vec<[NodesRead; 2]>,
+    ) -> Option<()> {
+        while let Some(piece) = queue.take(end) {
+            let range = ranges[piece].clone();
+            let tables = parse::node_tables(text, range.clone())?;
+            if end == End::Back {
+                let room = parse::most_nodes(&text[range]);
+                parts.push(NodesRead::by_kind_with_room(room));
+            }
+            let part = parts.last_mut()?;
+            for ((kind, table), read) in NodeKind::ALL.into_iter().zip(&tables).zip(part) {
+                read.nodes_of(self, kind, table)?;
+            }
+        }
+        if end == End::Back {
+            parts.reverse();
+        }
+        Some(())
     }
 
     /// The tables of a document besides the nodes'.

@@ -146,20 +146,25 @@ fn load_cut(
         problems.clear();
         read_whole(base_dir, env, &text, &mut problems)
     });
-    // File order reads best; problems without a place (environment) come first.
-    problems.sort_by_key(|p| p.labels.first().map(|(span, _)| span.start));
-    match config {
-        Some(mut config) if !problems.iter().any(Problem::is_error) => {
-            config.path = path.to_owned();
-            config.warnings = problems;
-            config.source = source;
-            Ok(config)
-        }
-        _ => Err(ConfigError {
+    let Some(mut config) = config else {
+        // Syntax errors, in the parser's order.
+        return Err(ConfigError {
             file: source,
             problems,
-        }),
+        });
+    };
+    // File order reads best; problems without a place (environment) come first.
+    problems.sort_by_key(|p| p.labels.first().map(|(span, _)| span.start));
+    if problems.iter().any(Problem::is_error) {
+        return Err(ConfigError {
+            file: source,
+            problems,
+        });
     }
+    config.path = path.to_owned();
+    config.warnings = problems;
+    config.source = source;
+    Ok(config)
 }
 
 /// The configuration in `text`, parsed whole; `None` where it has syntax errors.

@@ -402,11 +402,16 @@ struct NodesRead {
 }
 
 impl NodesRead {
-    /// One for each of [`NodeKind::ALL`], each with room for `nodes`.
+    /// One for each of [`NodeKind::ALL`], each with room for `nodes` where the memory can be
+    /// reserved (a file of nothing but header lines would ask for far more than its nodes
+    /// need: then the vectors grow as they fill).
     fn by_kind_with_room(nodes: usize) -> [NodesRead; 2] {
-        [(); 2].map(|()| NodesRead {
-            nodes: Vec::with_capacity(nodes),
-            spans: Vec::with_capacity(nodes),
+        [(); 2].map(|()| {
+            let mut read = NodesRead::default();
+            if read.nodes.try_reserve(nodes).is_ok() {
+                let _ = read.spans.try_reserve(nodes);
+            }
+            read
         })
     }
 
@@ -2618,6 +2623,13 @@ mod tests {
             .into_iter()
             .filter(|&piece_bytes| same_in_pieces(text, piece_bytes))
             .count()
+    }
+
+    #[test]
+    fn room_that_cannot_be_reserved_is_not_asked_for() {
+        for read in NodesRead::by_kind_with_room(usize::MAX / 2) {
+            assert_eq!(read.nodes.capacity(), 0);
+        }
     }
 
     #[test]

@@ -1,25 +1,27 @@
-//! The spanned TOML tree of services.toml; a large file is parsed in pieces, on two threads.
+//! The spanned TOML tree of services.toml, whole or, for a large file, in pieces.
 //!
 //! A file of thousands of nodes is almost all `[services.NAME]` and `[components.NAME]`
 //! tables, and its parse is the largest part of loading it. The parser lexes the whole text
 //! into tokens and then events before it builds the tree: buffers of about 25 times the text
 //! (100,000 nodes: 200 MB), every page of them a fault on first touch. A file of over a
-//! megabyte is therefore cut at node table headers into pieces of about 64 KiB, parsed one at
-//! a time (each piece's buffers are freed and reused by the next), the first half of the pieces
-//! on this thread and the second on another. A piece's spans are shifted by its offset, and its
-//! node tables are moved into the tree of the pieces before it.
+//! megabyte is therefore cut before node table headers into pieces of about 64 KiB. The
+//! first piece, which holds every other table, is parsed here; the loader parses the others
+//! one at a time ([`node_tables`]) and reads each one's nodes before the next, so that the
+//! buffers and the tree of a piece serve the next one (`Loader::in_pieces`, on two threads). A
+//! piece's spans are shifted by its offset: they are places in the file.
 //!
-//! The joined tree must be exactly the tree the parse of the whole file gives, spans and order
-//! included; wherever that is not certain, the whole file is parsed again on one thread, which
-//! also finds every syntax error with its place. That is the case when a piece has a syntax
-//! error (the cut was inside a multi-line string or array, or the file is broken), when a piece
-//! after the first declares anything but node tables (a table of its own, an explicit
-//! `[services]` header, an array of tables), when a section before it is not a table written
-//! with headers or dotted keys (an inline table cannot be extended), and when two pieces name
-//! the same node (what a later header may add to an earlier table is TOML's to judge). Pieces
-//! are cut only before a header of a node's own table (`[services.NAME]`), never before one
-//! of its sub-tables, so that a node and its `[services.NAME.health]` usually stay together.
-//! The unit tests compare both parses on files built to hit each of these.
+//! What is read in pieces must be exactly what the whole file gives; wherever that is not
+//! certain, the whole file is parsed on one thread, which also finds every syntax error with
+//! its place. That is the case when a piece has a syntax error (the cut was inside a
+//! multi-line string or array, or the file is broken), when a piece after the first declares
+//! anything but node tables (a table of its own, an explicit `[services]` header, an array of
+//! tables), when the first piece's section is not a table written with headers or dotted keys
+//! (an inline table cannot be extended), and, found by the loader, when a node is not a table
+//! or two pieces declare the same node (what a later header may add to an earlier table is
+//! TOML's to judge). Pieces are cut only before a header of a node's own table
+//! (`[services.NAME]`), never before one of its sub-tables, so that a node and its
+//! `[services.NAME.health]` usually stay together. The loader's tests load random files both
+//! ways and compare the results.
 
 use std::ops::Range;
 

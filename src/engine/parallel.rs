@@ -1,6 +1,6 @@
 //! Two pieces of work at once on a machine's cores: one on the calling thread, the other on a
-//! scoped thread beside it. Loading a large services.toml uses it (the parse, the nodes, their
-//! dependencies), and so does `check`.
+//! scoped thread beside it. Loading a large services.toml uses it (its pieces, their nodes and
+//! dependencies), and so do `check` and `graph --format json`.
 
 /// Runs `here` on this thread and `beside` on another, at once, and returns both results. A
 /// panic in either is the caller's panic.

@@ -138,10 +138,7 @@ fn load_cut(
     let source = NamedSource::new(path.display().to_string(), Arc::new(text));
     let text = source.inner().clone();
     let mut problems = Vec::new();
-    let in_pieces = parse::pieces(&text, cutting).and_then(|pieces| {
-        let mut loader = Loader::for_document(base_dir.clone(), env, &pieces.head, &mut problems);
-        loader.in_pieces(pieces, &text)
-    });
+    let in_pieces = read_in_pieces(base_dir.clone(), env, &text, cutting, &mut problems);
     let config = in_pieces.or_else(|| {
         problems.clear();
         read_whole(base_dir, env, &text, &mut problems)
@@ -165,6 +162,20 @@ fn load_cut(
     config.warnings = problems;
     config.source = source;
     Ok(config)
+}
+
+/// The configuration in `text`, read in pieces as `cutting` says; `None` where it is not
+/// cut, or where the pieces might not read as the whole file (see `parse.rs`).
+fn read_in_pieces(
+    base_dir: PathBuf,
+    env: &Environment,
+    text: &str,
+    cutting: parse::Cutting,
+    problems: &mut Vec<Problem>,
+) -> Option<Config> {
+    let pieces = parse::pieces(text, cutting)?;
+    let mut loader = Loader::for_document(base_dir, env, &pieces.head, problems);
+    loader.in_pieces(pieces, text)
 }
 
 /// The configuration in `text`, parsed whole; `None` where it has syntax errors.
@@ -2593,28 +2604,19 @@ mod tests {
     fn same_in_pieces(text: &str, piece_bytes: usize) -> bool {
         let path = Path::new("/nonexistent/services.toml");
         let env = Environment::default();
+        let cutting = |from_bytes| parse::Cutting {
+            from_bytes,
+            piece_bytes,
+        };
         let load = |from_bytes| {
-            let cutting = parse::Cutting {
-                from_bytes,
-                piece_bytes,
-            };
-            format!("{:?}", load_cut(path, text.to_owned(), &env, cutting))
+            format!(
+                "{:?}",
+                load_cut(path, text.to_owned(), &env, cutting(from_bytes))
+            )
         };
         assert_eq!(load(0), load(usize::MAX), "not the same for:\n{text}");
-        let mut problems = Vec::new();
-        parse::pieces(
-            text,
-            parse::Cutting {
-                from_bytes: 0,
-                piece_bytes,
-            },
-        )
-        .and_then(|pieces| {
-            let base_dir = PathBuf::from("/nonexistent");
-            let mut loader = Loader::for_document(base_dir, &env, &pieces.head, &mut problems);
-            loader.in_pieces(pieces, text)
-        })
-        .is_some()
+        let base_dir = PathBuf::from("/nonexistent");
+        read_in_pieces(base_dir, &env, text, cutting(0), &mut Vec::new()).is_some()
     }
 
     /// How many of two ways to cut `text` are kept: a piece for every node, and two pieces.
